@@ -1,0 +1,1 @@
+"""RESP codec: bytes in -> commands out; replies -> bytes. Sans-I/O."""
