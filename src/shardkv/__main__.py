@@ -1,0 +1,3 @@
+from shardkv.cli.main import main
+
+main()

@@ -1,0 +1,1050 @@
+"""The KV state machine: Redis string and keyspace commands over the storage contract.
+
+It is deterministic: the same commands with the same ``now_ms`` against the same state give
+the same replies and the same writes on every replica. It never reads a clock, never
+raises for bad client input (errors are ``ErrorReply`` values carrying Redis 7's exact
+text) and never touches a database: it reads through a ``ReadView`` and returns a
+``WriteBatch``. The byte layout is in ``shardkv.core.kv.codec``.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Callable, Iterator
+from typing import Final
+
+from shardkv.core.cluster.slots import (
+    SLOT_COUNT,
+    SLOTS_END,
+    pattern_slot,
+    slot_of_prefixed,
+    slot_prefix,
+)
+from shardkv.core.commands import COMMANDS, CommandKind, lookup, unknown_command_error
+from shardkv.core.engine import DATA, EXPIRY, META, Delete, DeleteRange, Put, ReadView, WriteBatch
+from shardkv.core.kv.codec import (
+    DATA_END,
+    EXPIRES_COUNT_KEY,
+    EXPIRY_END,
+    HEADER_BYTES,
+    KEY_COUNT_KEY,
+    STRING_NO_EXPIRY_HEADER,
+    TYPE_NAMES,
+    TYPE_STRING,
+    data_key,
+    decode_count,
+    decode_expiry_key,
+    encode_count,
+    expiry_range_end,
+    user_key,
+)
+from shardkv.core.kv.glob import GlobPattern
+from shardkv.core.kv.longdouble import add_long_double, format_long_double, parse_long_double
+from shardkv.core.resp.replies import OK, ErrorReply, Reply, SimpleString
+
+_Handler = Callable[[list[bytes], int], Reply]
+
+#: Redis's default proto-max-bulk-len: APPEND and SETRANGE refuse to grow a string past it.
+DEFAULT_MAX_STRING_BYTES: Final = 512 * 1024 * 1024
+#: Entries fetched from the ReadView per page by scans (KEYS, SCAN, the expiry sweep).
+SCAN_PAGE_ENTRIES: Final = 256
+#: SCAN's COUNT when the client gives none (Redis's default).
+DEFAULT_SCAN_COUNT: Final = 10
+
+_I64_MIN: Final = -(2**63)
+_I64_MAX: Final = 2**63 - 1
+_U64_MAX: Final = 2**64 - 1
+# C's LLONG_MAX / 1000 and LLONG_MIN / 1000 (division truncating toward zero).
+_MAX_SECONDS: Final = _I64_MAX // 1000
+_MIN_SECONDS: Final = -(-_I64_MIN // 1000)
+
+_EXPIRE_AT: Final = struct.Struct(">Q")
+_expire_at_of = struct.Struct(">Q").unpack_from  # (value, 1) -> (expire_at_ms,)
+_pack_header = struct.Struct(">BQ").pack
+
+# Redis 7 error replies.
+_ERR_SYNTAX: Final = ErrorReply("ERR syntax error")
+_ERR_NOT_INTEGER: Final = ErrorReply("ERR value is not an integer or out of range")
+_ERR_NOT_FLOAT: Final = ErrorReply("ERR value is not a valid float")
+_ERR_OVERFLOW: Final = ErrorReply("ERR increment or decrement would overflow")
+_ERR_DECREMENT_OVERFLOW: Final = ErrorReply("ERR decrement would overflow")
+_ERR_NAN_OR_INFINITY: Final = ErrorReply("ERR increment would produce NaN or Infinity")
+_ERR_WRONGTYPE: Final = ErrorReply(
+    "WRONGTYPE Operation against a key holding the wrong kind of value"
+)
+_ERR_OFFSET: Final = ErrorReply("ERR offset is out of range")
+_ERR_STRING_TOO_LONG: Final = ErrorReply(
+    "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+)
+_ERR_INVALID_CURSOR: Final = ErrorReply("ERR invalid cursor")
+_ERR_EXPIRE_NX: Final = ErrorReply(
+    "ERR NX and XX, GT or LT options at the same time are not compatible"
+)
+_ERR_EXPIRE_GT_LT: Final = ErrorReply("ERR GT and LT options at the same time are not compatible")
+
+# SET / GETEX option flags (Redis's OBJ_SET_* / OBJ_* flags).
+_NX: Final = 1
+_XX: Final = 2
+_GET: Final = 4
+_KEEPTTL: Final = 8
+_PERSIST: Final = 16
+_EX: Final = 32
+_PX: Final = 64
+_EXAT: Final = 128
+_PXAT: Final = 256
+_ANY_EXPIRE: Final = _EX | _PX | _EXAT | _PXAT
+
+_C_SPACE: Final = frozenset(b" \t\n\v\f\r")
+_UNSIGNED: Final = re.compile(rb"([+-]?)([0-9]+)")
+
+
+def parse_i64(text: bytes) -> int | None:
+    """Redis's strict integer parsing (``string2ll``): optional '-', no '+', no spaces, no
+    leading zeros (except "0" itself, and "-0" is refused), within signed 64 bits."""
+    if text.isdigit():
+        if (text[0] == 0x30 and len(text) > 1) or len(text) > 19:
+            return None
+        value = int(text)
+        return value if value <= _I64_MAX else None
+    if len(text) >= 2 and text[0] == 0x2D and text[1] != 0x30 and text[1:].isdigit():
+        if len(text) > 20:
+            return None
+        value = int(text)
+        return value if value >= _I64_MIN else None
+    return None
+
+
+def parse_scan_cursor(text: bytes) -> int | None:
+    """A SCAN cursor as Redis 7.0 reads it (``strtoul``, 64-bit): optional sign, decimal
+    digits, no leading whitespace, nothing after; a '-' negates modulo 2**64; "" is 0.
+    None if Redis would answer "invalid cursor"."""
+    if not text:
+        return 0
+    if text[0] in _C_SPACE:
+        return None
+    match = _UNSIGNED.fullmatch(text)
+    if match is None:
+        return None
+    sign, digits = match.groups()
+    if len(digits.lstrip(b"0")) > 20:
+        return None
+    value = int(digits)
+    if value > _U64_MAX:
+        return None
+    return (-value) & _U64_MAX if sign == b"-" else value
+
+
+def _error_text(raw: bytes) -> str:
+    # User bytes inside an error: CR and LF would break the protocol, Redis maps them to
+    # spaces.
+    return raw.decode("utf-8", "surrogateescape").replace("\r", " ").replace("\n", " ")
+
+
+def _is_expired(value: bytes, now_ms: int) -> bool:
+    expire_at: int = _expire_at_of(value, 1)[0]
+    return expire_at != 0 and expire_at <= now_ms
+
+
+class BatchStateError(RuntimeError):
+    """The caller broke the batch protocol (a write outside a batch, nested batches).
+    A programming error, never caused by client input."""
+
+
+class KVStateMachine:
+    """Executes Redis data commands against committed state plus the current batch.
+
+    Contract:
+
+    1. Construct with a ``ReadView`` of committed state. The machine owns the DATA and
+       EXPIRY columns of that view and its two META counters (``codec``); nothing else
+       may write them.
+    2. ``begin_batch()``, then ``execute(args, now_ms)`` for each command, in log order
+       (and ``expire_sweep`` where the log says so), then ``finish_batch()``, which returns
+       the ``WriteBatch`` of everything those commands wrote. The caller must apply that
+       batch to the engine atomically before the next ``begin_batch()``; a batch that is
+       dropped (``abort_batch()``, or never applied) leaves no trace: the next batch
+       reads the view afresh.
+    3. Within a batch, every command sees the writes of the earlier commands of the same
+       batch: reads, and scans (KEYS, SCAN, the sweep), go through an overlay of the
+       pending writes over the view. Outside a batch, read-only commands may be executed
+       against the view alone; a write command there raises ``BatchStateError``.
+    4. ``args`` is the command as received: ``args[0]`` the name in any case. ``now_ms``
+       is absolute unix time in milliseconds chosen by the caller (for replicated writes,
+       the leader stamps it into the log so every replica uses the same value); the machine
+       never reads a clock. Relative expiries (EX, PX, EXPIRE, ...) become absolute
+       expire-at times computed from ``now_ms``, so replicas agree.
+    5. ``execute`` never raises for client input: it returns Redis 7's reply, errors
+       included (``ErrorReply`` with Redis's exact text). Arity is checked here too, so a
+       command that reached the log unchecked still gets Redis's error.
+
+    Expiry: a key whose expire-at is <= ``now_ms`` is expired. Expired keys are invisible
+    to every command at once (a lazy check on each read), whether or not the sweep has
+    removed them; reads never write. ``expire_sweep`` physically removes expired keys
+    through the EXPIRY index; the leader proposes it like a command. A write to an expired
+    key treats it as absent (and overwrites or removes the stale copy).
+
+    Counts: ``key_count()`` (DBSIZE) and ``expires_count()`` (INFO keyspace) are kept
+    exact in META by every batch. Like Redis's DBSIZE they include expired keys the sweep
+    has not removed yet.
+
+    SCAN cursors: storage keys are ordered by (slot, key), so the cursor is simply the next
+    slot to visit (0 starts, and 0 returned means done). Each call returns every key of
+    each slot it visits and stops after the slot in which COUNT keys were reached, so a
+    cursor always fits in 64 bits, needs no server-side state, and any key present for the
+    whole iteration is returned at least once (keys of a slot are returned together, never
+    split across calls). COUNT is a hint: a slot holding many keys is returned whole.
+    A MATCH pattern pinned to one slot by a hash tag (``{user1}:*``) visits that slot only.
+    """
+
+    __slots__ = (
+        "_data",
+        "_dispatch",
+        "_expires_count",
+        "_expiry",
+        "_flushed",
+        "_in_batch",
+        "_key_count",
+        "_max_string_bytes",
+        "_start_counts",
+        "_view",
+    )
+
+    def __init__(self, view: ReadView, *, max_string_bytes: int = DEFAULT_MAX_STRING_BYTES) -> None:
+        self._view = view
+        self._max_string_bytes = max_string_bytes
+        self._in_batch = False
+        # Pending writes of the current batch: key -> value, or None for a deletion.
+        self._data: dict[bytes, bytes | None] = {}
+        self._expiry: dict[bytes, bytes | None] = {}
+        # FLUSHALL ran in this batch: the view's DATA and EXPIRY no longer count.
+        self._flushed = False
+        self._key_count = 0
+        self._expires_count = 0
+        self._start_counts = (0, 0)
+        self._dispatch = self._build_dispatch()
+
+    # ------------------------------------------------------------------------------------
+    # Batch protocol
+
+    def begin_batch(self) -> None:
+        """Start a batch. The previous batch must have been finished (and applied) or
+        aborted."""
+        if self._in_batch:
+            raise BatchStateError("begin_batch() while a batch is open")
+        self._in_batch = True
+        self._key_count = decode_count(self._view.get(META, KEY_COUNT_KEY))
+        self._expires_count = decode_count(self._view.get(META, EXPIRES_COUNT_KEY))
+        self._start_counts = (self._key_count, self._expires_count)
+
+    def finish_batch(self) -> WriteBatch:
+        """Close the batch and return its writes (possibly empty). The caller must apply
+        them atomically before the next ``begin_batch()``."""
+        if not self._in_batch:
+            raise BatchStateError("finish_batch() without begin_batch()")
+        batch = WriteBatch()
+        ops = batch.ops
+        flushed = self._flushed
+        if flushed:
+            ops.append(DeleteRange(DATA, b"", DATA_END))
+            ops.append(DeleteRange(EXPIRY, b"", EXPIRY_END))
+        for column, pending in ((DATA, self._data), (EXPIRY, self._expiry)):
+            for key, value in pending.items():
+                if value is not None:
+                    ops.append(Put(column, key, value))
+                elif not flushed:
+                    ops.append(Delete(column, key))
+        if (self._key_count, self._expires_count) != self._start_counts:
+            ops.append(Put(META, KEY_COUNT_KEY, encode_count(self._key_count)))
+            ops.append(Put(META, EXPIRES_COUNT_KEY, encode_count(self._expires_count)))
+        self._reset_batch()
+        return batch
+
+    def abort_batch(self) -> None:
+        """Drop the open batch's writes (no-op without an open batch)."""
+        self._reset_batch()
+
+    def _reset_batch(self) -> None:
+        self._in_batch = False
+        self._data = {}
+        self._expiry = {}
+        self._flushed = False
+
+    @property
+    def in_batch(self) -> bool:
+        return self._in_batch
+
+    def key_count(self) -> int:
+        """Keys stored (DBSIZE), pending writes of the open batch included."""
+        if self._in_batch:
+            return self._key_count
+        return decode_count(self._view.get(META, KEY_COUNT_KEY))
+
+    def expires_count(self) -> int:
+        """Keys stored with an expiry, pending writes of the open batch included."""
+        if self._in_batch:
+            return self._expires_count
+        return decode_count(self._view.get(META, EXPIRES_COUNT_KEY))
+
+    # ------------------------------------------------------------------------------------
+    # Entry points
+
+    def execute(self, args: list[bytes], now_ms: int) -> Reply:
+        """Execute one command and return its reply (see the class docstring)."""
+        if not args:
+            return ErrorReply("ERR empty command")
+        entry = self._dispatch.get(args[0])
+        if entry is None:
+            entry = self._dispatch.get(args[0].lower())
+            if entry is None:
+                return self._not_ours(args)
+        handler, arity, arity_error, is_write = entry
+        count = len(args)
+        if (arity >= 0 and count != arity) or count < -arity:
+            return arity_error
+        if is_write and not self._in_batch:
+            raise BatchStateError(f"write command {args[0]!r} outside a batch")
+        return handler(args, now_ms)
+
+    def expire_sweep(self, now_ms: int, max_keys: int) -> int:
+        """Delete up to ``max_keys`` keys whose expire-at is <= ``now_ms``, oldest expiry
+        first, and return how many were deleted. Must run inside a batch, like a write
+        command. An index entry that does not match its data (never written by this
+        machine) is removed without counting."""
+        if not self._in_batch:
+            raise BatchStateError("expire_sweep() outside a batch")
+        if max_keys <= 0:
+            return 0
+        due: list[tuple[bytes, int, bytes]] = []
+        for index_key, _ in self._iter_range(EXPIRY, b"", expiry_range_end(now_ms)):
+            expire_at, dkey = decode_expiry_key(index_key)
+            due.append((index_key, expire_at, dkey))
+            if len(due) >= max_keys:
+                break
+        deleted = 0
+        for index_key, expire_at, dkey in due:
+            value = self._read(dkey)
+            if value is not None and _expire_at_of(value, 1)[0] == expire_at:
+                self._delete(dkey, value)
+                deleted += 1
+            else:
+                self._expiry[index_key] = None
+        return deleted
+
+    def _not_ours(self, args: list[bytes]) -> ErrorReply:
+        spec = lookup(args[0])
+        if spec is None:
+            return unknown_command_error(args)
+        return ErrorReply(f"ERR '{spec.name}' is answered by the server, not the state machine")
+
+    def _build_dispatch(self) -> dict[bytes, tuple[_Handler, int, ErrorReply, bool]]:
+        handlers: dict[str, _Handler] = {
+            "get": self._get,
+            "set": self._set,
+            "setnx": self._setnx,
+            "setex": self._setex,
+            "psetex": self._psetex,
+            "getset": self._getset,
+            "getdel": self._getdel,
+            "getex": self._getex,
+            "mget": self._mget,
+            "mset": self._mset,
+            "msetnx": self._msetnx,
+            "del": self._del,
+            "unlink": self._del,
+            "exists": self._exists,
+            "incr": self._incr,
+            "decr": self._decr,
+            "incrby": self._incrby,
+            "decrby": self._decrby,
+            "incrbyfloat": self._incrbyfloat,
+            "append": self._append,
+            "strlen": self._strlen,
+            "getrange": self._getrange,
+            "substr": self._getrange,
+            "setrange": self._setrange,
+            "expire": self._expire,
+            "pexpire": self._pexpire,
+            "expireat": self._expireat,
+            "pexpireat": self._pexpireat,
+            "ttl": self._ttl,
+            "pttl": self._pttl,
+            "expiretime": self._expiretime,
+            "pexpiretime": self._pexpiretime,
+            "persist": self._persist,
+            "type": self._type,
+            "dbsize": self._dbsize,
+            "scan": self._scan,
+            "keys": self._keys,
+            "flushall": self._flushall,
+            "flushdb": self._flushall,
+        }
+        dispatch: dict[bytes, tuple[_Handler, int, ErrorReply, bool]] = {}
+        for spec in COMMANDS:
+            if spec.kind is not CommandKind.DATA:
+                continue
+            entry = (handlers[spec.name], spec.arity, spec.arity_error, spec.is_write)
+            dispatch[spec.name.encode()] = entry
+            dispatch[spec.name.upper().encode()] = entry
+        missing = set(handlers) - {name.decode() for name in dispatch}
+        if missing:
+            raise AssertionError(f"handlers without a command table entry: {missing}")
+        return dispatch
+
+    # ------------------------------------------------------------------------------------
+    # Storage access through the overlay
+
+    def _read(self, dkey: bytes) -> bytes | None:
+        """The stored value of a data key (expired or not), pending writes first."""
+        data = self._data
+        if dkey in data:
+            return data[dkey]
+        if self._flushed:
+            return None
+        return self._view.get(DATA, dkey)
+
+    def _read_live(self, dkey: bytes, now_ms: int) -> bytes | None:
+        value = self._read(dkey)
+        if value is not None and _is_expired(value, now_ms):
+            return None
+        return value
+
+    def _store(self, dkey: bytes, payload: bytes, expire_at: int, old: bytes | None) -> None:
+        """Write a string value; ``old`` is what ``_read(dkey)`` returned (expired or
+        not), so that the expiry index and the counts stay exact."""
+        if old is None:
+            self._key_count += 1
+            old_expire_at = 0
+        else:
+            old_expire_at = _expire_at_of(old, 1)[0]
+        if old_expire_at != expire_at:
+            if old_expire_at:
+                self._expiry[_EXPIRE_AT.pack(old_expire_at) + dkey] = None
+                self._expires_count -= 1
+            if expire_at:
+                self._expiry[_EXPIRE_AT.pack(expire_at) + dkey] = b""
+                self._expires_count += 1
+        if expire_at:
+            self._data[dkey] = _pack_header(TYPE_STRING, expire_at) + payload
+        else:
+            self._data[dkey] = STRING_NO_EXPIRY_HEADER + payload
+
+    def _delete(self, dkey: bytes, old: bytes) -> None:
+        """Delete a data key whose stored value is ``old``."""
+        self._key_count -= 1
+        old_expire_at = _expire_at_of(old, 1)[0]
+        if old_expire_at:
+            self._expiry[_EXPIRE_AT.pack(old_expire_at) + dkey] = None
+            self._expires_count -= 1
+        self._data[dkey] = None
+
+    def _iter_range(
+        self, column: str, start: bytes, end: bytes | None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs of ``column`` in ``[start, end)``, pending writes merged
+        over the view, ascending. The caller must not write while iterating."""
+        pending = self._data if column == DATA else self._expiry
+        pending_keys = sorted(key for key in pending if key >= start and (end is None or key < end))
+        position = 0
+        pending_count = len(pending_keys)
+        if not self._flushed:
+            for key, value in self._iter_view(column, start, end):
+                while position < pending_count and pending_keys[position] < key:
+                    pending_value = pending[pending_keys[position]]
+                    if pending_value is not None:
+                        yield pending_keys[position], pending_value
+                    position += 1
+                if position < pending_count and pending_keys[position] == key:
+                    position += 1
+                    pending_value = pending[key]
+                    if pending_value is not None:
+                        yield key, pending_value
+                    continue
+                yield key, value
+        while position < pending_count:
+            pending_value = pending[pending_keys[position]]
+            if pending_value is not None:
+                yield pending_keys[position], pending_value
+            position += 1
+
+    def _iter_view(
+        self, column: str, start: bytes, end: bytes | None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        while True:
+            page = self._view.scan(column, start, end, SCAN_PAGE_ENTRIES)
+            yield from page
+            if len(page) < SCAN_PAGE_ENTRIES:
+                return
+            start = page[-1][0] + b"\x00"  # the smallest key after the last one seen
+
+    # ------------------------------------------------------------------------------------
+    # Strings
+
+    def _get(self, args: list[bytes], now_ms: int) -> Reply:
+        value = self._read_live(data_key(args[1]), now_ms)
+        if value is None:
+            return None
+        if value[0] != TYPE_STRING:
+            return _ERR_WRONGTYPE
+        return value[HEADER_BYTES:]
+
+    def _set(self, args: list[bytes], now_ms: int) -> Reply:
+        if len(args) == 3:  # the hot path: plain SET, no options
+            dkey = data_key(args[1])
+            self._store(dkey, args[2], 0, self._read(dkey))
+            return OK
+        parsed = _parse_set_options(args, 3, is_set=True)
+        if isinstance(parsed, ErrorReply):
+            return parsed
+        flags, expire_arg = parsed
+        return self._set_generic(args[1], args[2], flags, expire_arg, now_ms, "set", OK, None)
+
+    def _setnx(self, args: list[bytes], now_ms: int) -> Reply:
+        return self._set_generic(args[1], args[2], _NX, None, now_ms, "setnx", 1, 0)
+
+    def _setex(self, args: list[bytes], now_ms: int) -> Reply:
+        return self._set_generic(args[1], args[3], _EX, args[2], now_ms, "setex", OK, None)
+
+    def _psetex(self, args: list[bytes], now_ms: int) -> Reply:
+        return self._set_generic(args[1], args[3], _PX, args[2], now_ms, "psetex", OK, None)
+
+    def _set_generic(
+        self,
+        key: bytes,
+        payload: bytes,
+        flags: int,
+        expire_arg: bytes | None,
+        now_ms: int,
+        command: str,
+        ok_reply: Reply,
+        abort_reply: Reply,
+    ) -> Reply:
+        """Redis's setGenericCommand: validate the expiry, answer GET, honour NX/XX,
+        write. An absolute expiry already in the past leaves the key deleted."""
+        expire_at = 0
+        if expire_arg is not None:
+            computed = _expire_at_ms(expire_arg, flags, now_ms, command)
+            if isinstance(computed, ErrorReply):
+                return computed
+            expire_at = computed
+        dkey = data_key(key)
+        old = self._read(dkey)
+        live = old if old is not None and not _is_expired(old, now_ms) else None
+        reply = ok_reply
+        if flags & _GET:
+            if live is None:
+                reply = None
+            elif live[0] != TYPE_STRING:
+                return _ERR_WRONGTYPE
+            else:
+                reply = live[HEADER_BYTES:]
+        found = live is not None
+        if (flags & _NX and found) or (flags & _XX and not found):
+            return reply if flags & _GET else abort_reply
+        if expire_arg is None and flags & _KEEPTTL and live is not None:
+            expire_at = _expire_at_of(live, 1)[0]
+        if expire_at and expire_at <= now_ms:
+            if old is not None:
+                self._delete(dkey, old)
+        else:
+            self._store(dkey, payload, expire_at, old)
+        return reply
+
+    def _getset(self, args: list[bytes], now_ms: int) -> Reply:
+        dkey = data_key(args[1])
+        old = self._read(dkey)
+        reply: Reply = None
+        if old is not None and not _is_expired(old, now_ms):
+            if old[0] != TYPE_STRING:
+                return _ERR_WRONGTYPE
+            reply = old[HEADER_BYTES:]
+        self._store(dkey, args[2], 0, old)
+        return reply
+
+    def _getdel(self, args: list[bytes], now_ms: int) -> Reply:
+        dkey = data_key(args[1])
+        value = self._read_live(dkey, now_ms)
+        if value is None:
+            return None
+        if value[0] != TYPE_STRING:
+            return _ERR_WRONGTYPE
+        self._delete(dkey, value)
+        return value[HEADER_BYTES:]
+
+    def _getex(self, args: list[bytes], now_ms: int) -> Reply:
+        parsed = _parse_set_options(args, 2, is_set=False)
+        if isinstance(parsed, ErrorReply):
+            return parsed
+        flags, expire_arg = parsed
+        dkey = data_key(args[1])
+        value = self._read_live(dkey, now_ms)
+        if value is None:
+            return None
+        if value[0] != TYPE_STRING:
+            return _ERR_WRONGTYPE
+        payload = value[HEADER_BYTES:]
+        if expire_arg is not None:
+            expire_at = _expire_at_ms(expire_arg, flags, now_ms, "getex")
+            if isinstance(expire_at, ErrorReply):
+                return expire_at
+            if expire_at <= now_ms:  # EXAT/PXAT in the past: Redis deletes the key
+                self._delete(dkey, value)
+            else:
+                self._store(dkey, payload, expire_at, value)
+        elif flags & _PERSIST and _expire_at_of(value, 1)[0]:
+            self._store(dkey, payload, 0, value)
+        return payload
+
+    def _mget(self, args: list[bytes], now_ms: int) -> Reply:
+        replies: list[Reply] = []
+        for key in args[1:]:
+            value = self._read_live(data_key(key), now_ms)
+            if value is None or value[0] != TYPE_STRING:
+                replies.append(None)
+            else:
+                replies.append(value[HEADER_BYTES:])
+        return replies
+
+    def _mset(self, args: list[bytes], now_ms: int) -> Reply:
+        if len(args) % 2 == 0:
+            return self._dispatch[b"mset"][2]
+        for i in range(1, len(args), 2):
+            dkey = data_key(args[i])
+            self._store(dkey, args[i + 1], 0, self._read(dkey))
+        return OK
+
+    def _msetnx(self, args: list[bytes], now_ms: int) -> Reply:
+        if len(args) % 2 == 0:
+            return self._dispatch[b"msetnx"][2]
+        for i in range(1, len(args), 2):
+            if self._read_live(data_key(args[i]), now_ms) is not None:
+                return 0
+        for i in range(1, len(args), 2):
+            dkey = data_key(args[i])
+            self._store(dkey, args[i + 1], 0, self._read(dkey))
+        return 1
+
+    def _incr(self, args: list[bytes], now_ms: int) -> Reply:
+        return self._incr_by(args[1], 1, now_ms)
+
+    def _decr(self, args: list[bytes], now_ms: int) -> Reply:
+        return self._incr_by(args[1], -1, now_ms)
+
+    def _incrby(self, args: list[bytes], now_ms: int) -> Reply:
+        increment = parse_i64(args[2])
+        if increment is None:
+            return _ERR_NOT_INTEGER
+        return self._incr_by(args[1], increment, now_ms)
+
+    def _decrby(self, args: list[bytes], now_ms: int) -> Reply:
+        decrement = parse_i64(args[2])
+        if decrement is None:
+            return _ERR_NOT_INTEGER
+        if decrement == _I64_MIN:
+            return _ERR_DECREMENT_OVERFLOW
+        return self._incr_by(args[1], -decrement, now_ms)
+
+    def _incr_by(self, key: bytes, increment: int, now_ms: int) -> Reply:
+        dkey = data_key(key)
+        old = self._read(dkey)
+        expire_at = 0
+        current = 0
+        if old is not None and not _is_expired(old, now_ms):
+            if old[0] != TYPE_STRING:
+                return _ERR_WRONGTYPE
+            parsed = parse_i64(old[HEADER_BYTES:])
+            if parsed is None:
+                return _ERR_NOT_INTEGER
+            current = parsed
+            expire_at = _expire_at_of(old, 1)[0]  # INCR keeps the TTL
+        result = current + increment
+        if result > _I64_MAX or result < _I64_MIN:
+            return _ERR_OVERFLOW
+        self._store(dkey, str(result).encode(), expire_at, old)
+        return result
+
+    def _incrbyfloat(self, args: list[bytes], now_ms: int) -> Reply:
+        dkey = data_key(args[1])
+        old = self._read(dkey)
+        expire_at = 0
+        current = parse_long_double(b"0")
+        if old is not None and not _is_expired(old, now_ms):
+            if old[0] != TYPE_STRING:
+                return _ERR_WRONGTYPE
+            current = parse_long_double(old[HEADER_BYTES:])
+            expire_at = _expire_at_of(old, 1)[0]
+        increment = parse_long_double(args[2])
+        if current is None or increment is None:
+            return _ERR_NOT_FLOAT
+        total = add_long_double(current, increment)
+        if total is None:
+            return _ERR_NAN_OR_INFINITY
+        text = format_long_double(total)
+        self._store(dkey, text, expire_at, old)
+        return text
+
+    def _append(self, args: list[bytes], now_ms: int) -> Reply:
+        dkey = data_key(args[1])
+        old = self._read(dkey)
+        if old is None or _is_expired(old, now_ms):
+            self._store(dkey, args[2], 0, old)
+            return len(args[2])
+        if old[0] != TYPE_STRING:
+            return _ERR_WRONGTYPE
+        new_length = len(old) - HEADER_BYTES + len(args[2])
+        if new_length > self._max_string_bytes:
+            return _ERR_STRING_TOO_LONG
+        # The header is unchanged by APPEND (same type, same expiry): keep it as is.
+        self._data[dkey] = old + args[2]
+        return new_length
+
+    def _strlen(self, args: list[bytes], now_ms: int) -> Reply:
+        value = self._read_live(data_key(args[1]), now_ms)
+        if value is None:
+            return 0
+        if value[0] != TYPE_STRING:
+            return _ERR_WRONGTYPE
+        return len(value) - HEADER_BYTES
+
+    def _getrange(self, args: list[bytes], now_ms: int) -> Reply:
+        start = parse_i64(args[2])
+        end = parse_i64(args[3])
+        if start is None or end is None:
+            return _ERR_NOT_INTEGER
+        value = self._read_live(data_key(args[1]), now_ms)
+        if value is None:
+            return b""
+        if value[0] != TYPE_STRING:
+            return _ERR_WRONGTYPE
+        length = len(value) - HEADER_BYTES
+        if start < 0 and end < 0 and start > end:
+            return b""
+        if start < 0:
+            start = max(length + start, 0)
+        if end < 0:
+            end = max(length + end, 0)
+        end = min(end, length - 1)
+        if start > end or length == 0:
+            return b""
+        return value[HEADER_BYTES + start : HEADER_BYTES + end + 1]
+
+    def _setrange(self, args: list[bytes], now_ms: int) -> Reply:
+        offset = parse_i64(args[2])
+        if offset is None:
+            return _ERR_NOT_INTEGER
+        if offset < 0:
+            return _ERR_OFFSET
+        patch = args[3]
+        dkey = data_key(args[1])
+        old = self._read(dkey)
+        live = old if old is not None and not _is_expired(old, now_ms) else None
+        if live is None:
+            if not patch:
+                return 0
+            if offset + len(patch) > self._max_string_bytes:
+                return _ERR_STRING_TOO_LONG
+            self._store(dkey, bytes(offset) + patch, 0, old)
+            return offset + len(patch)
+        if live[0] != TYPE_STRING:
+            return _ERR_WRONGTYPE
+        length = len(live) - HEADER_BYTES
+        if not patch:
+            return length
+        if offset + len(patch) > self._max_string_bytes:
+            return _ERR_STRING_TOO_LONG
+        buffer = bytearray(live)
+        end = HEADER_BYTES + offset + len(patch)
+        if end > len(buffer):
+            buffer.extend(bytes(end - len(buffer)))
+        buffer[HEADER_BYTES + offset : end] = patch
+        self._data[dkey] = bytes(buffer)  # same header: type and expiry unchanged
+        return len(buffer) - HEADER_BYTES
+
+    # ------------------------------------------------------------------------------------
+    # Keyspace
+
+    def _del(self, args: list[bytes], now_ms: int) -> Reply:
+        deleted = 0
+        for key in args[1:]:
+            dkey = data_key(key)
+            old = self._read(dkey)
+            if old is None:
+                continue
+            if not _is_expired(old, now_ms):
+                deleted += 1
+            self._delete(dkey, old)  # an expired copy goes too: it is dead weight
+        return deleted
+
+    def _exists(self, args: list[bytes], now_ms: int) -> Reply:
+        count = 0
+        for key in args[1:]:
+            if self._read_live(data_key(key), now_ms) is not None:
+                count += 1
+        return count
+
+    def _type(self, args: list[bytes], now_ms: int) -> Reply:
+        value = self._read_live(data_key(args[1]), now_ms)
+        if value is None:
+            return SimpleString("none")
+        return SimpleString(TYPE_NAMES[value[0]])
+
+    def _dbsize(self, args: list[bytes], now_ms: int) -> Reply:
+        return self.key_count()
+
+    def _flushall(self, args: list[bytes], now_ms: int) -> Reply:
+        if len(args) == 2:
+            mode = args[1].lower()
+            if mode != b"sync" and mode != b"async":
+                return _ERR_SYNTAX
+        elif len(args) > 2:
+            return _ERR_SYNTAX
+        self._data = {}
+        self._expiry = {}
+        self._flushed = True
+        self._key_count = 0
+        self._expires_count = 0
+        return OK
+
+    def _keys(self, args: list[bytes], now_ms: int) -> Reply:
+        pattern = args[1]
+        matcher = None if pattern == b"*" else GlobPattern(pattern)
+        start, end = _slot_range_of(pattern)
+        keys: list[Reply] = []
+        for dkey, value in self._iter_range(DATA, start, end):
+            if _is_expired(value, now_ms):
+                continue
+            key = user_key(dkey)
+            if matcher is None or matcher.matches(key):
+                keys.append(key)
+        return keys
+
+    def _scan(self, args: list[bytes], now_ms: int) -> Reply:
+        cursor = parse_scan_cursor(args[1])
+        if cursor is None:
+            return _ERR_INVALID_CURSOR
+        count = DEFAULT_SCAN_COUNT
+        pattern: bytes | None = None
+        type_name: bytes | None = None
+        i = 2
+        while i < len(args):
+            option = args[i].lower()
+            has_value = len(args) - i >= 2
+            if option == b"count" and has_value:
+                parsed = parse_i64(args[i + 1])
+                if parsed is None:
+                    return _ERR_NOT_INTEGER
+                if parsed < 1:
+                    return _ERR_SYNTAX
+                count = parsed
+            elif option == b"match" and has_value:
+                pattern = args[i + 1]
+            elif option == b"type" and has_value:
+                type_name = args[i + 1].lower()
+            else:
+                return _ERR_SYNTAX
+            i += 2
+        if cursor >= SLOT_COUNT:
+            return [b"0", []]
+        matcher = None if pattern is None or pattern == b"*" else GlobPattern(pattern)
+        wanted_type = -1  # no filter
+        if type_name is not None:
+            wanted_type = next(
+                (tag for tag, name in TYPE_NAMES.items() if name.encode() == type_name), -2
+            )
+        pinned_slot = None if pattern is None else pattern_slot(pattern)
+        if pinned_slot is not None:
+            if cursor > pinned_slot:
+                return [b"0", []]
+            start, end = _slot_range_of(pattern or b"")
+            count = _I64_MAX  # one slot: return it whole, then done
+        else:
+            start, end = slot_prefix(cursor), None
+        keys: list[Reply] = []
+        visited = 0
+        current_slot = -1
+        next_cursor = 0
+        for dkey, value in self._iter_range(DATA, start, end):
+            slot = slot_of_prefixed(dkey)
+            if slot != current_slot:
+                if visited >= count:
+                    next_cursor = slot
+                    break
+                current_slot = slot
+            visited += 1
+            if _is_expired(value, now_ms):
+                continue
+            if wanted_type != -1 and value[0] != wanted_type:
+                continue
+            key = user_key(dkey)
+            if matcher is None or matcher.matches(key):
+                keys.append(key)
+        return [str(next_cursor).encode(), keys]
+
+    # ------------------------------------------------------------------------------------
+    # Expiry
+
+    def _expire(self, args: list[bytes], now_ms: int) -> Reply:
+        return self._expire_generic(args, now_ms, now_ms, 1000, "expire")
+
+    def _pexpire(self, args: list[bytes], now_ms: int) -> Reply:
+        return self._expire_generic(args, now_ms, now_ms, 1, "pexpire")
+
+    def _expireat(self, args: list[bytes], now_ms: int) -> Reply:
+        return self._expire_generic(args, now_ms, 0, 1000, "expireat")
+
+    def _pexpireat(self, args: list[bytes], now_ms: int) -> Reply:
+        return self._expire_generic(args, now_ms, 0, 1, "pexpireat")
+
+    def _expire_generic(
+        self, args: list[bytes], now_ms: int, base_ms: int, unit_ms: int, command: str
+    ) -> Reply:
+        """Redis's expireGenericCommand: options, then the time, then the key. A time
+        already past deletes the key (and still answers 1)."""
+        nx = xx = gt = lt = False
+        for option in args[3:]:
+            lowered = option.lower()
+            if lowered == b"nx":
+                nx = True
+            elif lowered == b"xx":
+                xx = True
+            elif lowered == b"gt":
+                gt = True
+            elif lowered == b"lt":
+                lt = True
+            else:
+                return ErrorReply("ERR Unsupported option " + _error_text(option))
+        if nx and (xx or gt or lt):
+            return _ERR_EXPIRE_NX
+        if gt and lt:
+            return _ERR_EXPIRE_GT_LT
+        when = parse_i64(args[2])
+        if when is None:
+            return _ERR_NOT_INTEGER
+        if unit_ms == 1000:
+            if when > _MAX_SECONDS or when < _MIN_SECONDS:
+                return _invalid_expire(command)
+            when *= 1000
+        if when > _I64_MAX - base_ms:
+            return _invalid_expire(command)
+        when += base_ms
+        dkey = data_key(args[1])
+        value = self._read_live(dkey, now_ms)
+        if value is None:
+            return 0
+        current: int = _expire_at_of(value, 1)[0] or -1
+        if nx and current != -1:
+            return 0
+        if xx and current == -1:
+            return 0
+        if gt and (when <= current or current == -1):
+            return 0
+        if lt and current != -1 and when >= current:
+            return 0
+        if when <= now_ms:
+            self._delete(dkey, value)
+        else:
+            self._store(dkey, value[HEADER_BYTES:], when, value)
+        return 1
+
+    def _ttl(self, args: list[bytes], now_ms: int) -> Reply:
+        return self._ttl_generic(args[1], now_ms, in_ms=False, absolute=False)
+
+    def _pttl(self, args: list[bytes], now_ms: int) -> Reply:
+        return self._ttl_generic(args[1], now_ms, in_ms=True, absolute=False)
+
+    def _expiretime(self, args: list[bytes], now_ms: int) -> Reply:
+        return self._ttl_generic(args[1], now_ms, in_ms=False, absolute=True)
+
+    def _pexpiretime(self, args: list[bytes], now_ms: int) -> Reply:
+        return self._ttl_generic(args[1], now_ms, in_ms=True, absolute=True)
+
+    def _ttl_generic(self, key: bytes, now_ms: int, *, in_ms: bool, absolute: bool) -> Reply:
+        """-2 for a missing key, -1 for no expiry, else the time left (or the expire-at),
+        rounded to the nearest second unless in milliseconds."""
+        value = self._read_live(data_key(key), now_ms)
+        if value is None:
+            return -2
+        expire_at: int = _expire_at_of(value, 1)[0]
+        if expire_at == 0:
+            return -1
+        ttl = expire_at if absolute else max(expire_at - now_ms, 0)
+        return ttl if in_ms else (ttl + 500) // 1000
+
+    def _persist(self, args: list[bytes], now_ms: int) -> Reply:
+        dkey = data_key(args[1])
+        value = self._read_live(dkey, now_ms)
+        if value is None or _expire_at_of(value, 1)[0] == 0:
+            return 0
+        self._store(dkey, value[HEADER_BYTES:], 0, value)
+        return 1
+
+
+def _invalid_expire(command: str) -> ErrorReply:
+    return ErrorReply(f"ERR invalid expire time in '{command}' command")
+
+
+def _parse_set_options(
+    args: list[bytes], first: int, *, is_set: bool
+) -> tuple[int, bytes | None] | ErrorReply:
+    """Redis's parseExtendedStringArgumentsOrReply for SET (``is_set``) and GETEX:
+    returns (flags, expire argument) or the syntax error. Repeating an option is allowed;
+    conflicting ones are a syntax error."""
+    flags = 0
+    expire_arg: bytes | None = None
+    count = len(args)
+    j = first
+    while j < count:
+        option = args[j].lower()
+        has_next = j + 1 < count
+        if option == b"nx" and is_set and not flags & _XX:
+            flags |= _NX
+        elif option == b"xx" and is_set and not flags & _NX:
+            flags |= _XX
+        elif option == b"get" and is_set:
+            flags |= _GET
+        elif option == b"keepttl" and is_set and not flags & (_PERSIST | _ANY_EXPIRE):
+            flags |= _KEEPTTL
+        elif option == b"persist" and not is_set and not flags & (_ANY_EXPIRE | _KEEPTTL):
+            flags |= _PERSIST
+        elif option in _EXPIRE_OPTIONS and has_next:
+            flag = _EXPIRE_OPTIONS[option]
+            if flags & (_KEEPTTL | _PERSIST | (_ANY_EXPIRE & ~flag)):
+                return _ERR_SYNTAX
+            flags |= flag
+            expire_arg = args[j + 1]
+            j += 1
+        else:
+            return _ERR_SYNTAX
+        j += 1
+    return flags, expire_arg
+
+
+_EXPIRE_OPTIONS: Final = {b"ex": _EX, b"px": _PX, b"exat": _EXAT, b"pxat": _PXAT}
+
+
+def _expire_at_ms(expire_arg: bytes, flags: int, now_ms: int, command: str) -> int | ErrorReply:
+    """Redis's getExpireMillisecondsOrReply: the absolute expire-at of an EX/PX/EXAT/PXAT
+    argument, or the error (not an integer; not positive; overflowing 64 bits)."""
+    value = parse_i64(expire_arg)
+    if value is None:
+        return _ERR_NOT_INTEGER
+    in_seconds = bool(flags & (_EX | _EXAT))
+    if value <= 0 or (in_seconds and value > _MAX_SECONDS):
+        return _invalid_expire(command)
+    if in_seconds:
+        value *= 1000
+    if flags & (_EX | _PX):
+        value += now_ms
+    if value > _I64_MAX or value <= 0:
+        return _invalid_expire(command)
+    return value
+
+
+def _slot_range_of(pattern: bytes) -> tuple[bytes, bytes | None]:
+    """The DATA key range KEYS/SCAN must visit for ``pattern``: one slot if the pattern
+    pins it, else everything."""
+    slot = pattern_slot(pattern)
+    if slot is None:
+        return b"", None
+    end = slot_prefix(slot + 1) if slot + 1 < SLOT_COUNT else SLOTS_END
+    return slot_prefix(slot), end

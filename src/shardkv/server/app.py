@@ -1,0 +1,354 @@
+"""The single-node ShardKV server process: client port, admin HTTP, storage, shutdown.
+
+Lifecycle: ``await Server(config).run()`` opens storage, listens, and serves until SIGINT
+or SIGTERM. Shutdown then: stop accepting, stop reading from clients, let commands already
+handed to the committer finish and be answered (within ``shutdown_deadline_s``), close
+client connections, sync and close RocksDB, and return 0. A second signal exits at once
+(status 1); acknowledged writes are already durable, so that loses nothing acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+import socket
+import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shardkv.core.kv import KVStateMachine
+from shardkv.core.resp import ErrorReply, Reply
+from shardkv.observability.logging import get_logger
+from shardkv.observability.metrics import ServerMetrics
+from shardkv.server import commands as conn_commands
+from shardkv.server.committer import Committer
+from shardkv.server.config import ServerConfig
+from shardkv.server.connection import ClientConnection
+from shardkv.server.tls import server_context
+from shardkv.storage import Engine, open_engine
+
+log = get_logger(__name__)
+
+
+class Server:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = ServerMetrics()
+        self.started_s = time.monotonic()
+        self.port = config.port
+        self.admin_port = config.admin_port
+        self._clients: dict[int, ClientConnection] = {}
+        self._next_client_id = 0
+        self._handshaking = 0
+        self._total_connections = 0
+        self._rejected_connections = 0
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self._exit_code = 0
+        self._engine: Engine | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._listener: asyncio.AbstractServer | None = None
+        self._admin_runner: web.AppRunner | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self.committer: Committer
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_quiet_exception_handler)
+        if cfg.tls_cert is not None and cfg.tls_key is not None:
+            self._ssl = server_context(cfg.tls_cert, cfg.tls_key, cfg.tls_ca)
+        self._executor = ThreadPoolExecutor(
+            max_workers=cfg.storage_thread_count, thread_name_prefix="storage"
+        )
+        self._engine = await loop.run_in_executor(
+            self._executor, open_engine, cfg.storage_engine, os.path.join(cfg.data_dir, "db")
+        )
+        machine = KVStateMachine(self._engine)
+        self.committer = Committer(
+            machine,
+            self._engine,
+            self._executor,
+            self.metrics,
+            max_batch_commands=cfg.max_batch_commands,
+            max_pending_commands=cfg.max_pending_commands,
+            on_fatal=self._on_storage_failure,
+        )
+        self._machine = machine
+        factory: Any = self._accept_tls if self._ssl is not None else self._accept_plain
+        self._listener = await loop.create_server(
+            factory, host=cfg.bind, port=cfg.port, backlog=cfg.backlog, reuse_address=True
+        )
+        sock = self._listener.sockets[0]
+        self.port = sock.getsockname()[1]
+        await self._start_admin()
+        self._sweeper = asyncio.create_task(self._sweep_expired())
+        log.info(
+            "server_listening",
+            bind=cfg.bind,
+            port=self.port,
+            admin_port=self.admin_port,
+            data_dir=os.path.abspath(cfg.data_dir),
+            tls=self._ssl is not None,
+            client_certs_required=cfg.tls_ca is not None,
+            max_connections=cfg.max_connections,
+            pid=os.getpid(),
+        )
+
+    async def run(self) -> int:
+        """Serve until a signal; return the process exit status."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        await self.start()
+        await self._stop.wait()
+        await self.shutdown()
+        return self._exit_code
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("shutdown_requested", signal=sig.name,
+                     deadline_s=self.config.shutdown_deadline_s)
+            self._stop.set()
+        else:
+            log.warning("shutdown_forced", signal=sig.name)
+            os._exit(1)
+
+    def _on_storage_failure(self, exc: BaseException) -> None:
+        self._exit_code = 1
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        cfg = self.config
+        if self._listener is not None:
+            self._listener.close()
+        for conn in list(self._clients.values()):
+            conn.stop_reading()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        try:
+            await asyncio.wait_for(self.committer.wait_idle(), cfg.shutdown_deadline_s)
+        except TimeoutError:
+            log.warning("shutdown_deadline_passed", pending=self.committer.pending_commands)
+        for conn in list(self._clients.values()):
+            conn.close_for_shutdown()
+        await asyncio.sleep(0)  # let transports flush the last replies
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+        if self._engine is not None and self._executor is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._engine.close)
+            self._executor.shutdown(wait=True)
+        log.info("server_stopped", exit_code=self._exit_code)
+
+    # -- connections -------------------------------------------------------------------
+
+    def _accept_plain(self) -> asyncio.Protocol:
+        return ClientConnection(self)
+
+    def _accept_tls(self) -> asyncio.Protocol:
+        return _TLSAcceptor(self)
+
+    def admit(self, conn: ClientConnection) -> bool:
+        self._total_connections += 1
+        if len(self._clients) >= self.config.max_connections or self._stop.is_set():
+            self._rejected_connections += 1
+            return False
+        self._next_client_id += 1
+        conn.id = self._next_client_id
+        self._clients[conn.id] = conn
+        self.metrics.connections_accepted.inc()
+        self.metrics.connections_open.set(len(self._clients))
+        return True
+
+    def release(self, conn: ClientConnection) -> None:
+        self._clients.pop(conn.id, None)
+        self.metrics.connections_open.set(len(self._clients))
+
+    def clients(self) -> list[ClientConnection]:
+        return list(self._clients.values())
+
+    def run_connection_command(
+        self, conn: ClientConnection, name: str, args: list[bytes]
+    ) -> Reply:
+        handler = conn_commands.HANDLERS.get(name)
+        if handler is None:
+            return ErrorReply(f"ERR command '{name}' is not available on this server")
+        return handler(self, conn, args)
+
+    # -- views for INFO and CONFIG GET --------------------------------------------------
+
+    def config_view(self) -> dict[str, str]:
+        cfg = self.config
+        return {
+            "bind": cfg.bind,
+            "port": str(self.port),
+            "maxclients": str(cfg.max_connections),
+            "tcp-backlog": str(cfg.backlog),
+            "dir": os.path.abspath(cfg.data_dir),
+            "databases": "1",
+            "save": "",
+            "appendonly": "yes",
+            "appendfsync": "always",
+            "proto-max-bulk-len": str(cfg.max_bulk_bytes),
+            "client-query-buffer-limit": str(cfg.max_query_buffer_bytes),
+            "timeout": str(int(cfg.idle_timeout_s)),
+            "cluster-enabled": "no",
+            "tls-port": str(self.port) if self._ssl is not None else "0",
+        }
+
+    def info_sections(self) -> dict[str, dict[str, str]]:
+        rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        machine = self._machine
+        stats = self.metrics.commands.counts
+        return {
+            "server": conn_commands.server_info_fields(self),
+            "clients": {
+                "connected_clients": str(len(self._clients)),
+                "maxclients": str(self.config.max_connections),
+                "blocked_clients": "0",
+            },
+            "memory": {"used_memory_peak_rss": str(rss_kib * 1024)},
+            "persistence": {
+                "loading": "0",
+                "storage_engine": self.config.storage_engine,
+                "aof_enabled": "0",
+                "fsync_policy": "every-batch (group commit before each reply)",
+            },
+            "stats": {
+                "total_connections_received": str(self._total_connections),
+                "total_commands_processed": str(sum(stats.values())),
+                "rejected_connections": str(self._rejected_connections),
+                "expired_keys": str(self.committer.expired_keys),
+            },
+            "keyspace": {
+                "db0": f"keys={machine.key_count()},expires={machine.expires_count()},avg_ttl=0"
+            }
+            if machine.key_count()
+            else {},
+        }
+
+    # -- background work -----------------------------------------------------------------
+
+    async def _sweep_expired(self) -> None:
+        interval_s = self.config.expire_sweep_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.committer.pending_commands < self.config.max_pending_commands // 2:
+                self.committer.submit_sweep(self.config.expire_sweep_max_keys)
+
+    async def _start_admin(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._http_metrics)
+        app.router.add_get("/healthz", self._http_health)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.bind, self.config.admin_port,
+                           reuse_address=True)
+        await site.start()
+        server = site._server
+        if server is not None and server.sockets:  # type: ignore[union-attr]
+            self.admin_port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._admin_runner = runner
+
+    async def _http_metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _http_health(self, request: web.Request) -> web.Response:
+        if self._stop.is_set():
+            return web.json_response({"status": "stopping"}, status=503)
+        return web.json_response({"status": "ok", "port": self.port})
+
+
+class _TLSAcceptor(asyncio.Protocol):
+    """Runs the TLS handshake itself (``loop.start_tls``) so that a failed handshake, such
+    as a plaintext client on the TLS port, is one log line and a closed socket."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()
+        if self._server._handshaking >= self._server.config.max_connections:
+            transport.abort()
+            return
+        self._task = asyncio.get_running_loop().create_task(self._handshake(transport))
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        server = self._server
+        assert server._ssl is not None
+        peer = transport.get_extra_info("peername")
+        conn = ClientConnection(server)
+        server._handshaking += 1
+        try:
+            tls_transport = await asyncio.get_running_loop().start_tls(
+                transport, conn, server._ssl, server_side=True, ssl_handshake_timeout=10.0
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            server.metrics.connections_rejected.labels(reason="tls_handshake").inc()
+            log.warning("tls_handshake_failed", peer=str(peer), error=str(exc) or type(exc).__name__)
+            transport.abort()
+            return
+        finally:
+            server._handshaking -= 1
+        if tls_transport is None:
+            transport.abort()
+            return
+        conn.connection_made(tls_transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+
+_QUIET = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ssl.SSLError, TimeoutError)
+
+
+def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Peer resets and TLS noise are normal on a network: one line, no traceback."""
+    exc = context.get("exception")
+    if isinstance(exc, _QUIET):
+        log.info("network_error", error=str(exc) or type(exc).__name__,
+                 message=context.get("message", ""))
+        return
+    log.error("unhandled_loop_error", message=context.get("message", ""),
+              error=repr(exc) if exc else None)
+
+
+def free_port(bind: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (for tests and local clusters)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((bind, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def run_server(config: ServerConfig) -> int:
+    """Run a server on uvloop until it stops; return its exit status."""
+    import uvloop
+
+    with contextlib.suppress(KeyboardInterrupt):
+        return uvloop.run(Server(config).run())
+    return 1
+
+
+__all__ = ["Server", "free_port", "run_server"]

@@ -1,0 +1,161 @@
+"""Server settings: defaults, then a TOML file, then ``SHARDKV_*`` variables, then flags.
+
+Every bound the server enforces is a named field here, so an operator can read the limits
+off one place. Field names are the TOML keys; ``SHARDKV_<FIELD>`` (upper case) overrides
+them; command-line flags (``--max-connections`` for ``max_connections``) override both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from shardkv.core.resp import RespLimits
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or out of range; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    bind: str = "127.0.0.1"
+    port: int = 7379
+    admin_port: int = 7381
+    data_dir: str = "./shardkv-data"
+    storage_engine: str = "rocksdb"
+    max_connections: int = 10000
+    backlog: int = 511
+    log_format: str = "console"
+    log_level: str = "info"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    # RESP bounds (Redis's defaults: proto-max-bulk-len, client-query-buffer-limit, ...).
+    max_bulk_bytes: int = 512 * 1024 * 1024
+    max_args: int = 1024 * 1024
+    max_inline_bytes: int = 64 * 1024
+    max_query_buffer_bytes: int = 1024 * 1024 * 1024
+    # Output to a client that does not read: pause reading its input above the high-water
+    # mark, drop it when the buffer passes the hard limit or stays paused too long.
+    output_high_water_bytes: int = 1024 * 1024
+    max_output_buffer_bytes: int = 64 * 1024 * 1024
+    output_stall_timeout_s: float = 60.0
+    # Stop reading a busy connection's input once this much is buffered and unprocessed.
+    input_pause_bytes: int = 1024 * 1024
+    # Commands taken from one connection per turn, and applied in one storage batch.
+    max_commands_per_read: int = 1024
+    max_batch_commands: int = 8192
+    # Commands accepted but not yet applied, over all connections; past it: -TRYAGAIN.
+    max_pending_commands: int = 100_000
+    storage_threads: int = 0  # 0: from the CPU count
+    expire_sweep_interval_ms: int = 100
+    expire_sweep_max_keys: int = 1000
+    shutdown_deadline_s: float = 10.0
+    idle_timeout_s: float = 0.0  # 0: never close idle clients (Redis's default)
+
+    def __post_init__(self) -> None:
+        positive = (
+            "max_connections", "backlog", "max_bulk_bytes", "max_args", "max_inline_bytes",
+            "max_query_buffer_bytes", "output_high_water_bytes", "max_output_buffer_bytes",
+            "input_pause_bytes", "max_commands_per_read", "max_batch_commands",
+            "max_pending_commands", "expire_sweep_interval_ms", "expire_sweep_max_keys",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("port", "admin_port"):
+            value = getattr(self, name)
+            if not 0 <= value <= 65535:
+                raise ConfigError(f"{name} must be a TCP port (0-65535), got {value}")
+        if self.log_format not in ("json", "console"):
+            raise ConfigError(f"log_format must be 'json' or 'console', got {self.log_format!r}")
+        if self.storage_engine not in ("rocksdb", "memory"):
+            raise ConfigError(
+                f"storage_engine must be 'rocksdb' or 'memory', got {self.storage_engine!r}"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key must be given together")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ConfigError("tls_ca (client certificates) needs tls_cert and tls_key")
+        if self.output_high_water_bytes > self.max_output_buffer_bytes:
+            raise ConfigError("output_high_water_bytes must not exceed max_output_buffer_bytes")
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def resp_limits(self) -> RespLimits:
+        return RespLimits(
+            max_bulk_bytes=self.max_bulk_bytes,
+            max_args=self.max_args,
+            max_inline_bytes=self.max_inline_bytes,
+            max_unparsed_bytes=self.max_query_buffer_bytes,
+        )
+
+    @property
+    def storage_thread_count(self) -> int:
+        if self.storage_threads > 0:
+            return self.storage_threads
+        return max(2, min(32, (os.cpu_count() or 1) + 2))
+
+
+_FIELDS = {f.name: f for f in fields(ServerConfig)}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    kind = _FIELDS[name].type
+    if raw is None:
+        return None
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: cannot read {raw!r} as {kind}") from exc
+
+
+def load_config(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ServerConfig:
+    """Build the settings: defaults < TOML file < ``SHARDKV_*`` variables < ``overrides``.
+
+    ``overrides`` holds command-line values; ``None`` values mean "not given". Unknown keys
+    in the file or the overrides raise :class:`ConfigError`; unknown ``SHARDKV_*`` variables
+    are ignored, since the environment is shared with other tools.
+    """
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            data = tomllib.loads(Path(config_file).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
+        for key, raw in data.items():
+            name = key.replace("-", "_")
+            if name not in _FIELDS:
+                raise ConfigError(f"config file {config_file}: unknown setting {key!r}")
+            values[name] = _coerce(name, raw)
+    env = os.environ if environ is None else environ
+    for name in _FIELDS:
+        raw = env.get("SHARDKV_" + name.upper())
+        if raw is not None and raw != "":
+            values[name] = _coerce(name, raw)
+    for name, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _coerce(name, raw)
+    return dataclasses.replace(ServerConfig(), **values)

@@ -1,0 +1,290 @@
+"""One client connection: bytes in, commands to the committer, replies out, in order.
+
+Event-driven (an ``asyncio.Protocol``, not a coroutine per client) because this is the hot
+path. A connection has at most one group of commands in the committer at a time; while it
+waits, input keeps arriving into the parser until ``input_pause_bytes``, then reading
+pauses (TCP pushes back on the client). Output above ``output_high_water_bytes`` pauses
+both reading and processing; a client whose output passes ``max_output_buffer_bytes``, or
+stays paused for ``output_stall_timeout_s``, is dropped. So no client can make the server
+hold more than the parser bound plus the output bound.
+
+Network trouble (reset, EOF, half-close) ends the connection quietly: one debug line, no
+traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from shardkv.core.commands import check_arity, lookup, unknown_command_error
+from shardkv.core.resp import (
+    CommandParser,
+    ErrorReply,
+    Reply,
+    RespProtocolError,
+    write_reply,
+)
+from shardkv.observability.logging import get_logger
+
+if TYPE_CHECKING:
+    from shardkv.server.app import Server
+
+log = get_logger(__name__)
+
+MAX_CLIENTS_REPLY = b"-ERR max number of clients reached\r\n"
+
+
+class ClientConnection(asyncio.Protocol):
+    """Protocol for one accepted client. Created by :class:`shardkv.server.app.Server`."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.config = server.config
+        self.id = 0
+        self.name = b""
+        self.peer = "?"
+        self.local = "?"
+        self.created_s = time.monotonic()
+        self.last_command_s = self.created_s
+        self.last_command = b"NULL"
+        self.readonly = False
+        self._transport: asyncio.Transport | None = None
+        self._parser = CommandParser(self.config.resp_limits)
+        self._busy = False  # a group is in the committer
+        self._in_process = False
+        self._output_paused = False
+        self._reading_paused = False
+        self._closing = False
+        self._close_after_write = False
+        self._eof = False
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._admitted = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self.peer = _fmt_addr(peer)
+        self.local = _fmt_addr(local)
+        if not self.server.admit(self):
+            self.server.metrics.connections_rejected.labels(reason="max_clients").inc()
+            log.warning("client_rejected", peer=self.peer, reason="max number of clients reached")
+            transport.write(MAX_CLIENTS_REPLY)
+            transport.close()
+            self._closing = True
+            return
+        self._admitted = True
+        transport.set_write_buffer_limits(high=self.config.output_high_water_bytes)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.server.metrics.bytes_in.inc(len(data))
+        try:
+            self._parser.feed(data)
+        except RespProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        if self._busy or self._output_paused:
+            if self._parser.buffered_bytes > self.config.input_pause_bytes:
+                self._pause_reading()
+            return
+        self._process()
+
+    def eof_received(self) -> bool:
+        # Half-close: the client sent everything it will send. Finish what it sent, then close.
+        self._eof = True
+        if not self._busy and not self._in_process:
+            self._process()
+            self._close_when_done()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+        if self._admitted:
+            self.server.release(self)
+            if exc is not None:
+                log.debug("client_connection_lost", peer=self.peer, error=str(exc))
+
+    def pause_writing(self) -> None:
+        self._output_paused = True
+        self._pause_reading()
+        if self._stall_timer is None:
+            self._stall_timer = asyncio.get_running_loop().call_later(
+                self.config.output_stall_timeout_s, self._drop, "output_stalled"
+            )
+
+    def resume_writing(self) -> None:
+        self._output_paused = False
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        if not self._busy and not self._in_process:
+            self._process()
+
+    # -- processing ---------------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Run commands from the parser until one needs the committer or input runs out."""
+        self._in_process = True
+        try:
+            while not (self._busy or self._output_paused or self._closing):
+                try:
+                    commands = self._parser.drain(self.config.max_commands_per_read)
+                except RespProtocolError as exc:
+                    self._protocol_error(exc)
+                    return
+                if not commands:
+                    break
+                self._run_commands(commands)
+        finally:
+            self._in_process = False
+        if not self._busy and not self._output_paused:
+            self._resume_reading()
+            if self._eof:
+                self._close_when_done()
+
+    def _run_commands(self, commands: list[list[bytes]]) -> None:
+        started = time.perf_counter()
+        now_s = time.monotonic()
+        self.last_command_s = now_s
+        replies: list[Reply | None] = []
+        names: list[str] = []
+        data_commands: list[list[bytes]] = []
+        server = self.server
+        for args in commands:
+            spec = lookup(args[0])
+            if spec is None:
+                replies.append(unknown_command_error(args))
+                names.append("unknown")
+                continue
+            names.append(spec.name)
+            error = check_arity(spec, args)
+            if error is not None:
+                replies.append(error)
+                continue
+            self.last_command = args[0]
+            if spec.is_data:
+                replies.append(None)
+                data_commands.append(args)
+                continue
+            replies.append(server.run_connection_command(self, spec.name, args))
+            if self._close_after_write:
+                break  # QUIT: nothing after it runs
+
+        if not data_commands:
+            self._send(replies, names, started)
+            return
+        self._busy = True
+
+        def done(results: list[Reply]) -> None:
+            it = iter(results)
+            filled = [next(it) if r is None else r for r in replies]
+            self._busy = False
+            self._send(filled, names, started)
+            if not self._in_process and not self._closing:
+                self._process()
+
+        server.committer.submit(data_commands, done)
+
+    def _send(self, replies: list[Reply | None], names: list[str], started: float) -> None:
+        latency_s = time.perf_counter() - started
+        record = self.server.metrics.commands.record
+        out = bytearray()
+        for reply, name in zip(replies, names, strict=False):
+            write_reply(out, reply)
+            record(name, "error" if type(reply) is ErrorReply else "ok", latency_s)
+        if self._closing or self._transport is None:
+            return
+        self.server.metrics.bytes_out.inc(len(out))
+        self._transport.write(out)
+        if self._close_after_write:
+            self._closing = True
+            self._transport.close()
+            return
+        if self._transport.get_write_buffer_size() > self.config.max_output_buffer_bytes:
+            self._drop("output_limit")
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def request_close_after_reply(self) -> None:
+        """QUIT: write the pending replies, then close."""
+        self._close_after_write = True
+
+    def _close_when_done(self) -> None:
+        if self._transport is not None and not self._closing and not self._busy:
+            self._closing = True
+            self._transport.close()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self._transport is not None and not self._closing:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self._transport is not None and not self._closing:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+    def _protocol_error(self, exc: RespProtocolError) -> None:
+        self.server.metrics.protocol_errors.inc()
+        log.info("client_protocol_error", peer=self.peer, error=str(exc))
+        if self._transport is not None and not self._closing:
+            out = bytearray()
+            write_reply(out, ErrorReply(f"ERR Protocol error: {exc}"))
+            self._transport.write(out)
+            self._closing = True
+            self._transport.close()
+
+    def _drop(self, reason: str) -> None:
+        if self._closing or self._transport is None:
+            return
+        self.server.metrics.connections_dropped.labels(reason=reason).inc()
+        log.warning(
+            "client_dropped",
+            peer=self.peer,
+            reason=reason,
+            output_buffer_bytes=self._transport.get_write_buffer_size(),
+        )
+        self._closing = True
+        self._transport.abort()
+
+    def close_for_shutdown(self) -> None:
+        if self._transport is not None and not self._closing:
+            self._closing = True
+            self._transport.close()
+
+    def stop_reading(self) -> None:
+        self._pause_reading()
+
+    @property
+    def idle(self) -> bool:
+        return not self._busy
+
+    def info_line(self, now_s: float) -> str:
+        """One ``CLIENT LIST`` line, with Redis's field names."""
+        t = self._transport
+        obl = t.get_write_buffer_size() if t is not None else 0
+        return (
+            f"id={self.id} addr={self.peer} laddr={self.local} fd=-1 "
+            f"name={self.name.decode(errors='replace')} age={int(now_s - self.created_s)} "
+            f"idle={int(now_s - self.last_command_s)} flags={'r' if self.readonly else 'N'} "
+            f"db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf={self._parser.buffered_bytes} "
+            f"qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem={obl} tot-mem=0 "
+            f"events=r cmd={self.last_command.decode(errors='replace').lower()} "
+            f"user=default redir=-1 resp=2"
+        )
+
+
+def _fmt_addr(addr: object) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(addr)

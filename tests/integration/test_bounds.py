@@ -1,0 +1,86 @@
+"""No client can push the server's memory past the configured bounds."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+from tests.integration.harness import ServerProcess
+
+MiB = 1024 * 1024
+
+
+def _send_until_closed(s: socket.socket, chunk: bytes, max_bytes: int) -> tuple[int, bytes]:
+    """Send up to max_bytes; return (bytes sent, what the server answered)."""
+    sent = 0
+    s.settimeout(5)
+    try:
+        while sent < max_bytes:
+            s.sendall(chunk)
+            sent += len(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    try:
+        reply = s.recv(4096)
+    except (ConnectionResetError, TimeoutError):
+        reply = b""
+    return sent, reply
+
+
+def test_announced_huge_bulk_is_bounded_by_the_query_buffer_limit(tmp_path: Path) -> None:
+    limit = 8 * MiB
+    with ServerProcess(tmp_path / "data", "--max-query-buffer-bytes", str(limit)) as srv:
+        base_rss = srv.rss_bytes()
+        # Larger than Redis's proto-max-bulk-len: refused at the header.
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"*2\r\n$3\r\nGET\r\n$600000000\r\n")
+            assert s.recv(100) == b"-ERR Protocol error: invalid bulk length\r\n"
+        # A legal announced length, streamed: the server gives up at the buffer limit.
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$400000000\r\n")
+            sent, reply = _send_until_closed(s, b"x" * 65536, 200 * MiB)
+            assert reply.startswith(b"-ERR Protocol error: "), reply
+            assert sent < 200 * MiB, "the server kept reading past its bound"
+        growth = srv.rss_bytes() - base_rss
+        assert growth < limit + 24 * MiB, f"RSS grew {growth / MiB:.1f} MiB for an {limit / MiB} MiB bound"
+        assert srv.client().ping()
+
+
+def test_a_client_that_never_reads_replies_is_paused_then_dropped(tmp_path: Path) -> None:
+    out_limit = 8 * MiB
+    with ServerProcess(
+        tmp_path / "data", "--max-output-buffer-bytes", str(out_limit),
+        "--output-stall-timeout-s", "1",
+    ) as srv:
+        r = srv.client()
+        r.set("big", b"v" * 100_000)
+        base_rss = srv.rss_bytes()
+        request = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" * 100
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            s.settimeout(3)
+            sent = 0
+            # 1 GiB of replies requested; the server must stop reading long before that.
+            try:
+                while sent < 40_000:
+                    s.sendall(request)
+                    sent += 100
+            except (TimeoutError, BrokenPipeError, ConnectionResetError):
+                pass
+            peak = srv.rss_bytes() - base_rss
+            assert sent < 40_000, "the server read every request without pausing"
+            # Paused for longer than the stall timeout: the server drops the client.
+            s.settimeout(10)
+            received = 0
+            try:
+                while chunk := s.recv(1024 * 1024):
+                    received += len(chunk)
+            except ConnectionResetError:
+                pass
+            assert received < sent * 100_000, "the connection was closed before all replies"
+        assert peak < out_limit + 16 * MiB + 4 * MiB, f"RSS grew {peak / MiB:.1f} MiB"
+        deadline = time.monotonic() + 10
+        while not srv.client().ping():
+            assert time.monotonic() < deadline
+        assert r.get("big") == b"v" * 100_000
