@@ -73,7 +73,7 @@ class ServerProcess:
                 return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS")
 
-    def signal(self, sig: int) -> None:
+    def send_signal(self, sig: int) -> None:
         assert self.proc is not None
         if self.proc.poll() is None:
             os.kill(self.proc.pid, sig)

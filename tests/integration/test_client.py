@@ -45,6 +45,7 @@ from shardkv.client import (
     TryAgain,
     UnknownOutcome,
 )
+from shardkv.core.cluster.slots import key_slot
 
 ServerCommand = Callable[[int], list[str]]
 """Port -> the command line that starts a RESP server listening on 127.0.0.1:port."""
@@ -573,6 +574,21 @@ async def test_slot_cache_sends_later_commands_straight_to_the_owner(
             assert await client.get("k") == b"v"
         assert len(redirector.commands) == 1
         assert client.stats.redirects == 1
+
+
+async def test_default_slot_cache_uses_redis_cluster_hash_slots(
+    server: ServerProcess, scripted_servers: Callable[..., Awaitable[ScriptedServer]]
+) -> None:
+    slot = key_slot(b"user1")
+    assert key_slot(b"other") != slot
+    redirector = await scripted_servers(lambda _: moved_to(server.port, slot=slot))
+    async with fast_client(redirector.port) as client:
+        await client.set("{user1}:a", "1")  # redirected; the client learns the slot's owner
+        await client.set("{user1}:b", "2")  # same hash tag, same slot: sent straight there
+        assert await client.mget("{user1}:a", "{user1}:b") == [b"1", b"2"]
+        assert len(redirector.commands) == 1
+        assert await client.get("other") is None  # another slot: asks the seed again
+        assert len(redirector.commands) == 2
 
 
 async def test_redirect_loop_gives_up_with_moved(

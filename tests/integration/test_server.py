@@ -105,7 +105,7 @@ def test_no_acknowledged_write_is_lost_when_stopped_under_load(tmp_path: Path, s
         deadline = time.monotonic() + 10
         while sum(map(len, acked)) < 2000 and time.monotonic() < deadline:
             time.sleep(0.01)
-        srv.signal(sig)
+        srv.send_signal(sig)
         code = srv.wait(30)
         stop.set()
         for th in threads:

@@ -278,7 +278,7 @@ def test_long_line_fed_byte_by_byte_is_searched_once() -> None:
 # --- properties ---------------------------------------------------------------------------
 
 line_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=20
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"), max_size=20
 )
 leaf = st.one_of(
     line_text.map(SimpleString),

@@ -28,6 +28,10 @@ def test_key_slot_matches_redis_known_values() -> None:
     assert key_slot(b"bar") == 5061
     assert key_slot(b"hello") == 866
     assert key_slot(b"") == 0
+    assert key_slot(b"{user1000}.following") == 3443
+    assert key_slot(b"foo{}{bar}") == 8363
+    assert key_slot(b"foo{{bar}}zap") == 4015
+    assert key_slot(b"foo{bar}{zap}") == 5061
 
 
 def test_hash_tag_selects_the_hashed_part() -> None:

@@ -5,10 +5,12 @@ safe to retry (`shardkv.client.policy`), turning error replies into typed errors
 (`shardkv.client.errors`). Never: RESP framing (`shardkv.core.resp`), socket handling
 (`shardkv.client.connection`).
 
-Routing today: every command goes to the seed node (`host`, `port`) and follows `-MOVED` to
-the node it names. Given a `key_slot` function (the cluster's CRC16 slot of a key), the
-client also remembers which node served each slot and sends the next command for that slot
-there directly. A node that cannot be reached sends the command back to the seed.
+Routing: a command goes to the seed node (`host`, `port`) and follows `-MOVED` to the node
+it names. The client remembers which node served each slot (learned from MOVED only) and
+sends the next keyed command for that slot there directly, computing the slot of the first
+key with `key_slot` (Redis Cluster's CRC16 rule by default). A node that cannot be reached
+sends the command back to the seed. Against a server that never redirects (one node, plain
+Redis) the cache stays empty and everything goes to the seed.
 """
 
 from __future__ import annotations
@@ -37,14 +39,13 @@ from shardkv.client.errors import (
     format_address,
 )
 from shardkv.client.policy import backoff_delay_s, is_safe_to_repeat
+from shardkv.core.cluster.slots import SLOT_COUNT
+from shardkv.core.cluster.slots import key_slot as cluster_key_slot
 from shardkv.core.resp import ErrorReply, Reply, SimpleString
 
 Arg = bytes | bytearray | memoryview | str | int | float
 """What a command argument may be: bytes as is, str as UTF-8, numbers in decimal."""
 
-SLOT_COUNT = 16384
-"""Hash slots in the cluster; a MOVED naming a slot outside [0, SLOT_COUNT) is ignored for
-caching."""
 
 MAX_NODE_POOLS = 64
 """Nodes the client keeps connection pools for; the least recently used is closed beyond."""
@@ -227,7 +228,7 @@ class Client:
         max_inflight_requests: pipelined requests per connection awaiting replies.
         retry_idempotent_writes: repeat plain SET and MSET after an unknown outcome (see
             `shardkv.client.policy` for why a linearizability test must turn this off).
-        key_slot: the cluster's key -> slot function; enables the slot cache.
+        key_slot: key -> slot for the slot cache (None turns the cache off).
         ssl: a client `SSLContext` for TLS; None for plain TCP.
         rng: the randomness for backoff jitter; pass a seeded one for reproducible tests.
     """
@@ -246,7 +247,7 @@ class Client:
         max_redirects: int = 5,
         max_inflight_requests: int = DEFAULT_MAX_INFLIGHT_REQUESTS,
         retry_idempotent_writes: bool = True,
-        key_slot: Callable[[bytes], int] | None = None,
+        key_slot: Callable[[bytes], int] | None = cluster_key_slot,
         ssl: ssl_module.SSLContext | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -348,8 +349,6 @@ class Client:
                 if slot is not None and 0 <= exc.slot < SLOT_COUNT:
                     self._slot_owners[exc.slot] = address
                 continue
-            except ClientClosed:
-                raise
             except (DefiniteFailure, UnknownOutcome) as exc:
                 if self._closed:
                     raise
@@ -577,4 +576,4 @@ def _int(reply: object, command: str) -> int:
     raise _unexpected(reply, command)
 
 
-__all__ = ["MAX_NODE_POOLS", "SLOT_COUNT", "Arg", "Client", "ClientStats", "encode_arg"]
+__all__ = ["MAX_NODE_POOLS", "Arg", "Client", "ClientStats", "encode_arg"]

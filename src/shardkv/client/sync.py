@@ -23,6 +23,7 @@ from typing import Any, Self, TypeVar
 
 from shardkv.client.client import Arg, Client, ClientStats
 from shardkv.client.connection import DEFAULT_MAX_INFLIGHT_REQUESTS
+from shardkv.core.cluster.slots import key_slot as cluster_key_slot
 from shardkv.core.resp import Reply
 
 _T = TypeVar("_T")
@@ -57,7 +58,7 @@ class SyncClient:
         max_redirects: int = 5,
         max_inflight_requests: int = DEFAULT_MAX_INFLIGHT_REQUESTS,
         retry_idempotent_writes: bool = True,
-        key_slot: Callable[[bytes], int] | None = None,
+        key_slot: Callable[[bytes], int] | None = cluster_key_slot,
         ssl: ssl_module.SSLContext | None = None,
         rng: random.Random | None = None,
     ) -> None:

@@ -18,7 +18,7 @@ import socket
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -185,7 +185,7 @@ class Server:
     def run_connection_command(
         self, conn: ClientConnection, name: str, args: list[bytes]
     ) -> Reply:
-        handler = conn_commands.HANDLERS.get(name)
+        handler = conn_commands.HANDLERS.get(name.split("|", 1)[0])
         if handler is None:
             return ErrorReply(f"ERR command '{name}' is not available on this server")
         return handler(self, conn, args)
@@ -284,7 +284,7 @@ class _TLSAcceptor(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)
         transport.pause_reading()
         if self._server._handshaking >= self._server.config.max_connections:
             transport.abort()

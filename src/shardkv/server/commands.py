@@ -32,6 +32,11 @@ def _syntax() -> ErrorReply:
     return ErrorReply("ERR syntax error")
 
 
+def _unsupported(args: list[bytes]) -> ErrorReply:
+    name = " ".join(a.decode(errors="replace") for a in args[:2]).upper()
+    return ErrorReply(f"ERR {name} is not supported by ShardKV")
+
+
 def ping(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
     if len(args) == 1:
         return PONG
@@ -106,33 +111,35 @@ def client(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
         return "".join(c.info_line(now) + "\n" for c in server.clients()).encode()
     if sub == b"SETINFO" and len(args) == 4:
         return OK  # redis-py sends it; library name/version are not kept
-    if sub in (b"ID", b"SETNAME", b"GETNAME", b"INFO", b"SETINFO"):
-        return ErrorReply(f"ERR wrong number of arguments for 'client|{sub.decode().lower()}' command")
-    return ErrorReply(
-        f"ERR unknown subcommand '{args[1].decode(errors='replace')}'. Try CLIENT HELP."
-    )
+    return _unsupported(args)
 
 
 def command(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
     if len(args) == 1:
-        return [table.command_info_reply(spec) for spec in table.all_commands()]
+        return [table.command_info_reply(spec) for spec in table.COMMANDS]
     sub = args[1].upper()
     if sub == b"COUNT":
-        return len(table.all_commands())
+        return len(table.COMMANDS)
     if sub == b"INFO":
-        specs = table.all_commands() if len(args) == 2 else [table.lookup(a) for a in args[2:]]
+        specs = table.COMMANDS if len(args) == 2 else [table.lookup(a) for a in args[2:]]
         return [None if s is None else table.command_info_reply(s) for s in specs]
     if sub == b"DOCS":
-        specs = table.all_commands() if len(args) == 2 else [table.lookup(a) for a in args[2:]]
+        specs = table.COMMANDS if len(args) == 2 else [table.lookup(a) for a in args[2:]]
         out: list[Reply] = []
         for spec in specs:
             if spec is not None:
                 out.append(spec.name.encode())
                 out.append(table.command_docs_reply(spec))
         return out
-    return ErrorReply(
-        f"ERR unknown subcommand '{args[1].decode(errors='replace')}'. Try COMMAND HELP."
-    )
+    if sub == b"LIST":
+        return [spec.name.encode() for spec in table.COMMANDS]
+    if sub == b"GETKEYS":
+        spec = table.resolve(args[2:])
+        if isinstance(spec, ErrorReply):
+            return ErrorReply("ERR Invalid command specified")
+        keys = table.command_keys(spec, args[2:])
+        return list(keys) if keys else ErrorReply("ERR The command has no key arguments")
+    return _unsupported(args)
 
 
 def config(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
@@ -149,10 +156,7 @@ def config(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
         return ErrorReply("ERR CONFIG SET is not supported: restart shardkv with new settings")
     if sub == b"RESETSTAT" and len(args) == 2:
         return OK
-    return ErrorReply(
-        f"ERR unknown subcommand or wrong number of arguments for "
-        f"'{args[1].decode(errors='replace')}'. Try CONFIG HELP."
-    )
+    return _unsupported(args)
 
 
 def info(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:

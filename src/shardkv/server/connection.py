@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from shardkv.core.commands import check_arity, lookup, unknown_command_error
+from shardkv.core.commands import CommandKind, lookup, resolve
 from shardkv.core.resp import (
     CommandParser,
     ErrorReply,
@@ -65,8 +65,8 @@ class ClientConnection(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)
+        transport = self._transport
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self.peer = _fmt_addr(peer)
@@ -159,19 +159,18 @@ class ClientConnection(asyncio.Protocol):
         names: list[str] = []
         data_commands: list[list[bytes]] = []
         server = self.server
+        data_kind = CommandKind.DATA
         for args in commands:
-            spec = lookup(args[0])
-            if spec is None:
-                replies.append(unknown_command_error(args))
-                names.append("unknown")
+            spec = resolve(args)
+            if type(spec) is ErrorReply:
+                replies.append(spec)
+                known = lookup(args[0])
+                names.append(known.name if known is not None else "unknown")
                 continue
+            assert not isinstance(spec, ErrorReply)
             names.append(spec.name)
-            error = check_arity(spec, args)
-            if error is not None:
-                replies.append(error)
-                continue
             self.last_command = args[0]
-            if spec.is_data:
+            if spec.kind is data_kind:
                 replies.append(None)
                 data_commands.append(args)
                 continue

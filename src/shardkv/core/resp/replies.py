@@ -40,6 +40,7 @@ __all__ = [
     "OK",
     "PONG",
     "QUEUED",
+    "BytesLike",
     "ErrorReply",
     "NullArray",
     "Reply",
@@ -122,6 +123,9 @@ Reply: TypeAlias = (
 )
 """Any RESP2 reply value; arrays nest."""
 
+BytesLike: TypeAlias = bytes | bytearray | memoryview
+"""What the encoders accept as a bulk string (the reply parser always returns ``bytes``)."""
+
 OK: Final = SimpleString("OK")
 PONG: Final = SimpleString("PONG")
 QUEUED: Final = SimpleString("QUEUED")
@@ -136,7 +140,7 @@ _NULL_BULK_WIRE: Final = b"$-1\r\n"
 _NULL_ARRAY_WIRE: Final = b"*-1\r\n"
 
 
-def write_reply(out: bytearray, reply: Reply) -> None:
+def write_reply(out: bytearray, reply: Reply | BytesLike) -> None:
     """Append the encoding of ``reply`` to ``out``.
 
     Raises ``TypeError`` for a value that is not a :data:`Reply` (``str``, ``bool``, ...)
@@ -201,7 +205,7 @@ def _write_other(out: bytearray, reply: object) -> None:
         raise TypeError(f"{type(reply).__name__} is not a reply")
 
 
-def encode_reply(reply: Reply) -> bytes:
+def encode_reply(reply: Reply | BytesLike) -> bytes:
     """Return the encoding of ``reply``; same errors as :func:`write_reply`."""
     kind = type(reply)
     if kind is SimpleString or kind is ErrorReply:
@@ -211,14 +215,14 @@ def encode_reply(reply: Reply) -> bytes:
     return bytes(out)
 
 
-def encode_command(args: Sequence[bytes]) -> bytes:
+def encode_command(args: Sequence[BytesLike]) -> bytes:
     """Encode a command as a RESP array of bulk strings (what clients send).
 
     Each argument must be ``bytes``, ``bytearray`` or ``memoryview``: ``TypeError``
     otherwise (a ``str`` or ``int`` has more than one reasonable encoding; the caller
     chooses). An empty ``args`` encodes ``*0``, which servers skip.
     """
-    parts = [b"*%d\r\n" % len(args)]
+    parts: list[BytesLike] = [b"*%d\r\n" % len(args)]
     for arg in args:
         if type(arg) is bytes:
             size = len(arg)
