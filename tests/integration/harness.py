@@ -67,11 +67,12 @@ class ServerProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def rss_bytes(self) -> int:
+    def rss_bytes(self, field: str = "VmRSS") -> int:
+        """Resident memory now (``VmRSS``) or its peak so far (``VmHWM``)."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        raise RuntimeError(f"no {field} in /proc/{self.pid}/status")
 
     def send_signal(self, sig: int) -> None:
         assert self.proc is not None

@@ -56,31 +56,28 @@ def test_a_client_that_never_reads_replies_is_paused_then_dropped(tmp_path: Path
         r = srv.client()
         r.set("big", b"v" * 100_000)
         base_rss = srv.rss_bytes()
-        request = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" * 100
+        request = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" * 1000
+        requested = 64 * MiB  # about 200 GB of replies, if the server read it all
         with socket.create_connection(("127.0.0.1", srv.port)) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-            s.settimeout(3)
+            s.settimeout(5)
             sent = 0
-            # 1 GiB of replies requested; the server must stop reading long before that.
             try:
-                while sent < 40_000:
+                while sent < requested:
                     s.sendall(request)
-                    sent += 100
+                    sent += len(request)
             except (TimeoutError, BrokenPipeError, ConnectionResetError):
-                pass
-            peak = srv.rss_bytes() - base_rss
-            assert sent < 40_000, "the server read every request without pausing"
+                pass  # the server stopped reading (paused), then dropped us
+            assert sent < requested, "the server read every request without pausing"
             # Paused for longer than the stall timeout: the server drops the client.
             s.settimeout(10)
-            received = 0
             try:
-                while chunk := s.recv(1024 * 1024):
-                    received += len(chunk)
+                while s.recv(1024 * 1024):
+                    pass
             except ConnectionResetError:
                 pass
-            assert received < sent * 100_000, "the connection was closed before all replies"
-        assert peak < out_limit + 16 * MiB + 4 * MiB, f"RSS grew {peak / MiB:.1f} MiB"
-        deadline = time.monotonic() + 10
-        while not srv.client().ping():
-            assert time.monotonic() < deadline
+        peak = srv.rss_bytes("VmHWM") - base_rss
+        assert peak < out_limit + 24 * MiB, f"RSS grew {peak / MiB:.1f} MiB"
+        assert srv.client().ping()
         assert r.get("big") == b"v" * 100_000
+        assert "output_stalled" in srv.log()

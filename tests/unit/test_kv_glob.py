@@ -146,8 +146,9 @@ def _reference(pattern: bytes, string: bytes, nesting: int = 0) -> bool:
     return p == plen and s == slen
 
 
-_PATTERN_BYTES = st.sampled_from(list(b"ab*?[]^-\\") + [0xFF])
-_STRING_BYTES = st.sampled_from(list(b"ab*?[]^-\\") + [0xFF])
+_ALPHABET = [*b"ab*?[]^-\\", 0xFF]
+_PATTERN_BYTES = st.sampled_from(_ALPHABET)
+_STRING_BYTES = st.sampled_from(_ALPHABET)
 
 
 @settings(max_examples=3000, deadline=None)

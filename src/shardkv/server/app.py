@@ -82,6 +82,7 @@ class Server:
             self.metrics,
             max_batch_commands=cfg.max_batch_commands,
             max_pending_commands=cfg.max_pending_commands,
+            max_group_reply_bytes=cfg.output_high_water_bytes,
             on_fatal=self._on_storage_failure,
         )
         self._machine = machine
@@ -284,8 +285,9 @@ class _TLSAcceptor(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # No pause_reading() here: the handshake task's first step runs before the loop
+        # polls this socket again, and uvloop's start_tls does not undo a pause.
         transport = cast(asyncio.Transport, transport)
-        transport.pause_reading()
         if self._server._handshaking >= self._server.config.max_connections:
             transport.abort()
             return

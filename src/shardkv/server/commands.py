@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from shardkv import __version__
 from shardkv.core import commands as table
 from shardkv.core.kv.glob import glob_match
-from shardkv.core.resp import OK, PONG, ErrorReply, Reply, SimpleString
+from shardkv.core.resp import OK, PONG, ErrorReply, MapReply, Reply
 
 if TYPE_CHECKING:
     from shardkv.server.app import Server
@@ -54,9 +54,11 @@ def hello(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
             version = int(args[1])
         except ValueError:
             return ErrorReply("ERR Protocol version is not an integer or out of range")
-        if version != 2:
+        if version not in (2, 3):
             return ErrorReply("NOPROTO unsupported protocol version")
         i = 2
+    else:
+        version = conn.protocol
     while i < len(args):
         option = args[i].upper()
         if option == b"AUTH" and i + 2 < len(args):
@@ -66,15 +68,16 @@ def hello(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
             i += 2
         else:
             return ErrorReply(f"ERR Syntax error in HELLO option '{args[i].decode(errors='replace')}'")
-    return [
-        b"server", b"redis",
-        b"version", REDIS_COMPAT_VERSION.encode(),
-        b"proto", 2,
-        b"id", conn.id,
-        b"mode", b"standalone",
-        b"role", b"master",
-        b"modules", [],
-    ]
+    conn.protocol = version
+    return MapReply((
+        (b"server", b"redis"),
+        (b"version", REDIS_COMPAT_VERSION.encode()),
+        (b"proto", version),
+        (b"id", conn.id),
+        (b"mode", b"standalone"),
+        (b"role", b"master"),
+        (b"modules", []),
+    ))
 
 
 def select(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
@@ -146,12 +149,12 @@ def config(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
     sub = args[1].upper()
     if sub == b"GET" and len(args) >= 3:
         values = server.config_view()
-        out: list[Reply] = []
+        found: dict[bytes, Reply] = {}
         for pattern in args[2:]:
             for name, value in values.items():
                 if glob_match(pattern.lower(), name.encode()):
-                    out.extend([name.encode(), value.encode()])
-        return out
+                    found[name.encode()] = value.encode()
+        return MapReply(tuple(found.items()))
     if sub == b"SET":
         return ErrorReply("ERR CONFIG SET is not supported: restart shardkv with new settings")
     if sub == b"RESETSTAT" and len(args) == 2:

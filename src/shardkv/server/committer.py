@@ -68,6 +68,7 @@ class Committer:
         *,
         max_batch_commands: int,
         max_pending_commands: int,
+        max_group_reply_bytes: int,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         on_fatal: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
@@ -77,6 +78,7 @@ class Committer:
         self._metrics = metrics
         self._max_batch_commands = max_batch_commands
         self._max_pending_commands = max_pending_commands
+        self._max_group_reply_bytes = max_group_reply_bytes
         self._clock_ms = clock_ms
         self._on_fatal = on_fatal
         self._loop = asyncio.get_running_loop()
@@ -99,7 +101,12 @@ class Committer:
 
     def submit(self, commands: list[list[bytes]], on_done: ReplyCallback) -> None:
         """Queue ``commands`` (data commands only) to be applied in order; ``on_done`` gets
-        one reply per command, on the loop thread, once they are safe to show."""
+        the replies, on the loop thread, once they are safe to show.
+
+        ``on_done`` may get fewer replies than commands: once a group's replies pass
+        ``max_group_reply_bytes`` the rest of the group is not run, so that one pipeline of
+        large GETs cannot fill memory with replies. The caller submits the rest later (after
+        its client read the first replies)."""
         if self._failed is not None:
             on_done([STORAGE_FAILURE] * len(commands))
             return
@@ -148,14 +155,24 @@ class Committer:
         now_ms = self._clock_ms()
         machine.begin_batch()
         try:
+            execute = machine.execute
+            max_reply_bytes = self._max_group_reply_bytes
             for group in taken:
-                execute = machine.execute
                 replies = group.replies
+                reply_bytes = 0
                 for args in group.commands:
                     if args[0] is _SWEEP:
                         replies.append(machine.expire_sweep(now_ms, int(args[1])))
-                    else:
-                        replies.append(execute(args, now_ms))
+                        continue
+                    reply = execute(args, now_ms)
+                    replies.append(reply)
+                    kind = type(reply)
+                    if kind is bytes:
+                        reply_bytes += len(reply)  # type: ignore[arg-type]
+                    elif kind is list:
+                        reply_bytes += sum(len(r) for r in reply if type(r) is bytes)  # type: ignore[union-attr]
+                    if reply_bytes > max_reply_bytes:
+                        break  # the rest of the group runs later: see submit()
             batch = machine.finish_batch()
             if batch:
                 self._engine.write(batch)
@@ -171,7 +188,7 @@ class Committer:
             self._check_idle()
             return
         self._parked.extend(taken)
-        self._parked_commands += count
+        self._parked_commands += count  # counts commands taken, run or not
         self._maybe_start_sync()
 
     def _maybe_start_sync(self) -> None:

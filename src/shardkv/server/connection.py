@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import TYPE_CHECKING, cast
 
 from shardkv.core.commands import CommandKind, lookup, resolve
@@ -25,6 +26,7 @@ from shardkv.core.resp import (
     Reply,
     RespProtocolError,
     write_reply,
+    write_reply_resp3,
 )
 from shardkv.observability.logging import get_logger
 
@@ -50,8 +52,11 @@ class ClientConnection(asyncio.Protocol):
         self.last_command_s = self.created_s
         self.last_command = b"NULL"
         self.readonly = False
+        self.protocol = 2  # HELLO 3 switches this connection to RESP3 encoding
         self._transport: asyncio.Transport | None = None
         self._parser = CommandParser(self.config.resp_limits)
+        # Commands taken from the parser, not yet run (at most max_commands_per_read).
+        self._queue: deque[list[bytes]] = deque()
         self._busy = False  # a group is in the committer
         self._in_process = False
         self._output_paused = False
@@ -132,18 +137,20 @@ class ClientConnection(asyncio.Protocol):
     # -- processing ---------------------------------------------------------------------
 
     def _process(self) -> None:
-        """Run commands from the parser until one needs the committer or input runs out."""
+        """Run queued commands in order until one group needs the committer or input runs
+        out. Connection commands run only after every data command before them replied."""
         self._in_process = True
         try:
             while not (self._busy or self._output_paused or self._closing):
-                try:
-                    commands = self._parser.drain(self.config.max_commands_per_read)
-                except RespProtocolError as exc:
-                    self._protocol_error(exc)
-                    return
-                if not commands:
-                    break
-                self._run_commands(commands)
+                if not self._queue:
+                    try:
+                        self._queue.extend(self._parser.drain(self.config.max_commands_per_read))
+                    except RespProtocolError as exc:
+                        self._protocol_error(exc)
+                        return
+                    if not self._queue:
+                        break
+                self._run_queued()
         finally:
             self._in_process = False
         if not self._busy and not self._output_paused:
@@ -151,55 +158,70 @@ class ClientConnection(asyncio.Protocol):
             if self._eof:
                 self._close_when_done()
 
-    def _run_commands(self, commands: list[list[bytes]]) -> None:
-        started = time.perf_counter()
-        now_s = time.monotonic()
-        self.last_command_s = now_s
-        replies: list[Reply | None] = []
-        names: list[str] = []
-        data_commands: list[list[bytes]] = []
-        server = self.server
+    def _run_queued(self) -> None:
+        queue = self._queue
+        out = bytearray()
+        write = write_reply if self.protocol == 2 else write_reply_resp3
+        record = self.server.metrics.commands.record
         data_kind = CommandKind.DATA
-        for args in commands:
+        group: list[list[bytes]] = []
+        names: list[str] = []
+        self.last_command_s = time.monotonic()
+        while queue:
+            args = queue[0]
             spec = resolve(args)
             if type(spec) is ErrorReply:
-                replies.append(spec)
+                queue.popleft()
+                if group:  # an error reply must follow the group's replies
+                    queue.appendleft(args)
+                    break
                 known = lookup(args[0])
-                names.append(known.name if known is not None else "unknown")
+                write(out, spec)
+                record(known.name if known is not None else "unknown", "error", 0.0)
                 continue
             assert not isinstance(spec, ErrorReply)
-            names.append(spec.name)
-            self.last_command = args[0]
             if spec.kind is data_kind:
-                replies.append(None)
-                data_commands.append(args)
+                group.append(queue.popleft())
+                names.append(spec.name)
+                self.last_command = args[0]
                 continue
-            replies.append(server.run_connection_command(self, spec.name, args))
+            if group:
+                break  # connection commands wait for the data commands before them
+            queue.popleft()
+            self.last_command = args[0]
+            reply = self.server.run_connection_command(self, spec.name, args)
+            # HELLO 3 answers in the protocol it chose.
+            write = write_reply if self.protocol == 2 else write_reply_resp3
+            write(out, reply)
+            record(spec.name, "error" if type(reply) is ErrorReply else "ok", 0.0)
             if self._close_after_write:
-                break  # QUIT: nothing after it runs
-
-        if not data_commands:
-            self._send(replies, names, started)
+                queue.clear()  # QUIT: nothing after it runs
+                break
+        if out:
+            self._write(out)
+        if not group or self._closing:
             return
         self._busy = True
+        started = time.perf_counter()
 
         def done(results: list[Reply]) -> None:
-            it = iter(results)
-            filled = [next(it) if r is None else r for r in replies]
+            # The committer may run only a prefix of the group (its reply bytes bound);
+            # the rest goes back to the front of the queue and runs next turn.
             self._busy = False
-            self._send(filled, names, started)
+            if len(results) < len(group):
+                queue.extendleft(reversed(group[len(results):]))
+            latency_s = time.perf_counter() - started
+            out = bytearray()
+            for reply, name in zip(results, names, strict=False):
+                write(out, reply)
+                record(name, "error" if type(reply) is ErrorReply else "ok", latency_s)
+            self._write(out)
             if not self._in_process and not self._closing:
                 self._process()
 
-        server.committer.submit(data_commands, done)
+        self.server.committer.submit(group, done)
 
-    def _send(self, replies: list[Reply | None], names: list[str], started: float) -> None:
-        latency_s = time.perf_counter() - started
-        record = self.server.metrics.commands.record
-        out = bytearray()
-        for reply, name in zip(replies, names, strict=False):
-            write_reply(out, reply)
-            record(name, "error" if type(reply) is ErrorReply else "ok", latency_s)
+    def _write(self, out: bytearray) -> None:
         if self._closing or self._transport is None:
             return
         self.server.metrics.bytes_out.inc(len(out))
@@ -278,7 +300,7 @@ class ClientConnection(asyncio.Protocol):
             f"db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf={self._parser.buffered_bytes} "
             f"qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem={obl} tot-mem=0 "
             f"events=r cmd={self.last_command.decode(errors='replace').lower()} "
-            f"user=default redir=-1 resp=2"
+            f"user=default redir=-1 resp={self.protocol}"
         )
 
 

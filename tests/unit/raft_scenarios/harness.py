@@ -31,8 +31,11 @@ Commands (ids are node ids; ``ID...`` means one or more, none meaning all):
 - ``stabilize [ID...]``: deliver and process until nothing is left to do.
 - ``status ID``; ``raft-state``; ``raft-log ID``; ``applied ID``
 - ``compact ID INDEX``: snapshot the state machine at INDEX (<= applied) and compact.
-- ``crash ID``: lose everything not persisted; ``restart ID``: rebuild from storage.
-- ``events on|off``: show (default) or hide the core's event lines.
+- ``crash ID``: lose everything not persisted; ``crash-before-persist ID``: take a
+  Ready, send its ``messages`` (allowed before the persist), then crash without
+  persisting; ``restart ID``: rebuild from storage (state machine from the snapshot).
+- ``log-level all|messages|none``: show everything (default), hide the core's event
+  lines, or show only command results and errors.
 """
 
 from __future__ import annotations
@@ -195,16 +198,24 @@ class Env:
         self.partition: list[set[int]] | None = None
         self.out: list[str] = []
         self.indent = ""
-        self.show_events = True
+        # "all": traces (Readys, deliveries) and core events; "messages": traces only;
+        # "none": only command results and errors.
+        self.log_level = "all"
 
     # -- output ---------------------------------------------------------------------
 
     def emit(self, line: str) -> None:
+        """A command result or an error: always shown."""
         self.out.append(self.indent + line)
 
+    def trace(self, line: str) -> None:
+        """What happens inside a command (Readys, deliveries)."""
+        if self.log_level != "none":
+            self.out.append(self.indent + line)
+
     def _event(self, text: str) -> None:
-        if self.show_events:
-            self.emit(text)
+        if self.log_level == "all":
+            self.out.append(self.indent + text)
 
     # -- nodes ----------------------------------------------------------------------
 
@@ -255,6 +266,17 @@ class Env:
             return False
         return not any(m.from_ in side and m.to in side for side in self.partition)
 
+    def _send(self, messages: tuple[Message, ...]) -> None:
+        cut = [m for m in messages if self._cut(m)]
+        if len(cut) > 3:
+            self.trace(f"dropped by partition: {len(cut)} messages")
+        elif cut:
+            for m in cut:
+                self.trace(f"dropped by partition: {format_message(m)}")
+        self.queue.extend(
+            m for m in messages if not self._cut(m) and not self.replicas[m.to].crashed
+        )
+
     def deliver(self, ids: list[int], drop: set[int] | None = None) -> int:
         """Step queued messages addressed to ``ids``; returns how many were handled."""
         handled = 0
@@ -263,15 +285,15 @@ class Env:
             if not mine:
                 continue
             self.queue = [m for m in self.queue if m.to != node_id]
-            self.emit(f"> {node_id} receiving messages")
+            self.trace(f"> {node_id} receiving messages")
             self.indent = "  "
             for m in mine:
                 handled += 1
                 replica = self.replicas[node_id]
                 if (drop and node_id in drop) or self._cut(m) or replica.crashed:
-                    self.emit(f"dropped: {format_message(m)}")
+                    self.trace(f"dropped: {format_message(m)}")
                     continue
-                self.emit(format_message(m))
+                self.trace(format_message(m))
                 try:
                     replica.node.step(m)
                 except RaftError as error:
@@ -285,14 +307,14 @@ class Env:
         if not node.has_ready():
             return False
         rd = node.ready()
-        self.emit(f"> {node_id} handling Ready")
+        self.trace(f"> {node_id} handling Ready")
         self.indent = "  "
         for line in format_ready(node_id, rd):
-            self.emit(line)
+            self.trace(line)
         # Contract: persist, then after-persist messages; other messages any time.
         replica.storage.persist_ready(rd)
-        self.queue.extend(rd.messages)
-        self.queue.extend(rd.messages_after_persist)
+        self._send(rd.messages)
+        self._send(rd.messages_after_persist)
         if rd.snapshot is not None:
             replica.applied = _decode_state(rd.snapshot.data)
             replica.applied_index = rd.snapshot.metadata.index
@@ -367,6 +389,28 @@ class Env:
     def crash(self, node_id: int) -> None:
         replica = self.replica(node_id)
         replica.crashed = True
+        self._drop_to(node_id)
+
+    def _drop_to(self, node_id: int) -> None:
+        # Messages in flight to a dead node are lost with its connections.
+        self.queue = [m for m in self.queue if m.to != node_id]
+
+    def crash_before_persist(self, node_id: int) -> None:
+        """Take a Ready, send only what may leave before the persist, then crash."""
+        replica = self.replica(node_id)
+        node = replica.node
+        if not node.has_ready():
+            self.trace(f"> {node_id} has no Ready")
+        else:
+            rd = node.ready()
+            self.trace(f"> {node_id} handling Ready, crashing before the persist completes")
+            self.indent = "  "
+            for line in format_ready(node_id, rd):
+                self.trace(line)
+            self._send(rd.messages)
+            self.indent = ""
+        replica.crashed = True
+        self._drop_to(node_id)
 
     def restart(self, node_id: int) -> None:
         replica = self.replicas[node_id]
@@ -499,7 +543,7 @@ def _cmd_transfer_leader(env: Env, pos: list[str], kw: dict[str, str]) -> None:
 def _cmd_process_ready(env: Env, pos: list[str], kw: dict[str, str]) -> None:
     for node_id in _ids(env, pos):
         if not env.process_ready(node_id):
-            env.emit(f"> {node_id} has no Ready")
+            env.trace(f"> {node_id} has no Ready")
 
 
 def _cmd_deliver_msgs(env: Env, pos: list[str], kw: dict[str, str]) -> None:
@@ -513,7 +557,7 @@ def _cmd_drop_msgs(env: Env, pos: list[str], kw: dict[str, str]) -> None:
     kept: list[Message] = []
     for m in env.queue:
         if (src is None or m.from_ == src) and (dst is None or m.to == dst):
-            env.emit(f"dropped: {format_message(m)}")
+            env.trace(f"dropped: {format_message(m)}")
         else:
             kept.append(m)
     env.queue = kept
@@ -563,12 +607,18 @@ def _cmd_crash(env: Env, pos: list[str], kw: dict[str, str]) -> None:
     env.crash(int(pos[0]))
 
 
+def _cmd_crash_before_persist(env: Env, pos: list[str], kw: dict[str, str]) -> None:
+    env.crash_before_persist(int(pos[0]))
+
+
 def _cmd_restart(env: Env, pos: list[str], kw: dict[str, str]) -> None:
     env.restart(int(pos[0]))
 
 
-def _cmd_events(env: Env, pos: list[str], kw: dict[str, str]) -> None:
-    env.show_events = parse_bool(pos[0])
+def _cmd_log_level(env: Env, pos: list[str], kw: dict[str, str]) -> None:
+    if pos[0] not in ("all", "messages", "none"):
+        raise ValueError(f"unknown log level {pos[0]!r}")
+    env.log_level = pos[0]
 
 
 COMMANDS: dict[str, Callable[[Env, list[str], dict[str, str]], None]] = {
@@ -594,8 +644,9 @@ COMMANDS: dict[str, Callable[[Env, list[str], dict[str, str]], None]] = {
     "applied": _cmd_applied,
     "compact": _cmd_compact,
     "crash": _cmd_crash,
+    "crash-before-persist": _cmd_crash_before_persist,
     "restart": _cmd_restart,
-    "events": _cmd_events,
+    "log-level": _cmd_log_level,
 }
 
 assert NO_NODE == 0

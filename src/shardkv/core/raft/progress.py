@@ -96,6 +96,7 @@ class Progress:
         "probe_sent",
         "recent_active",
         "sent_commit",
+        "snapshot_wait_ticks",
         "state",
     )
 
@@ -117,6 +118,8 @@ class Progress:
         self.state = ProgressState.PROBE
         # Snapshot index sent while in SNAPSHOT state (0 otherwise).
         self.pending_snapshot = 0
+        # SNAPSHOT only: ticks spent waiting for the snapshot to be reported or acked.
+        self.snapshot_wait_ticks = 0
         # Any message from the peer since the last check-quorum round.
         self.recent_active = recent_active
         # PROBE only: an append is outstanding; wait for an answer before the next one.
@@ -146,6 +149,7 @@ class Progress:
     def _reset_state(self, state: ProgressState) -> None:
         self.probe_sent = False
         self.pending_snapshot = 0
+        self.snapshot_wait_ticks = 0
         self.state = state
         self.inflights.reset()
 

@@ -115,6 +115,10 @@ class Config:
       appended but not yet applied.
     - ``max_committed_bytes_per_ready``: bound on ``Ready.committed_entries``.
     - ``max_pending_read_requests``: bound on ReadIndex requests waiting on the leader.
+    - ``snapshot_timeout_ticks``: a snapshot sent to a follower that is neither
+      acknowledged nor reported (`RawNode.report_snapshot`) within this many ticks is
+      presumed lost and sent again. A backstop against silent loss; the transport should
+      report failures as they happen.
     - ``pre_vote``: run a pre-election so a partitioned node does not disrupt the group.
     - ``check_quorum``: leaders step down without a live quorum; followers ignore vote
       requests while they hear from a leader (leader lease for elections).
@@ -131,6 +135,7 @@ class Config:
     max_uncommitted_bytes: int = 64 << 20
     max_committed_bytes_per_ready: int = 64 << 20
     max_pending_read_requests: int = 4096
+    snapshot_timeout_ticks: int = 100
     pre_vote: bool = True
     check_quorum: bool = True
 
@@ -153,6 +158,7 @@ class Config:
             "max_uncommitted_bytes",
             "max_committed_bytes_per_ready",
             "max_pending_read_requests",
+            "snapshot_timeout_ticks",
         ):
             if getattr(self, name) <= 0:
                 raise RaftUsageError(f"{name} must be > 0")
@@ -423,6 +429,8 @@ class Raft:
             self.election_elapsed = 0
             if self.check_quorum:
                 self._check_quorum()
+            if self.role is _LEADER:
+                self._expire_snapshots()
             # A transfer that did not finish within an election timeout is abandoned.
             if self.role is _LEADER and self.lead_transferee != NO_NODE:
                 self._event(f"{self.id} aborted transfer to {self.lead_transferee} (timeout)")
@@ -441,6 +449,17 @@ class Raft:
         for node_id, pr in self.trk.progress.items():
             if node_id != self.id:
                 pr.recent_active = False
+
+    def _expire_snapshots(self) -> None:
+        """Called once per election timeout: give up on snapshots pending too long."""
+        for node_id, pr in self.trk.progress.items():
+            if pr.state is not _SNAPSHOT:
+                continue
+            pr.snapshot_wait_ticks += self.election_timeout
+            if pr.snapshot_wait_ticks >= self.config.snapshot_timeout_ticks:
+                self._event(f"{self.id} presumes the snapshot to {node_id} lost; will resend")
+                pr.pending_snapshot = 0
+                pr.become_probe()
 
     # -- elections ------------------------------------------------------------------
 
@@ -612,9 +631,9 @@ class Raft:
             if m.log_term > 0:
                 next_probe, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
             if pr.maybe_decr_to(m.index, next_probe):
-                self._event(f"{self.id} decreased progress of {m.from_} to [{pr.describe()}]")
                 if pr.state is _REPLICATE:
                     pr.become_probe()
+                self._event(f"{self.id} decreased progress of {m.from_} to [{pr.describe()}]")
                 self._maybe_send_append(m.from_, send_if_empty=True)
             return
 
@@ -623,11 +642,16 @@ class Raft:
         state = pr.state
         if state is _PROBE:
             pr.become_replicate()
-        elif state is _SNAPSHOT and pr.match + 1 >= self.log.first_index():
-            # The follower is back on our log (whatever snapshot it installed).
-            self._event(f"{self.id} recovered from needing snapshot for {m.from_}")
-            pr.become_probe()
-            pr.become_replicate()
+        elif state is _SNAPSHOT:
+            if pr.match + 1 >= self.log.first_index():
+                # The follower is back on our log (whatever snapshot it installed).
+                self._event(f"{self.id} recovered from needing snapshot for {m.from_}")
+                pr.become_probe()
+                pr.become_replicate()
+            elif pr.match >= pr.pending_snapshot:
+                # It installed our snapshot but we compacted past it since: probe, which
+                # sends a newer snapshot, instead of waiting for a report.
+                pr.become_probe()
         elif state is _REPLICATE:
             pr.inflights.free_le(m.index)
 
@@ -719,7 +743,9 @@ class Raft:
             )
         reason = self._conf_change_refusal(change)
         if reason:
-            raise ProposalDroppedError(f"conf change {change} refused: {reason}")
+            raise ProposalDroppedError(
+                f"conf change {_describe_change(change)} refused: {reason}"
+            )
         term = self.term
         index = self.log.last_index() + 1
         data = change.encode()
@@ -918,12 +944,11 @@ class Raft:
         return self.log.match_term(self.log.committed, self.term)
 
     def _leader_read_index(self, m: Message, *, local: bool = False) -> None:
-        if self.trk.is_singleton():
-            self._respond_read_index(m, self.log.committed)
-            return
         if not self._committed_entry_in_current_term():
             # The commit index is only known to be current once an entry of this term
-            # committed; hold the request until then.
+            # committed; hold the request until then. (etcd answers a single-voter group
+            # before this check; after a restart that lost a lazily persisted commit index
+            # that could serve a stale read, so the check comes first here.)
             if len(self.pending_read_index_messages) >= self.config.max_pending_read_requests:
                 if local:
                     raise ProposalDroppedError("too many reads waiting for the first commit")
@@ -933,6 +958,10 @@ class Raft:
         self._start_read_index_round(m, local=local)
 
     def _start_read_index_round(self, m: Message, *, local: bool) -> None:
+        if self.trk.is_singleton():
+            # We are the whole quorum: no heartbeat round needed.
+            self._respond_read_index(m, self.log.committed)
+            return
         try:
             added = self.read_only.add_request(self.log.committed, m)
         except ProposalDroppedError:
@@ -1088,10 +1117,10 @@ class Raft:
             return False
         if self.role is not _FOLLOWER:
             raise RaftInvariantError(f"{self.id} asked to restore a snapshot as {self.role}")
-        if not meta.conf_state.is_member(self.id):
-            # Everything below assumes we are in the configuration.
-            self._event(f"{self.id} ignored a snapshot whose configuration lacks it")
-            return False
+        # Unlike etcd, a snapshot whose configuration does not contain us yet is fine: a
+        # new member gets the leader's latest snapshot, which may predate the conf change
+        # adding it; it learns its membership by applying the entries that follow. The
+        # core runs outside its own configuration anyway (a fresh node does).
         if log.match_term(meta.index, meta.term):
             # We already hold the snapshot's entries: just learn they are committed.
             log.commit_to(meta.index)

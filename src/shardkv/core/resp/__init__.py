@@ -19,12 +19,14 @@ from .replies import (
     QUEUED,
     BytesLike,
     ErrorReply,
+    MapReply,
     NullArray,
     Reply,
     SimpleString,
     encode_command,
     encode_reply,
     write_reply,
+    write_reply_resp3,
 )
 from .reply_parser import NEED_DATA, NeedData, ReplyParser
 
@@ -38,6 +40,7 @@ __all__ = [
     "BytesLike",
     "CommandParser",
     "ErrorReply",
+    "MapReply",
     "NeedData",
     "NullArray",
     "Reply",
@@ -48,4 +51,5 @@ __all__ = [
     "encode_command",
     "encode_reply",
     "write_reply",
+    "write_reply_resp3",
 ]

@@ -99,6 +99,14 @@ class ErrorReply:
         return self.message.split(" ", 1)[0]
 
 
+@dataclass(frozen=True, slots=True)
+class MapReply:
+    """A map: a flat ``[k1, v1, k2, v2, ...]`` array in RESP2, a ``%`` map in RESP3
+    (what Redis sends for HELLO and CONFIG GET)."""
+
+    items: tuple[tuple[Reply, Reply], ...]
+
+
 class NullArray(enum.Enum):
     """Type of the :data:`NULL_ARRAY` sentinel (an enum, so type checkers narrow on it)."""
 
@@ -119,6 +127,7 @@ Reply: TypeAlias = (
     | Literal[NullArray.NULL_ARRAY]
     | list["Reply"]
     | tuple["Reply", ...]
+    | MapReply
     | None
 )
 """Any RESP2 reply value; arrays nest."""
@@ -201,8 +210,35 @@ def _write_other(out: bytearray, reply: object) -> None:
         out += reply._wire
     elif isinstance(reply, list | tuple):
         _write_array(out, reply)
+    elif isinstance(reply, MapReply):
+        _write_array(out, [x for pair in reply.items for x in pair])
     else:
         raise TypeError(f"{type(reply).__name__} is not a reply")
+
+
+_RESP3_NULL_WIRE: Final = b"_\r\n"
+
+
+def write_reply_resp3(out: bytearray, reply: Reply | BytesLike) -> None:
+    """Like :func:`write_reply`, for a connection that chose RESP3 with ``HELLO 3``: nulls
+    are ``_`` and :class:`MapReply` is a ``%`` map; everything else is encoded as in RESP2.
+    Same errors as :func:`write_reply`."""
+    kind = type(reply)
+    if reply is None or reply is NULL_ARRAY:
+        out += _RESP3_NULL_WIRE
+    elif kind is list or kind is tuple:
+        items: Sequence[Reply] = reply  # type: ignore[assignment]
+        out += b"*%d\r\n" % len(items)
+        for item in items:
+            write_reply_resp3(out, item)
+    elif kind is MapReply:
+        pairs = reply.items  # type: ignore[union-attr]
+        out += b"%%%d\r\n" % len(pairs)
+        for key, value in pairs:
+            write_reply_resp3(out, key)
+            write_reply_resp3(out, value)
+    else:
+        write_reply(out, reply)
 
 
 def encode_reply(reply: Reply | BytesLike) -> bytes:
