@@ -41,7 +41,11 @@ def test_committed_index_matches_a_brute_force_definition() -> None:
         voters = set(range(1, rng.randint(1, 7) + 1))
         acked = {v: rng.randint(0, 20) for v in voters if rng.random() < 0.9}
         expected = max(
-            (i for i in range(0, 21) if sum(acked.get(v, 0) >= i for v in voters) * 2 > len(voters)),
+            (
+                i
+                for i in range(0, 21)
+                if sum(acked.get(v, 0) >= i for v in voters) * 2 > len(voters)
+            ),
             default=0,
         )
         assert committed_index(voters, acked) == expected

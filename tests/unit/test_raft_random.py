@@ -12,17 +12,23 @@ then heals the network and requires progress. Checked throughout:
 - log matching: persisted logs agree on every index up to the smaller commit index;
 - every replica's invariants (`check_invariants`).
 
+Membership changes (remove a voter, re-add it as a learner, promote it) run alongside, and
+seeds alternate pre-vote and check-quorum on and off.
+
 A failure message names the seed; rerun with ``run_cluster(seed, ...)`` to replay it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 from dataclasses import dataclass, field
 
 import pytest
 
 from shardkv.core.raft import (
+    ConfChange,
+    ConfChangeType,
     Config,
     ConfState,
     EntryType,
@@ -32,6 +38,7 @@ from shardkv.core.raft import (
     RawNode,
     Role,
 )
+from shardkv.core.raft.types import AFTER_PERSIST_MESSAGE_TYPES
 
 
 @dataclass
@@ -74,6 +81,7 @@ class Cluster:
         self.history: dict[int, tuple[int, bytes]] = {}
         self.proposal_counter = 0
         self.snapshots_installed = 0
+        self.conf_changes = 0
         self.crashes = 0
 
     def fail(self, text: str) -> None:
@@ -92,6 +100,8 @@ class Cluster:
             applied_index=snapshot.metadata.index,
             max_inflight_messages=4,
             max_bytes_per_message=200,
+            pre_vote=self.seed % 4 != 1,
+            check_quorum=self.seed % 4 != 2,
         )
         replica.node = RawNode(config, replica.storage, random.Random(self.seed * 100 + node_id))
 
@@ -113,14 +123,31 @@ class Cluster:
             if node is not None and node.role is Role.LEADER:
                 self.proposal_counter += 1
                 batch = [
-                    f"v{self.proposal_counter}.{k}".encode()
-                    for k in range(self.rng.randint(1, 3))
+                    f"v{self.proposal_counter}.{k}".encode() for k in range(self.rng.randint(1, 3))
                 ]
-                try:
+                with contextlib.suppress(ProposalDroppedError):
                     node.propose_many(batch)
-                except ProposalDroppedError:
-                    pass
                 return
+
+    def change_membership(self) -> None:
+        leader_id = self.leader()
+        if leader_id is None:
+            return
+        node = self.replicas[leader_id].node
+        assert node is not None
+        conf = node.conf_state()
+        target = self.rng.choice(self.ids)
+        if target in conf.learners:
+            change = ConfChange(ConfChangeType.ADD_NODE, target)
+        elif target in conf.voters:
+            if len(conf.voters) <= 2 or target == leader_id:
+                return
+            change = ConfChange(ConfChangeType.REMOVE_NODE, target)
+        else:
+            change = ConfChange(ConfChangeType.ADD_LEARNER_NODE, target)
+        with contextlib.suppress(ProposalDroppedError):
+            node.propose_conf_change(change)
+            self.conf_changes += 1
 
     def deliver_one(self) -> None:
         if not self.network:
@@ -164,6 +191,12 @@ class Cluster:
         if node is None or not node.has_ready():
             return
         rd = node.ready()
+        for m in rd.messages:
+            if m.type in AFTER_PERSIST_MESSAGE_TYPES:
+                self.fail(f"node {node_id} may send {m.type.label} before persisting")
+        for m in rd.messages_after_persist:
+            if m.type not in AFTER_PERSIST_MESSAGE_TYPES:
+                self.fail(f"node {node_id} delays {m.type.label} needlessly")
         self.network.extend(rd.messages)
         if self.rng.random() < crash_chance:
             # Crash before the persist completed: messages_after_persist never leave.
@@ -218,6 +251,16 @@ class Cluster:
                     if sa.term(index) != sb.term(index):
                         self.fail(f"logs of {a} and {b} differ at committed index {index}")
 
+    def members(self) -> list[int]:
+        """Voters and learners in the leader's configuration (all nodes if no leader)."""
+        leader_id = self.leader()
+        if leader_id is None:
+            return self.ids
+        node = self.replicas[leader_id].node
+        assert node is not None
+        conf = node.conf_state()
+        return sorted(conf.voters + conf.learners)
+
     def leader(self) -> int | None:
         for node_id, replica in self.replicas.items():
             if replica.node is not None and replica.node.role is Role.LEADER:
@@ -236,19 +279,21 @@ def run_cluster(seed: int, size: int, fault_steps: int, liveness_steps: int) -> 
             cluster.tick(node_id)
         elif action < 0.60:
             cluster.deliver_one()
-        elif action < 0.85:
+        elif action < 0.84:
             cluster.handle_ready(node_id, crash_chance=0.01)
-        elif action < 0.93:
+        elif action < 0.92:
             cluster.propose()
-        elif action < 0.935:
+        elif action < 0.925:
             cluster.crash(node_id)
-        elif action < 0.96:
+        elif action < 0.95:
             cluster.restart(node_id)
-        elif action < 0.97:
+        elif action < 0.96:
             cluster.compact(node_id)
-        elif action < 0.975:
-            cluster.partition = set(rng.sample(ids, rng.randint(1, size - 1)))
+        elif action < 0.98:
+            cluster.change_membership()
         elif action < 0.985:
+            cluster.partition = set(rng.sample(ids, rng.randint(1, size - 1)))
+        elif action < 0.995:
             cluster.partition = None
         else:
             cluster.tick(node_id)
@@ -259,7 +304,9 @@ def run_cluster(seed: int, size: int, fault_steps: int, liveness_steps: int) -> 
     cluster.loss = 0.0
     for node_id in ids:
         cluster.restart(node_id)
-    marker_index: int | None = None
+    # (term, index) of the latest marker; re-proposed whenever leadership changes, since
+    # a deposed leader's uncommitted marker may be overwritten.
+    marker: tuple[int, int] | None = None
     for _ in range(liveness_steps):
         for node_id in ids:
             cluster.tick(node_id)
@@ -269,30 +316,34 @@ def run_cluster(seed: int, size: int, fault_steps: int, liveness_steps: int) -> 
             for node_id in ids:
                 cluster.handle_ready(node_id, crash_chance=0.0)
         leader = cluster.leader()
-        if leader is not None and marker_index is None:
+        if leader is not None:
             node = cluster.replicas[leader].node
             assert node is not None
-            try:
-                marker_index = node.propose(b"marker").last_index
-            except ProposalDroppedError:
-                pass
-        if marker_index is not None and all(
-            cluster.replicas[i].applied_index >= marker_index for i in ids
+            if marker is None or marker[0] != node.term:
+                with contextlib.suppress(ProposalDroppedError):
+                    proposed = node.propose(b"marker")
+                    marker = (proposed.term, proposed.last_index)
+        members = cluster.members()
+        if (
+            marker is not None
+            and cluster.history.get(marker[1]) == (marker[0], b"marker")
+            and all(cluster.replicas[i].applied_index >= marker[1] for i in members)
         ):
             break
     else:
         cluster.fail(f"no convergence after healing (leader={cluster.leader()})")
     cluster.check_log_matching()
-    states = {tuple(cluster.replicas[i].applied) for i in ids}
+    # Removed nodes stop receiving entries; current members must agree exactly.
+    states = {tuple(cluster.replicas[i].applied) for i in members}
     if len(states) != 1:
         cluster.fail("state machines differ after convergence")
     return cluster
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(40))
 def test_random_cluster_is_safe_and_recovers(seed: int) -> None:
     size = 3 + seed % 3
-    cluster = run_cluster(seed, size, fault_steps=4000, liveness_steps=400)
+    cluster = run_cluster(seed, size, fault_steps=6000, liveness_steps=600)
     # The run must have exercised something: elections and commits.
     assert cluster.leaders, f"seed {seed}: no leader was ever elected"
     assert len(cluster.history) > 5, f"seed {seed}: almost nothing was committed"

@@ -4,6 +4,7 @@ loud misuse errors, proposals, membership validation, restarts, invariants."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,7 @@ from shardkv.core.raft import (
     ConfChangeType,
     Config,
     ConfState,
+    Entry,
     EntryType,
     MemoryStorage,
     Message,
@@ -27,6 +29,8 @@ from shardkv.core.raft import (
     RawNode,
     Ready,
     Role,
+    Snapshot,
+    SnapshotMetadata,
     WrongGroupError,
 )
 
@@ -46,6 +50,8 @@ class Net:
         self.nodes = {i: self._node(i) for i in self.storages}
         self.inbox: list[Message] = []
         self.applied: dict[int, list[bytes]] = {i: [] for i in self.storages}
+        self.read_states: dict[int, list[tuple[int, bytes]]] = {i: [] for i in self.storages}
+        self.snapshots_sent = 0
 
     def _node(self, node_id: int, applied_index: int = 0) -> RawNode:
         config = Config(
@@ -61,14 +67,20 @@ class Net:
         self.storages[node_id].persist_ready(rd)
         self.inbox.extend(rd.messages)
         self.inbox.extend(rd.messages_after_persist)
+        self.snapshots_sent += sum(1 for m in rd.messages if m.type is MessageType.SNAP)
         self.applied[node_id].extend(
             e.data for e in rd.committed_entries if e.type is EntryType.NORMAL and e.data
         )
+        self.read_states[node_id].extend((rs.index, rs.request_ctx) for rs in rd.read_states)
         node.advance(rd)
         node.check_invariants()
         return rd
 
-    def settle(self, drop_to: set[int] | None = None) -> None:
+    def settle(
+        self,
+        drop_to: set[int] | None = None,
+        drop: Callable[[Message], bool] | None = None,
+    ) -> None:
         for _ in range(200):
             progressed = False
             for node_id in self.nodes:
@@ -77,7 +89,7 @@ class Net:
             inbox, self.inbox = self.inbox, []
             for m in inbox:
                 progressed = True
-                if drop_to and m.to in drop_to:
+                if (drop_to and m.to in drop_to) or (drop and drop(m)):
                     continue
                 self.nodes[m.to].step(m)
             if not progressed:
@@ -259,12 +271,12 @@ def test_a_single_oversize_proposal_is_accepted_when_nothing_is_pending() -> Non
 
 
 def test_appends_are_cut_at_max_bytes_per_message() -> None:
-    net = Net([1, 2, 3], max_bytes_per_message=100)
+    net = Net([1, 2, 3], max_bytes_per_message=120)
     leader = net.elect(1)
     leader.propose_many([bytes(40)] * 10)
     rd = leader.ready()
     app_sizes = [len(m.entries) for m in rd.messages if m.type is MessageType.APP and m.to == 2]
-    assert app_sizes == [2], "56 bytes per entry with overhead: two fit in 100 bytes"
+    assert app_sizes == [2], "56 bytes per entry with overhead: two fit in 120 bytes"
     leader.advance(rd)
 
 
@@ -307,9 +319,7 @@ def test_the_last_voter_cannot_be_removed() -> None:
 def test_a_learner_votes_when_asked() -> None:
     """A promoted learner may not know of its promotion yet; it must still vote."""
     net = Net([1, 2], learners=[3])
-    net.nodes[3].step(
-        Message(MessageType.VOTE, GROUP, 3, 1, term=5, index=1, log_term=1)
-    )
+    net.nodes[3].step(Message(MessageType.VOTE, GROUP, 3, 1, term=5, index=1, log_term=1))
     rd = net.nodes[3].ready()
     (response,) = rd.messages_after_persist
     assert response.type is MessageType.VOTE_RESP and not response.reject
@@ -368,35 +378,36 @@ def _leader_with_compacted_log(net: Net) -> RawNode:
     return leader
 
 
+def _is_snapshot(m: Message) -> bool:
+    return m.type is MessageType.SNAP
+
+
+def _snapshots_sent(net: Net, ticks: int, *, deliver_snapshots: bool) -> int:
+    """Tick the leader (node 1) and settle; count MsgSnap sent."""
+    before = net.snapshots_sent
+    for _ in range(ticks):
+        net.nodes[1].tick()
+        net.settle(drop=None if deliver_snapshots else _is_snapshot)
+    return net.snapshots_sent - before
+
+
 def test_a_lost_snapshot_is_sent_again_after_the_timeout() -> None:
     net = Net([1, 2, 3], snapshot_timeout_ticks=20)
     leader = _leader_with_compacted_log(net)
-    for _ in range(3):
-        leader.tick()
-        net.settle(drop_to={3})
+    assert _snapshots_sent(net, 3, deliver_snapshots=False) == 1
     assert leader.status().progress[3].state is ProgressState.SNAPSHOT
-    # The snapshot never arrives and nobody reports: after the timeout it is resent.
-    sent = 0
-    for _ in range(40):
-        leader.tick()
-        rd = net.handle(1)
-        if rd is not None:
-            sent += sum(1 for m in rd.messages if m.type is MessageType.SNAP)
-        net.inbox = [m for m in net.inbox if m.to != 3]
-        net.settle(drop_to={3})
-    assert sent >= 1
-    net.settle()
-    for _ in range(3):
-        leader.tick()
-        net.settle()
-    assert leader.status().progress[3].match == leader.status().last_index
+    # The snapshot never arrives and nobody reports it: after the timeout it is resent.
+    assert _snapshots_sent(net, 30, deliver_snapshots=False) >= 1
+    _snapshots_sent(net, 30, deliver_snapshots=True)
+    status = leader.status()
+    assert status.progress[3].match == status.last_index
+    assert net.applied[3] == [], "node 3 got the state as a snapshot, not as entries"
 
 
 def test_report_snapshot_failure_returns_the_follower_to_probing() -> None:
     net = Net([1, 2, 3])
     leader = _leader_with_compacted_log(net)
-    leader.tick()
-    net.settle(drop_to={3})
+    _snapshots_sent(net, 3, deliver_snapshots=False)
     assert leader.status().progress[3].state is ProgressState.SNAPSHOT
     leader.report_snapshot(3, success=False)
     progress = leader.status().progress[3]
@@ -419,13 +430,25 @@ def test_read_index_on_the_leader_returns_the_commit_index() -> None:
     leader.propose(b"x")
     net.settle()
     leader.read_index(b"req-1")
-    states = []
-    for _ in range(10):
-        rd = net.handle(1)
-        if rd is not None:
-            states.extend(rd.read_states)
-        net.settle()
-    assert [(s.index, s.request_ctx) for s in states] == [(3, b"req-1")]
+    net.settle()
+    assert net.read_states[1] == [(3, b"req-1")]
+
+
+def test_read_index_on_a_follower_is_answered_through_the_leader() -> None:
+    net = Net([1, 2, 3])
+    net.elect(1)
+    net.nodes[3].read_index(b"req-2")
+    net.settle()
+    assert net.read_states[3] == [(2, b"req-2")]
+    assert net.read_states[1] == []
+
+
+def test_read_index_without_a_quorum_is_never_answered() -> None:
+    net = Net([1, 2, 3])
+    leader = net.elect(1)
+    leader.read_index(b"req-3")
+    net.settle(drop_to={2, 3})
+    assert net.read_states[1] == []
 
 
 def test_transfer_leader_from_a_follower_is_refused() -> None:
@@ -489,3 +512,39 @@ def test_runs_are_deterministic_given_the_seeds() -> None:
     first = _trace(3)
     assert first, "the run must exchange messages"
     assert _trace(3) == first
+
+
+def test_snapshot_restored_during_an_outstanding_ready_wins_over_its_conf_changes() -> None:
+    """A conf change handed out for application must not be applied on top of a newer
+    configuration installed by a snapshot that arrived before advance()."""
+    storage = MemoryStorage.bootstrap(ConfState.of([1, 2, 3]))
+    node = RawNode(Config(node_id=2, group_id=GROUP), storage, random.Random(2))
+    add_learner = ConfChange(ConfChangeType.ADD_LEARNER_NODE, 4).encode()
+    node.step(
+        Message(
+            MessageType.APP,
+            GROUP,
+            2,
+            1,
+            term=2,
+            index=1,
+            log_term=1,
+            commit=3,
+            entries=(Entry(2, 2), Entry(2, 3, EntryType.CONF_CHANGE, add_learner)),
+        )
+    )
+    rd = node.ready()
+    assert [e.index for e in rd.committed_entries] == [2, 3]
+    storage.persist_ready(rd)
+    # Before advance: a snapshot at 10 whose configuration no longer has 4.
+    newer = Snapshot(SnapshotMetadata(10, 2, ConfState.of([1, 2, 3])), b"image")
+    node.step(Message(MessageType.SNAP, GROUP, 2, 1, term=2, snapshot=newer))
+    node.advance(rd)
+    assert node.conf_state() == ConfState((1, 2, 3))
+    rd2 = node.ready()
+    assert rd2.snapshot == newer
+    storage.persist_ready(rd2)
+    node.advance(rd2)
+    assert node.conf_state() == ConfState((1, 2, 3))
+    assert node.status().applied == 10
+    node.check_invariants()

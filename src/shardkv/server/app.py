@@ -31,7 +31,7 @@ from shardkv.server import commands as conn_commands
 from shardkv.server.committer import Committer
 from shardkv.server.config import ServerConfig
 from shardkv.server.connection import ClientConnection
-from shardkv.server.tls import server_context
+from shardkv.server.tls import TLSStream, server_context
 from shardkv.storage import Engine, open_engine
 
 log = get_logger(__name__)
@@ -46,7 +46,6 @@ class Server:
         self.admin_port = config.admin_port
         self._clients: dict[int, ClientConnection] = {}
         self._next_client_id = 0
-        self._handshaking = 0
         self._total_connections = 0
         self._rejected_connections = 0
         self._stop = asyncio.Event()
@@ -162,7 +161,12 @@ class Server:
         return ClientConnection(self)
 
     def _accept_tls(self) -> asyncio.Protocol:
-        return _TLSAcceptor(self)
+        assert self._ssl is not None
+        return TLSStream(self._ssl, ClientConnection(self), self._tls_handshake_failed)
+
+    def _tls_handshake_failed(self, peer: str, reason: str) -> None:
+        self.metrics.connections_rejected.labels(reason="tls_handshake").inc()
+        log.warning("tls_handshake_failed", peer=peer, error=reason)
 
     def admit(self, conn: ClientConnection) -> bool:
         self._total_connections += 1
@@ -274,52 +278,6 @@ class Server:
         if self._stop.is_set():
             return web.json_response({"status": "stopping"}, status=503)
         return web.json_response({"status": "ok", "port": self.port})
-
-
-class _TLSAcceptor(asyncio.Protocol):
-    """Runs the TLS handshake itself (``loop.start_tls``) so that a failed handshake, such
-    as a plaintext client on the TLS port, is one log line and a closed socket."""
-
-    def __init__(self, server: Server) -> None:
-        self._server = server
-        self._task: asyncio.Task[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # No pause_reading() here: the handshake task's first step runs before the loop
-        # polls this socket again, and uvloop's start_tls does not undo a pause.
-        transport = cast(asyncio.Transport, transport)
-        if self._server._handshaking >= self._server.config.max_connections:
-            transport.abort()
-            return
-        self._task = asyncio.get_running_loop().create_task(self._handshake(transport))
-
-    async def _handshake(self, transport: asyncio.Transport) -> None:
-        server = self._server
-        assert server._ssl is not None
-        peer = transport.get_extra_info("peername")
-        conn = ClientConnection(server)
-        server._handshaking += 1
-        try:
-            tls_transport = await asyncio.get_running_loop().start_tls(
-                transport, conn, server._ssl, server_side=True, ssl_handshake_timeout=10.0
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            server.metrics.connections_rejected.labels(reason="tls_handshake").inc()
-            log.warning("tls_handshake_failed", peer=str(peer), error=str(exc) or type(exc).__name__)
-            transport.abort()
-            return
-        finally:
-            server._handshaking -= 1
-        if tls_transport is None:
-            transport.abort()
-            return
-        conn.connection_made(tls_transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        pass
-
-    def data_received(self, data: bytes) -> None:
-        pass
 
 
 _QUIET = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ssl.SSLError, TimeoutError)

@@ -44,11 +44,10 @@ import random
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from shardkv.core.raft import (
-    NO_NODE,
     ConfChange,
     ConfChangeType,
     Config,
@@ -162,7 +161,9 @@ def format_ready(node_id: int, rd: Ready) -> list[str]:
         lines.append("after-persist:")
         lines.extend(f"  {format_message(m)}" for m in rd.messages_after_persist)
     if rd.read_states:
-        states = ", ".join(f"index={rs.index} ctx={rs.request_ctx.decode()}" for rs in rd.read_states)
+        states = ", ".join(
+            f"index={rs.index} ctx={rs.request_ctx.decode()}" for rs in rd.read_states
+        )
         lines.append(f"read-states: [{states}]")
     return lines
 
@@ -377,11 +378,15 @@ class Env:
             raise RaftError(f"cannot snapshot at {index}: applied is {replica.applied_index}")
         # Rebuild the state at `index` from the log: keep the applied prefix.
         log = replica.node.raft.log
-        dropped = sum(
-            1
-            for e in log.slice(index + 1, replica.applied_index + 1, 1 << 62)
-            if e.type is EntryType.NORMAL
-        ) if index < replica.applied_index else 0
+        dropped = (
+            sum(
+                1
+                for e in log.slice(index + 1, replica.applied_index + 1, 1 << 62)
+                if e.type is EntryType.NORMAL
+            )
+            if index < replica.applied_index
+            else 0
+        )
         state = replica.applied[: len(replica.applied) - dropped]
         replica.storage.create_snapshot(index, replica.node.conf_state(), _encode_state(state))
         replica.storage.compact(index)
@@ -419,14 +424,10 @@ class Env:
         replica.applied_index = snapshot.metadata.index
         # The state machine restarts from the snapshot: committed entries after it are
         # handed out again.
-        config = Config(**{**_config_fields(replica.config), "applied_index": snapshot.metadata.index})
+        config = replace(replica.config, applied_index=snapshot.metadata.index)
         replica.config = config
         replica.node = self._make_node(config, replica.storage)
         replica.crashed = False
-
-
-def _config_fields(config: Config) -> dict[str, object]:
-    return {name: getattr(config, name) for name in Config.__dataclass_fields__}
 
 
 def parse_ids(text: str) -> list[int]:
@@ -515,9 +516,7 @@ def _cmd_propose(env: Env, pos: list[str], kw: dict[str, str]) -> None:
 
 def _cmd_propose_batch(env: Env, pos: list[str], kw: dict[str, str]) -> None:
     proposed = env.replica(int(pos[0])).node.propose_many([p.encode() for p in pos[1:]])
-    env.emit(
-        f"proposed term={proposed.term} index={proposed.first_index}..{proposed.last_index}"
-    )
+    env.emit(f"proposed term={proposed.term} index={proposed.first_index}..{proposed.last_index}")
 
 
 def _cmd_propose_conf_change(env: Env, pos: list[str], kw: dict[str, str]) -> None:
@@ -648,9 +647,6 @@ COMMANDS: dict[str, Callable[[Env, list[str], dict[str, str]], None]] = {
     "restart": _cmd_restart,
     "log-level": _cmd_log_level,
 }
-
-assert NO_NODE == 0
-
 
 # -- files ------------------------------------------------------------------------------
 

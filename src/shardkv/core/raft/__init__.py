@@ -51,6 +51,13 @@ counting entries of the current term, snapshots and compaction, ReadIndex (safe 
 leadership transfer, learners, single-server membership changes applied at apply time
 (why single-server: see ``raft.py``).
 
+Membership: a change takes effect on each replica when its entry is applied (inside
+``advance``); ``conf_state()`` then reports it. A leader that applies its own removal steps
+down; a removed replica stays an idle follower that never campaigns, and the shell should
+destroy it once ``node_id`` is no longer in ``conf_state()``. A new replica starts from an
+empty `MemoryStorage` (no configuration), is added as a learner, and is caught up by
+snapshot and log before being promoted.
+
 Snapshots and compaction are driven by the caller: after applying index ``i``, call
 ``storage.create_snapshot(i, node.conf_state(), data)`` then ``storage.compact(j)`` for
 some ``j <= i``. A leader whose follower needs compacted entries sends it

@@ -42,6 +42,7 @@ from shardkv.core.raft.quorum import VoteResult, vote_result
 from shardkv.core.raft.read_only import ReadOnly
 from shardkv.core.raft.storage import Storage, total_size_bytes
 from shardkv.core.raft.types import (
+    AFTER_PERSIST_MESSAGE_TYPES,
     CAMPAIGN_TRANSFER,
     EMPTY_HARD_STATE,
     NO_LIMIT,
@@ -182,6 +183,9 @@ class Raft:
         self._on_event = on_event
         self.log = RaftLog(storage, config.max_committed_bytes_per_ready)
         self.trk = ProgressTracker(config.max_inflight_messages, config.max_inflight_bytes)
+        # Log index the current configuration comes from (a snapshot or a conf change
+        # entry); conf changes at or below it are already reflected and never reapplied.
+        self.conf_index = self.log.first_index() - 1
 
         self.term = 0
         self.vote = NO_NODE
@@ -271,6 +275,7 @@ class Raft:
         for entry in self._scan(first, applied + 1):
             if entry.type is EntryType.CONF_CHANGE:
                 self._apply_conf_change_to_tracker(ConfChange.decode(entry.data))
+                self.conf_index = entry.index
         self._refresh_is_learner()
         log.applied_to(applied)
 
@@ -304,7 +309,7 @@ class Raft:
         )
 
     def _send(self, message: Message) -> None:
-        if message.type in (_APP_RESP, _VOTE_RESP, _PRE_VOTE_RESP):
+        if message.type in AFTER_PERSIST_MESSAGE_TYPES:
             self.msgs_after_append.append(message)
         else:
             self.msgs.append(message)
@@ -743,9 +748,7 @@ class Raft:
             )
         reason = self._conf_change_refusal(change)
         if reason:
-            raise ProposalDroppedError(
-                f"conf change {_describe_change(change)} refused: {reason}"
-            )
+            raise ProposalDroppedError(f"conf change {_describe_change(change)} refused: {reason}")
         term = self.term
         index = self.log.last_index() + 1
         data = change.encode()
@@ -1130,6 +1133,7 @@ class Raft:
             self.config.max_inflight_messages, self.config.max_inflight_bytes
         )
         self.trk.set_config(meta.conf_state, log.last_index())
+        self.conf_index = meta.index
         self._refresh_is_learner()
         return True
 
@@ -1153,9 +1157,12 @@ class Raft:
         payload_bytes = 0
         for entry in entries:
             payload_bytes += len(entry.data)
-            if entry.type is EntryType.CONF_CHANGE:
+            if entry.type is EntryType.CONF_CHANGE and entry.index > self.conf_index:
+                # (At or below conf_index only if a snapshot restored after this Ready
+                # was handed out already carries a newer configuration.)
                 self.log.applied_to(entry.index)
                 self.apply_conf_change(ConfChange.decode(entry.data))
+                self.conf_index = entry.index
         self.log.applied_to(entries[-1].index)
         if self.role is _LEADER:
             self.uncommitted_bytes = max(0, self.uncommitted_bytes - payload_bytes)
