@@ -19,6 +19,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -129,13 +130,23 @@ class ServerProcess:
             return False
 
 
-@pytest.fixture
-def server_command() -> ServerCommand:
-    """The server under test; swap it with SHARDKV_CLIENT_TEST_SERVER (see module doc)."""
+def shardkv_server_command(port: int, *extra_args: str) -> list[str]:
+    """ShardKV on 127.0.0.1:port with the in-memory engine (an empty store at each start)."""
+    return [
+        sys.executable, "-m", "shardkv", "server", "--port", str(port), "--admin-port", "0",
+        "--storage-engine", "memory", "--data-dir", f"/tmp/shardkv-client-test-{port}",
+        "--log-level", "warning", *extra_args,
+    ]
+
+
+@pytest.fixture(params=["shardkv", "redis-server"])
+def server_command(request: pytest.FixtureRequest) -> ServerCommand:
+    """The server under test: ShardKV and Debian's redis-server (the reference), or the
+    command line in SHARDKV_CLIENT_TEST_SERVER (see module doc)."""
     template = os.environ.get("SHARDKV_CLIENT_TEST_SERVER")
     if template:
         return lambda port: shlex.split(template.format(port=port))
-    return redis_server_command
+    return shardkv_server_command if request.param == "shardkv" else redis_server_command
 
 
 @pytest.fixture
@@ -323,11 +334,10 @@ async def test_error_replies_raise_command_error_without_retry(server: ServerPro
         assert not_integer.value.command == "INCR"
         assert not_integer.value.may_have_executed is False
 
-        await client.execute("LPUSH", "list", "x")
-        with pytest.raises(CommandError) as wrong_type:
-            await client.get("list")
-        assert wrong_type.value.code == "WRONGTYPE"
-        assert not isinstance(wrong_type.value, DefiniteFailure | UnknownOutcome)
+        with pytest.raises(CommandError) as syntax:
+            await client.execute("SET", "k", "v", "NOSUCHOPTION")
+        assert syntax.value.message == "ERR syntax error"
+        assert not isinstance(syntax.value, DefiniteFailure | UnknownOutcome)
         assert client.stats.retries == 0
         # The connection survives error replies.
         assert await client.get("text") == b"abc"
@@ -535,7 +545,7 @@ async def test_request_timeout_on_a_stopped_server(server: ServerProcess) -> Non
 async def test_connection_limit_is_server_busy(
     start_server: Callable[..., ServerProcess],
 ) -> None:
-    server = start_server(lambda port: redis_server_command(port, "--maxclients", "1"))
+    server = start_server(lambda port: shardkv_server_command(port, "--max-connections", "1"))
     holder = fast_client(server.port, pool_size=1)
     await poll_until_succeeds(holder.ping, "the holder owns the only connection")
     async with fast_client(server.port, max_retries=2) as client:

@@ -121,6 +121,7 @@ class SimSettings:
     network: FaultSettings = field(default_factory=FaultSettings)
     crash_probability: float = 0.0
     pause_probability: float = 0.0
+    crash_leader_bias: float = 0.0
     max_down_ticks: int = 100
     max_pause_ticks: int = 60
     max_faulty_nodes: int = 1
@@ -152,14 +153,15 @@ class SimSettings:
             heartbeat_interval_ticks=rng.choice((1, 2, 2, 3)),
             pre_vote=rng.random() < 0.8,
             check_quorum=rng.random() < 0.8,
-            max_bytes_per_message=rng.choice((64, 256, 1 << 20)),
+            max_bytes_per_message=rng.choice((1, 64, 256, 1 << 20)),
             max_inflight_messages=rng.choice((1, 4, 64)),
             max_committed_bytes_per_ready=rng.choice((64, 1 << 20)),
             max_uncommitted_bytes=rng.choice((512, 64 << 20)),
             network=network,
             crash_probability=rng.choice((0.0, 0.002, 0.005, 0.01)),
             pause_probability=rng.choice((0.0, 0.002, 0.005)),
-            max_down_ticks=rng.choice((20, 100, 300)),
+            crash_leader_bias=rng.choice((0.0, 0.5, 0.9)),
+            max_down_ticks=rng.choice((5, 20, 100, 300)),
             max_pause_ticks=rng.choice((20, 60, 200)),
             # Mostly a minority at a time (progress), sometimes anything (safety only).
             max_faulty_nodes=node_count if rng.random() < 0.2 else node_count // 2,
@@ -857,7 +859,14 @@ class Cluster:
         if s.crash_probability and rng.random() < s.crash_probability:
             victims = [n for n in members if n.up]
             if victims and self._faulty_count() < s.max_faulty_nodes:
-                self._crash(rng.choice(victims), rng.randint(1, s.max_down_ticks))
+                # Leaders are the interesting victims (divergent logs, lost acks, elections
+                # with uncommitted tails), so they are picked more often than their share.
+                leader = self.leader()
+                if leader is not None and rng.random() < s.crash_leader_bias:
+                    victim = leader
+                else:
+                    victim = rng.choice(victims)
+                self._crash(victim, rng.randint(1, s.max_down_ticks))
         if s.pause_probability and rng.random() < s.pause_probability:
             victims = [n for n in members if n.running(tick)]
             if victims and self._faulty_count() < s.max_faulty_nodes:

@@ -2,9 +2,11 @@
 
 Owns two images of one Raft group's log: ``live`` (every write so far, what the running
 node reads, like a file system's page cache) and the durable image (only writes covered by
-a completed `SimDisk.sync`). Writes are queued in order between the two. A crash keeps the
-durable image plus, when ``torn_writes`` is on, a random *prefix* of the unsynced writes
-(a write-ahead log loses a suffix, never a hole), and discards the rest.
+a completed `SimDisk.sync`). Writes are queued in order between the two, grouped in atomic
+batches (one per `Ready`, like one RocksDB WriteBatch: its snapshot, entries and hard
+state land together or not at all). A crash keeps the durable image plus, when
+``torn_writes`` is on, a random *prefix* of the unsynced batches (a write-ahead log loses a
+suffix, never a hole), and discards the rest.
 
 It never reads a clock or global randomness (the crash takes the simulator's
 ``random.Random``), and it never decides *when* to sync: the node runtime does, following
@@ -32,8 +34,8 @@ from shardkv.core.raft import (
 )
 from shardkv.core.raft.types import NO_LIMIT
 
-MAX_PENDING_WRITES: Final = 100_000
-"""Bound on unsynced writes queued on one disk; a runtime that never syncs is a bug."""
+MAX_PENDING_BATCHES: Final = 100_000
+"""Bound on unsynced batches queued on one disk; a runtime that never syncs is a bug."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,41 +104,47 @@ class SimDisk:
     after `crash` build the new node from `recover`.
     """
 
-    __slots__ = ("_durable", "_pending", "live", "max_pending_writes", "syncs", "torn_writes")
+    __slots__ = ("_durable", "_pending", "live", "max_pending_batches", "syncs", "torn_writes")
 
     def __init__(
         self,
         initial: MemoryStorage | None = None,
         *,
         torn_writes: bool = True,
-        max_pending_writes: int = MAX_PENDING_WRITES,
+        max_pending_batches: int = MAX_PENDING_BATCHES,
     ) -> None:
         """Start with ``initial`` durable (a bootstrapped group) or an empty disk."""
         self._durable = initial if initial is not None else MemoryStorage()
         self.live = clone_storage(self._durable)
-        self._pending: list[_Write] = []
+        self._pending: list[tuple[_Write, ...]] = []
         self.torn_writes = torn_writes
-        self.max_pending_writes = max_pending_writes
+        self.max_pending_batches = max_pending_batches
         self.syncs = 0
 
     # -- writes ---------------------------------------------------------------------------
 
-    def _write(self, write: _Write) -> None:
-        if len(self._pending) >= self.max_pending_writes:
+    def _write(self, *batch: _Write) -> None:
+        if len(self._pending) >= self.max_pending_batches:
             raise RuntimeError(
-                f"{len(self._pending)} unsynced writes (max_pending_writes); the node never syncs"
+                f"{len(self._pending)} unsynced batches (max_pending_batches); the node never "
+                "syncs"
             )
-        _apply(self.live, write)
-        self._pending.append(write)
+        for write in batch:
+            _apply(self.live, write)
+        self._pending.append(batch)
 
     def persist_ready(self, ready: Ready) -> None:
-        """Step 1 of the Ready contract, unsynced: snapshot, then entries, then hard state."""
+        """Step 1 of the Ready contract, unsynced, as one atomic batch: snapshot, then
+        entries, then hard state."""
+        batch: list[_Write] = []
         if ready.snapshot is not None:
-            self._write(_WriteSnapshot(ready.snapshot))
+            batch.append(_WriteSnapshot(ready.snapshot))
         if ready.entries:
-            self._write(_WriteEntries(ready.entries))
+            batch.append(_WriteEntries(ready.entries))
         if ready.hard_state is not None:
-            self._write(_WriteHardState(ready.hard_state))
+            batch.append(_WriteHardState(ready.hard_state))
+        if batch:
+            self._write(*batch)
 
     def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
         """Record a state-machine snapshot at applied ``index`` (unsynced)."""
@@ -153,21 +161,23 @@ class SimDisk:
 
     def sync(self) -> None:
         """Make every write so far durable (fsync)."""
-        for write in self._pending:
-            _apply(self._durable, write)
+        for batch in self._pending:
+            for write in batch:
+                _apply(self._durable, write)
         self._pending.clear()
         self.syncs += 1
 
     # -- crash and recovery -----------------------------------------------------------------
 
     def crash(self, rng: random.Random) -> int:
-        """Lose unsynced writes (all of them, or a random suffix when ``torn_writes``).
-        Returns how many writes were lost. The caller must discard its node and build a new
-        one from `recover`."""
+        """Lose unsynced batches (all of them, or a random suffix when ``torn_writes``).
+        Returns how many batches were lost. The caller must discard its node and build a
+        new one from `recover`."""
         pending = self._pending
         keep = rng.randint(0, len(pending)) if self.torn_writes and pending else 0
-        for write in pending[:keep]:
-            _apply(self._durable, write)
+        for batch in pending[:keep]:
+            for write in batch:
+                _apply(self._durable, write)
         lost = len(pending) - keep
         self._pending = []
         self.live = clone_storage(self._durable)

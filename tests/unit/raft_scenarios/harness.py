@@ -12,8 +12,9 @@ text; `rewrite_file` regenerates the expected output (``SHARDKV_REWRITE=1``).
 
 Every node is a real `RawNode` over a `MemoryStorage`, with a seeded ``random.Random``
 (seed = node id), so a scenario is fully deterministic. Messages travel through one FIFO
-queue that the scenario delivers, drops or partitions explicitly. After every command the
-harness checks each node's invariants.
+queue that the scenario delivers, drops or partitions explicitly; a partition drops the
+messages that cross it as they are sent, and messages to a crashed node are lost. After
+every command the harness checks each node's invariants.
 
 Commands (ids are node ids; ``ID...`` means one or more, none meaning all):
 

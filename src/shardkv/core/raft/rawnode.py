@@ -252,9 +252,12 @@ class RawNode:
     def read_index(self, context: bytes) -> None:
         """Request a linearizable read point. ``context`` must be unique among pending
         requests of this group (e.g. node id + counter); one request can cover a whole
-        batch of client reads. The answer arrives as a `ReadState` in a later `Ready`; a
-        request may also be lost (leader change, message loss), so the caller must time
-        out. Raises `NotLeaderError` if no leader is known."""
+        batch of client reads. The answer arrives as a `ReadState` in a later `Ready`. A
+        request may also be lost without an answer: pending requests are dropped when
+        this node stops being leader (a `SoftState` change), and forwarded ones when
+        messages are lost, so the caller fails or retries its waiting reads on a
+        leadership change and after a timeout. Raises `NotLeaderError` if no leader is
+        known."""
         self._raft.read_index(context)
 
     def transfer_leader(self, transferee: int) -> None:
