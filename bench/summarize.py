@@ -37,8 +37,10 @@ def main(out: Path) -> None:
             r = read_csv(f)
             results[(prefix, p)] = r
             s, g = r["SET"], r["GET"]
-            print(f"| {label} | -{p} | {s['rps']:,.0f} | {s['p50']:.2f} / {s['p99']:.2f} "
-                  f"| {g['rps']:,.0f} | {g['p50']:.2f} / {g['p99']:.2f} |")
+            print(
+                f"| {label} | -{p} | {s['rps']:,.0f} | {s['p50']:.2f} / {s['p99']:.2f} "
+                f"| {g['rps']:,.0f} | {g['p50']:.2f} / {g['p99']:.2f} |"
+            )
     print()
     for p in ("P1", "P16"):
         ours = results.get(("shardkv", p))
@@ -48,9 +50,11 @@ def main(out: Path) -> None:
             theirs = results.get((anchor, p))
             if theirs is None:
                 continue
-            print(f"- -{p}: ShardKV / {labels[anchor]}: SET "
-                  f"{ours['SET']['rps'] / theirs['SET']['rps']:.2f}x, GET "
-                  f"{ours['GET']['rps'] / theirs['GET']['rps']:.2f}x")
+            print(
+                f"- -{p}: ShardKV / {labels[anchor]}: SET "
+                f"{ours['SET']['rps'] / theirs['SET']['rps']:.2f}x, GET "
+                f"{ours['GET']['rps'] / theirs['GET']['rps']:.2f}x"
+            )
 
 
 if __name__ == "__main__":

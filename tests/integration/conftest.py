@@ -20,8 +20,12 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 def redis_cli() -> str:
     path = shutil.which("redis-cli")
     if path is None:
-        subprocess.run(["apt-get", "install", "-y", "redis-tools"], check=True,
-                       capture_output=True, timeout=600)
+        subprocess.run(
+            ["apt-get", "install", "-y", "redis-tools"],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
         path = shutil.which("redis-cli")
     assert path is not None, "redis-cli is needed: apt-get install -y redis-tools"
     return path

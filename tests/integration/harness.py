@@ -33,9 +33,19 @@ class ServerProcess:
 
     def start(self, timeout_s: float = 30.0, wait: bool = True) -> ServerProcess:
         cmd = [
-            sys.executable, "-m", "shardkv", "server",
-            "--port", str(self.port), "--admin-port", str(self.admin_port),
-            "--data-dir", str(self.data_dir), "--log-format", "json", *self.extra,
+            sys.executable,
+            "-m",
+            "shardkv",
+            "server",
+            "--port",
+            str(self.port),
+            "--admin-port",
+            str(self.admin_port),
+            "--data-dir",
+            str(self.data_dir),
+            "--log-format",
+            "json",
+            *self.extra,
         ]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 
 from tests.integration.harness import ServerProcess
@@ -43,15 +42,20 @@ def test_announced_huge_bulk_is_bounded_by_the_query_buffer_limit(tmp_path: Path
             assert reply.startswith(b"-ERR Protocol error: "), reply
             assert sent < 200 * MiB, "the server kept reading past its bound"
         growth = srv.rss_bytes() - base_rss
-        assert growth < limit + 24 * MiB, f"RSS grew {growth / MiB:.1f} MiB for an {limit / MiB} MiB bound"
+        assert growth < limit + 24 * MiB, (
+            f"RSS grew {growth / MiB:.1f} MiB for an {limit / MiB} MiB bound"
+        )
         assert srv.client().ping()
 
 
 def test_a_client_that_never_reads_replies_is_paused_then_dropped(tmp_path: Path) -> None:
     out_limit = 8 * MiB
     with ServerProcess(
-        tmp_path / "data", "--max-output-buffer-bytes", str(out_limit),
-        "--output-stall-timeout-s", "1",
+        tmp_path / "data",
+        "--max-output-buffer-bytes",
+        str(out_limit),
+        "--output-stall-timeout-s",
+        "1",
     ) as srv:
         r = srv.client()
         r.set("big", b"v" * 100_000)

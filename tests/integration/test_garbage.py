@@ -13,14 +13,48 @@ from hypothesis import strategies as st
 from shardkv.core.resp import NEED_DATA, ReplyParser
 from tests.integration.harness import ServerProcess
 
-COMMAND_WORDS = [b"GET", b"SET", b"PING", b"ECHO", b"INCR", b"MGET", b"SCAN", b"CLIENT", b"HELLO",
-                 b"COMMAND", b"EXPIRE", b"GETRANGE", b"APPEND", b"DEL", b"INFO", b"CONFIG"]
+COMMAND_WORDS = [
+    b"GET",
+    b"SET",
+    b"PING",
+    b"ECHO",
+    b"INCR",
+    b"MGET",
+    b"SCAN",
+    b"CLIENT",
+    b"HELLO",
+    b"COMMAND",
+    b"EXPIRE",
+    b"GETRANGE",
+    b"APPEND",
+    b"DEL",
+    b"INFO",
+    b"CONFIG",
+]
 
 # Garbage that looks like RESP often enough to reach deep into the parser and commands.
 fragments = st.one_of(
     st.binary(max_size=40),
-    st.sampled_from([b"*", b"$", b"\r\n", b"\n", b"-1", b"0", b"3", b"99999999999", b"\"", b"'",
-                     b" ", b"\x00", b"*2\r\n", b"$3\r\n", b"*-1\r\n", b"$-1\r\n"]),
+    st.sampled_from(
+        [
+            b"*",
+            b"$",
+            b"\r\n",
+            b"\n",
+            b"-1",
+            b"0",
+            b"3",
+            b"99999999999",
+            b'"',
+            b"'",
+            b" ",
+            b"\x00",
+            b"*2\r\n",
+            b"$3\r\n",
+            b"*-1\r\n",
+            b"$-1\r\n",
+        ]
+    ),
     st.sampled_from(COMMAND_WORDS),
 )
 garbage = st.lists(fragments, max_size=30).map(b"".join)
@@ -48,8 +82,11 @@ def _exchange(port: int, data: bytes) -> bytes:
         return bytes(got)
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=garbage)
 def test_any_input_gets_well_formed_replies_and_no_traceback(
     shared_server: ServerProcess, data: bytes

@@ -27,7 +27,10 @@ def test_redis_py_and_redis_cli_can_set_and_get(server: ServerProcess, redis_cli
     def cli(*args: str) -> str:
         return subprocess.run(
             [redis_cli, "-p", str(server.port), *args],
-            capture_output=True, text=True, timeout=30, check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         ).stdout.strip()
 
     assert cli("set", "from-cli", "v1") == "OK"
@@ -75,7 +78,9 @@ def test_data_survives_sigint_and_restart(tmp_path: Path) -> None:
         assert r.get("big") == b"x" * 1_000_000
 
 
-def _write_load(port: int, n_threads: int, acked: list[set[str]], stop: threading.Event) -> list[threading.Thread]:
+def _write_load(
+    port: int, n_threads: int, acked: list[set[str]], stop: threading.Event
+) -> list[threading.Thread]:
     def worker(t: int) -> None:
         r = redis.Redis(port=port, socket_timeout=5)
         i = 0

@@ -42,9 +42,15 @@ async def turns(n: int = 3) -> None:
 
 def make(engine: MemoryEngine, executor: ManualExecutor, fatal: list[BaseException]) -> Committer:
     return Committer(
-        KVStateMachine(engine), engine, executor, ServerMetrics(),
-        max_batch_commands=100, max_pending_commands=1000, max_group_reply_bytes=1 << 20,
-        clock_ms=lambda: 1_000_000, on_fatal=fatal.append,
+        KVStateMachine(engine),
+        engine,
+        executor,
+        ServerMetrics(),
+        max_batch_commands=100,
+        max_pending_commands=1000,
+        max_group_reply_bytes=1 << 20,
+        clock_ms=lambda: 1_000_000,
+        on_fatal=fatal.append,
     )
 
 
@@ -119,9 +125,15 @@ async def test_a_failed_sync_fails_everything_waiting_and_stops_the_server() -> 
 async def test_large_replies_stop_a_group_early_so_the_rest_runs_later() -> None:
     engine, executor, fatal, answers = MemoryEngine(), ManualExecutor(), [], Answers()
     committer = Committer(
-        KVStateMachine(engine), engine, executor, ServerMetrics(),
-        max_batch_commands=100, max_pending_commands=1000, max_group_reply_bytes=250,
-        clock_ms=lambda: 0, on_fatal=fatal.append,
+        KVStateMachine(engine),
+        engine,
+        executor,
+        ServerMetrics(),
+        max_batch_commands=100,
+        max_pending_commands=1000,
+        max_group_reply_bytes=250,
+        clock_ms=lambda: 0,
+        on_fatal=fatal.append,
     )
     committer.submit([[b"SET", b"v", b"x" * 100]], answers.to("set"))
     await turns()

@@ -8,8 +8,22 @@ from pathlib import Path
 CORE = Path(__file__).resolve().parents[2] / "src" / "shardkv" / "core"
 
 FORBIDDEN_MODULES = {
-    "asyncio", "socket", "ssl", "selectors", "threading", "multiprocessing", "subprocess",
-    "time", "datetime", "uuid", "os", "grpc", "rocksdict", "aiohttp", "uvloop", "secrets",
+    "asyncio",
+    "socket",
+    "ssl",
+    "selectors",
+    "threading",
+    "multiprocessing",
+    "subprocess",
+    "time",
+    "datetime",
+    "uuid",
+    "os",
+    "grpc",
+    "rocksdict",
+    "aiohttp",
+    "uvloop",
+    "secrets",
 }
 
 
@@ -53,5 +67,7 @@ def test_core_imports_nothing_impure() -> None:
 
 def test_the_checker_catches_a_planted_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("import time\nimport random\nfrom shardkv.server import app\nx = random.random()\n")
+    bad.write_text(
+        "import time\nimport random\nfrom shardkv.server import app\nx = random.random()\n"
+    )
     assert len(_violations(bad)) == 3

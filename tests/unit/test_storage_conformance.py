@@ -16,7 +16,9 @@ from shardkv.storage import Engine, MemoryEngine, RocksDBEngine
 
 @pytest.fixture(params=["rocksdb", "memory"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    eng: Engine = RocksDBEngine(str(tmp_path / "db")) if request.param == "rocksdb" else MemoryEngine()
+    eng: Engine = (
+        RocksDBEngine(str(tmp_path / "db")) if request.param == "rocksdb" else MemoryEngine()
+    )
     yield eng
     eng.close()
 
@@ -33,7 +35,9 @@ def batch(*ops: tuple[str, str, bytes, bytes | None]) -> WriteBatch:
 
 
 def test_written_values_are_readable_and_later_ops_in_a_batch_win(engine: Engine) -> None:
-    engine.write(batch(("put", DATA, b"k", b"1"), ("put", DATA, b"k", b"2"), ("put", META, b"k", b"m")))
+    engine.write(
+        batch(("put", DATA, b"k", b"1"), ("put", DATA, b"k", b"2"), ("put", META, b"k", b"m"))
+    )
     assert engine.get(DATA, b"k") == b"2"
     assert engine.get(META, b"k") == b"m", "columns are independent keyspaces"
     assert engine.get(EXPIRY, b"k") is None

@@ -17,31 +17,63 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False),
-              help="TOML file with settings (keys are the flag names).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="TOML file with settings (keys are the flag names).",
+)
 @click.option("--bind", default=None, help="Address for the client and admin ports. [127.0.0.1]")
 @click.option("--port", type=int, default=None, help="Client (RESP) port. [7379]")
-@click.option("--admin-port", type=int, default=None, help="Admin HTTP port (/metrics, /healthz). [7381]")
+@click.option(
+    "--admin-port", type=int, default=None, help="Admin HTTP port (/metrics, /healthz). [7381]"
+)
 @click.option("--data-dir", default=None, help="Where the data lives. [./shardkv-data]")
 @click.option("--max-connections", type=int, default=None, help="Client connection limit. [10000]")
 @click.option("--backlog", type=int, default=None, help="Listen backlog. [511]")
-@click.option("--log-format", type=click.Choice(["json", "console"]), default=None, help="[console]")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None,
-              help="[info]")
+@click.option(
+    "--log-format", type=click.Choice(["json", "console"]), default=None, help="[console]"
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="[info]",
+)
 @click.option("--tls-cert", default=None, help="PEM certificate: serve the client port over TLS.")
 @click.option("--tls-key", default=None, help="PEM private key for --tls-cert.")
 @click.option("--tls-ca", default=None, help="PEM CA bundle: require client certificates.")
-@click.option("--storage-engine", type=click.Choice(["rocksdb", "memory"]), default=None,
-              help="'memory' keeps nothing across restarts (tests only). [rocksdb]")
+@click.option(
+    "--storage-engine",
+    type=click.Choice(["rocksdb", "memory"]),
+    default=None,
+    help="'memory' keeps nothing across restarts (tests only). [rocksdb]",
+)
 @click.option("--max-bulk-bytes", type=int, default=None, help="Largest bulk string. [512 MiB]")
-@click.option("--max-query-buffer-bytes", type=int, default=None,
-              help="Most unparsed input per client. [1 GiB]")
-@click.option("--max-output-buffer-bytes", type=int, default=None,
-              help="Drop a client whose unread replies pass this. [64 MiB]")
-@click.option("--output-stall-timeout-s", type=float, default=None,
-              help="Drop a client that reads no replies for this long. [60]")
-@click.option("--shutdown-deadline-s", type=float, default=None,
-              help="How long shutdown waits for in-flight commands. [10]")
+@click.option(
+    "--max-query-buffer-bytes",
+    type=int,
+    default=None,
+    help="Most unparsed input per client. [1 GiB]",
+)
+@click.option(
+    "--max-output-buffer-bytes",
+    type=int,
+    default=None,
+    help="Drop a client whose unread replies pass this. [64 MiB]",
+)
+@click.option(
+    "--output-stall-timeout-s",
+    type=float,
+    default=None,
+    help="Drop a client that reads no replies for this long. [60]",
+)
+@click.option(
+    "--shutdown-deadline-s",
+    type=float,
+    default=None,
+    help="How long shutdown waits for in-flight commands. [10]",
+)
 def server(config_file: str | None, **flags: Any) -> None:
     """Run a ShardKV server on one node until SIGINT or SIGTERM."""
     from shardkv.observability.logging import configure_logging
@@ -55,8 +87,10 @@ def server(config_file: str | None, **flags: Any) -> None:
         raise click.UsageError(str(exc)) from exc
     configure_logging(config.log_format, config.log_level)
     if config.storage_engine == "memory":
-        click.echo("WARNING: --storage-engine memory keeps no data across restarts "
-                   "(for tests only)", err=True)
+        click.echo(
+            "WARNING: --storage-engine memory keeps no data across restarts (for tests only)",
+            err=True,
+        )
     try:
         code = run_server(config)
     except TLSConfigError as exc:

@@ -17,8 +17,21 @@ from prometheus_client.registry import Collector
 
 #: Latency buckets in seconds: 50 us to 2.5 s.
 LATENCY_BUCKETS_S: tuple[float, ...] = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
 )
 
 
@@ -42,7 +55,8 @@ class _CommandStats(Collector):
 
     def collect(self) -> Iterator[Metric]:
         total = CounterMetricFamily(
-            "shardkv_commands", "Commands processed, by command and outcome (ok or error).",
+            "shardkv_commands",
+            "Commands processed, by command and outcome (ok or error).",
             labels=["command", "outcome"],
         )
         for (command, outcome), n in sorted(self.counts.items()):
@@ -106,8 +120,9 @@ class ServerMetrics:
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
             registry=r,
         )
-        self.keys = Gauge("shardkv_keys", "Keys stored (including not yet swept expired keys).",
-                          registry=r)
+        self.keys = Gauge(
+            "shardkv_keys", "Keys stored (including not yet swept expired keys).", registry=r
+        )
         self.expired_keys = Counter(
             "shardkv_expired_keys", "Keys deleted by the expiry sweep.", registry=r
         )

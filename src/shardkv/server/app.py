@@ -18,7 +18,7 @@ import socket
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -121,8 +121,9 @@ class Server:
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
         if self._signals == 1:
-            log.info("shutdown_requested", signal=sig.name,
-                     deadline_s=self.config.shutdown_deadline_s)
+            log.info(
+                "shutdown_requested", signal=sig.name, deadline_s=self.config.shutdown_deadline_s
+            )
             self._stop.set()
         else:
             log.warning("shutdown_forced", signal=sig.name)
@@ -187,9 +188,7 @@ class Server:
     def clients(self) -> list[ClientConnection]:
         return list(self._clients.values())
 
-    def run_connection_command(
-        self, conn: ClientConnection, name: str, args: list[bytes]
-    ) -> Reply:
+    def run_connection_command(self, conn: ClientConnection, name: str, args: list[bytes]) -> Reply:
         handler = conn_commands.HANDLERS.get(name.split("|", 1)[0])
         if handler is None:
             return ErrorReply(f"ERR command '{name}' is not available on this server")
@@ -262,8 +261,7 @@ class Server:
         app.router.add_get("/healthz", self._http_health)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.bind, self.config.admin_port,
-                           reuse_address=True)
+        site = web.TCPSite(runner, self.config.bind, self.config.admin_port, reuse_address=True)
         await site.start()
         server = site._server
         if server is not None and server.sockets:  # type: ignore[union-attr]
@@ -287,11 +285,15 @@ def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str,
     """Peer resets and TLS noise are normal on a network: one line, no traceback."""
     exc = context.get("exception")
     if isinstance(exc, _QUIET):
-        log.info("network_error", error=str(exc) or type(exc).__name__,
-                 message=context.get("message", ""))
+        log.info(
+            "network_error",
+            error=str(exc) or type(exc).__name__,
+            message=context.get("message", ""),
+        )
         return
-    log.error("unhandled_loop_error", message=context.get("message", ""),
-              error=repr(exc) if exc else None)
+    log.error(
+        "unhandled_loop_error", message=context.get("message", ""), error=repr(exc) if exc else None
+    )
 
 
 def free_port(bind: str = "127.0.0.1") -> int:

@@ -67,17 +67,21 @@ def hello(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
             conn.name = args[i + 1]
             i += 2
         else:
-            return ErrorReply(f"ERR Syntax error in HELLO option '{args[i].decode(errors='replace')}'")
+            return ErrorReply(
+                f"ERR Syntax error in HELLO option '{args[i].decode(errors='replace')}'"
+            )
     conn.protocol = version
-    return MapReply((
-        (b"server", b"redis"),
-        (b"version", REDIS_COMPAT_VERSION.encode()),
-        (b"proto", version),
-        (b"id", conn.id),
-        (b"mode", b"standalone"),
-        (b"role", b"master"),
-        (b"modules", []),
-    ))
+    return MapReply(
+        (
+            (b"server", b"redis"),
+            (b"version", REDIS_COMPAT_VERSION.encode()),
+            (b"proto", version),
+            (b"id", conn.id),
+            (b"mode", b"standalone"),
+            (b"role", b"master"),
+            (b"modules", []),
+        )
+    )
 
 
 def select(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
@@ -102,7 +106,9 @@ def client(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
     if sub == b"SETNAME" and len(args) == 3:
         name = args[2]
         if any(c <= 32 or c > 126 for c in name):
-            return ErrorReply("ERR Client names cannot contain spaces, newlines or special characters.")
+            return ErrorReply(
+                "ERR Client names cannot contain spaces, newlines or special characters."
+            )
         conn.name = name
         return OK
     if sub == b"GETNAME" and len(args) == 2:

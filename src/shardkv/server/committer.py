@@ -42,7 +42,7 @@ BUSY = ErrorReply("TRYAGAIN server is overloaded (too many pending commands); re
 
 # The expiry cycle travels as a command whose name is this object (compared by identity, so no
 # client bytes can ever match it).
-_SWEEP = bytes(b"expire-sweep")
+_SWEEP = b"expire-sweep"
 
 
 @dataclass(slots=True)

@@ -61,10 +61,20 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         positive = (
-            "max_connections", "backlog", "max_bulk_bytes", "max_args", "max_inline_bytes",
-            "max_query_buffer_bytes", "output_high_water_bytes", "max_output_buffer_bytes",
-            "input_pause_bytes", "max_commands_per_read", "max_batch_commands",
-            "max_pending_commands", "expire_sweep_interval_ms", "expire_sweep_max_keys",
+            "max_connections",
+            "backlog",
+            "max_bulk_bytes",
+            "max_args",
+            "max_inline_bytes",
+            "max_query_buffer_bytes",
+            "output_high_water_bytes",
+            "max_output_buffer_bytes",
+            "input_pause_bytes",
+            "max_commands_per_read",
+            "max_batch_commands",
+            "max_pending_commands",
+            "expire_sweep_interval_ms",
+            "expire_sweep_max_keys",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -209,7 +209,7 @@ class ClientConnection(asyncio.Protocol):
             # the rest goes back to the front of the queue and runs next turn.
             self._busy = False
             if len(results) < len(group):
-                queue.extendleft(reversed(group[len(results):]))
+                queue.extendleft(reversed(group[len(results) :]))
             latency_s = time.perf_counter() - started
             out = bytearray()
             for reply, name in zip(results, names, strict=False):
