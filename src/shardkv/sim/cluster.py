@@ -122,6 +122,9 @@ class SimSettings:
     crash_probability: float = 0.0
     pause_probability: float = 0.0
     crash_leader_bias: float = 0.0
+    crash_before_sync_probability: float = 0.0
+    crash_after_commit_probability: float = 0.0
+    crash_after_election_probability: float = 0.0
     max_down_ticks: int = 100
     max_pause_ticks: int = 60
     max_faulty_nodes: int = 1
@@ -161,6 +164,9 @@ class SimSettings:
             crash_probability=rng.choice((0.0, 0.002, 0.005, 0.01)),
             pause_probability=rng.choice((0.0, 0.002, 0.005)),
             crash_leader_bias=rng.choice((0.0, 0.5, 0.9)),
+            crash_before_sync_probability=rng.choice((0.0, 0.0, 0.001, 0.005)),
+            crash_after_commit_probability=rng.choice((0.0, 0.0, 0.005, 0.02)),
+            crash_after_election_probability=rng.choice((0.0, 0.0, 0.05, 0.2)),
             max_down_ticks=rng.choice((5, 20, 100, 300)),
             max_pause_ticks=rng.choice((20, 60, 200)),
             # Mostly a minority at a time (progress), sometimes anything (safety only).
@@ -417,6 +423,8 @@ class Cluster:
 
     def _crash(self, node: SimNode, down_ticks: int) -> None:
         lost = node.disk.crash(self.disk_rng)
+        # What the machine sent this tick had not left it yet.
+        self.network.drop_sent_since(node.node_id, self.tick)
         self.stats.crashes += 1
         self.stats.lost_writes += lost
         if self.tracing:
@@ -599,6 +607,15 @@ class Cluster:
         raw = node.raw
         assert rd is not None and raw is not None
         node.outstanding = None
+        s = self.settings
+        if (
+            node.outstanding_synced
+            and s.crash_before_sync_probability
+            and self._may_crash_now(s.crash_before_sync_probability)
+        ):
+            # Crash in the window the Ready contract is about: written, not yet synced.
+            self._crash(node, self.fault_rng.randint(1, s.max_down_ticks))
+            return
         if node.outstanding_synced:
             node.disk.sync()
         for message in rd.messages_after_persist:
@@ -638,6 +655,22 @@ class Cluster:
         self._maybe_snapshot(node, force=conf_changed)
         if rd.committed_entries:
             self.stats.commit_index = max(self.stats.commit_index, rd.committed_entries[-1].index)
+        if raw.raft.role is not _LEADER:
+            return
+        if rd.committed_entries and s.crash_after_commit_probability:
+            # A leader dying right after it committed (and answered clients) is where
+            # commit rules are put to the test: the next leader must hold those entries.
+            if self._may_crash_now(s.crash_after_commit_probability):
+                self._crash(node, self.fault_rng.randint(1, s.max_down_ticks))
+        elif (
+            rd.soft_state is not None
+            and rd.soft_state.role is _LEADER
+            and s.crash_after_election_probability
+        ):
+            # A leader dying right after it persisted its first entry leaves that entry on
+            # its disk alone: divergent logs for later elections to sort out.
+            if self._may_crash_now(s.crash_after_election_probability):
+                self._crash(node, self.fault_rng.randint(1, s.max_down_ticks))
 
     def _maybe_snapshot(self, node: SimNode, *, force: bool) -> None:
         raw = node.raw
@@ -842,6 +875,15 @@ class Cluster:
             )
 
     # -- faults ---------------------------------------------------------------------------------
+
+    def _may_crash_now(self, probability: float) -> bool:
+        """Draw a crash at an interesting point (fault phase only, within the budget of
+        simultaneously faulty nodes)."""
+        return (
+            self.in_fault_phase
+            and self.fault_rng.random() < probability
+            and self._faulty_count() < self.settings.max_faulty_nodes
+        )
 
     def _faulty_count(self) -> int:
         tick = self.tick

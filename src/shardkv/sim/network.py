@@ -237,6 +237,19 @@ class Network(Generic[T]):
             self.stats.duplicated += 1
             self._schedule(now_tick, envelope)
 
+    def drop_sent_since(self, src: int, since_tick: int) -> int:
+        """Lose every message from ``src`` sent at or after ``since_tick`` that is still in
+        flight (a machine that crashes loses what had not left its network buffers).
+        Returns how many were lost."""
+        heap = self._heap
+        kept = [item for item in heap if not (item[2].src == src and item[2].sent_tick >= since_tick)]
+        lost = len(heap) - len(kept)
+        if lost:
+            heapq.heapify(kept)
+            self._heap = kept
+            self.stats.dropped_random += lost
+        return lost
+
     def deliver_due(self, now_tick: int) -> list[Envelope[T]]:
         """Every message due at or before ``now_tick`` whose link is open, in due order.
         Messages whose link is cut now are dropped instead."""
