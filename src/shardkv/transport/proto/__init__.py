@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for shardkv.proto (regenerate with generate.sh)."""
