@@ -178,6 +178,15 @@ def test_resets_and_half_closed_sockets_leave_no_traceback(server: ServerProcess
     assert "Traceback" not in server.log()
 
 
+def test_json_logs_are_one_object_per_line(server: ServerProcess) -> None:
+    server.client().set("x", "y")
+    lines = [ln for ln in server.log().splitlines() if ln.strip()]
+    assert lines, "the server logged nothing"
+    events = [json.loads(ln) for ln in lines]
+    assert any(e["event"] == "server_listening" and e["port"] == server.port for e in events)
+    assert all({"event", "level", "timestamp"} <= e.keys() for e in events)
+
+
 def test_admin_port_serves_health_and_prometheus_metrics(server: ServerProcess) -> None:
     r = server.client()
     r.set("a", "1")

@@ -353,9 +353,7 @@ class Cluster:
         self.next_node_id = s.node_count + 1
         self.nodes: dict[int, SimNode] = {}
         for node_id in voters:
-            disk = SimDisk(
-                MemoryStorage.bootstrap(ConfState.of(voters)), torn_writes=s.torn_writes
-            )
+            disk = SimDisk(MemoryStorage.bootstrap(ConfState.of(voters)), torn_writes=s.torn_writes)
             node = SimNode(node_id, disk)
             self.nodes[node_id] = node
             self._start(node)
@@ -428,7 +426,9 @@ class Cluster:
         self.stats.crashes += 1
         self.stats.lost_writes += lost
         if self.tracing:
-            self._trace(f"n{node.node_id} crashes for {down_ticks} ticks ({lost} unsynced writes lost)")
+            self._trace(
+                f"n{node.node_id} crashes for {down_ticks} ticks ({lost} unsynced batches lost)"
+            )
         node.raw = None
         node.outstanding = None
         node.inbox.clear()
@@ -657,20 +657,18 @@ class Cluster:
             self.stats.commit_index = max(self.stats.commit_index, rd.committed_entries[-1].index)
         if raw.raft.role is not _LEADER:
             return
-        if rd.committed_entries and s.crash_after_commit_probability:
-            # A leader dying right after it committed (and answered clients) is where
-            # commit rules are put to the test: the next leader must hold those entries.
-            if self._may_crash_now(s.crash_after_commit_probability):
-                self._crash(node, self.fault_rng.randint(1, s.max_down_ticks))
-        elif (
-            rd.soft_state is not None
-            and rd.soft_state.role is _LEADER
-            and s.crash_after_election_probability
-        ):
-            # A leader dying right after it persisted its first entry leaves that entry on
-            # its disk alone: divergent logs for later elections to sort out.
-            if self._may_crash_now(s.crash_after_election_probability):
-                self._crash(node, self.fault_rng.randint(1, s.max_down_ticks))
+        # A leader dying right after it committed (and answered clients) is where commit
+        # rules are put to the test: the next leader must hold those entries. One dying
+        # right after it persisted its first entry leaves that entry on its disk alone:
+        # divergent logs for later elections to sort out.
+        if rd.committed_entries:
+            probability = s.crash_after_commit_probability
+        elif rd.soft_state is not None and rd.soft_state.role is _LEADER:
+            probability = s.crash_after_election_probability
+        else:
+            return
+        if probability and self._may_crash_now(probability):
+            self._crash(node, self.fault_rng.randint(1, s.max_down_ticks))
 
     def _maybe_snapshot(self, node: SimNode, *, force: bool) -> None:
         raw = node.raw
@@ -685,9 +683,7 @@ class Cluster:
             return
         data = node.sm.snapshot_data()
         snapshot = disk.create_snapshot(applied, raw.conf_state(), data)
-        self.checker.observe_snapshot(
-            node.node_id, applied, snapshot.metadata.term, data, raw.term
-        )
+        self.checker.observe_snapshot(node.node_id, applied, snapshot.metadata.term, data, raw.term)
         self.stats.snapshots_created += 1
         compact_to = applied - self.settings.snapshot_keep_entries
         compacted = compact_to > live.first_index() - 1
@@ -739,8 +735,9 @@ class Cluster:
                 f"{op.client_id} was told its {op.data!r} landed there",
             )
         self.stats.ops_ok += 1
+        done = self._next_event()
         self.history.append(
-            Operation(op.client_id, KvInput(op.op, op.key, op.value), None, op.call, self._next_event())
+            Operation(op.client_id, KvInput(op.op, op.key, op.value), None, op.call, done)
         )
         if self.tracing:
             self._trace(f"c{op.client_id} {op.op}({op.key}, {op.value}) ok at {entry.index}")
@@ -771,11 +768,7 @@ class Cluster:
 
     def _serve_reads(self, node: SimNode) -> None:
         applied = node.sm.applied_index
-        done = [
-            ctx
-            for ctx, op in node.pending_reads.items()
-            if 0 <= op.read_index <= applied
-        ]
+        done = [ctx for ctx, op in node.pending_reads.items() if 0 <= op.read_index <= applied]
         for ctx in done:
             op = node.pending_reads.pop(ctx)
             client = self.clients[op.client_id - 1]
@@ -830,13 +823,13 @@ class Cluster:
         client.ops_started += 1
         seq = client.ops_started
         if is_read:
-            op = _PendingOp(client.client_id, "get", key, None, 0, 0, target.node_id, 0)
+            kind, value = "get", None
         elif rng.random() < 0.5:
-            op = _PendingOp(client.client_id, "put", key, f"{client.client_id}.{seq}", 0, 0, target.node_id, 0)
+            kind, value = "put", f"{client.client_id}.{seq}"
         else:
-            op = _PendingOp(
-                client.client_id, "append", key, f"{client.client_id}.{seq},", 0, 0, target.node_id, 0
-            )
+            # Values are unique, so a read shows exactly which appends it saw.
+            kind, value = "append", f"{client.client_id}.{seq},"
+        op = _PendingOp(client.client_id, kind, key, value, 0, 0, target.node_id, 0)
         if not target.running(self.tick):
             # Connection refused (down) or no answer at once (paused): try elsewhere later.
             client.leader_hint = rng.choice(candidates).node_id

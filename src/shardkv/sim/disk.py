@@ -126,8 +126,7 @@ class SimDisk:
     def _write(self, *batch: _Write) -> None:
         if len(self._pending) >= self.max_pending_batches:
             raise RuntimeError(
-                f"{len(self._pending)} unsynced batches (max_pending_batches); the node never "
-                "syncs"
+                f"{len(self._pending)} unsynced batches (max_pending_batches); the node never syncs"
             )
         for write in batch:
             _apply(self.live, write)

@@ -105,7 +105,9 @@ class InvariantChecker:
 
     # -- logs -------------------------------------------------------------------------------
 
-    def observe_log_entries(self, node_id: int, prev_term: int | None, entries: tuple[Entry, ...]) -> None:
+    def observe_log_entries(
+        self, node_id: int, prev_term: int | None, entries: tuple[Entry, ...]
+    ) -> None:
         """``node_id`` wrote ``entries`` (contiguous) after an entry of ``prev_term`` (None
         when the node no longer knows it)."""
         known = self.entries

@@ -242,7 +242,9 @@ class Network(Generic[T]):
         flight (a machine that crashes loses what had not left its network buffers).
         Returns how many were lost."""
         heap = self._heap
-        kept = [item for item in heap if not (item[2].src == src and item[2].sent_tick >= since_tick)]
+        kept = [
+            item for item in heap if not (item[2].src == src and item[2].sent_tick >= since_tick)
+        ]
         lost = len(heap) - len(kept)
         if lost:
             heapq.heapify(kept)

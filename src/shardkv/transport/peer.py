@@ -66,8 +66,9 @@ class SnapshotSendError(Exception):
     status, or None when it was not sent at all (peer blocked, transport stopping)."""
 
     def __init__(self, node_id: int, code: grpc.StatusCode | None, details: str) -> None:
-        super().__init__(f"snapshot to node {node_id}: {code.name if code else 'not sent'}: "
-                         f"{details}")
+        super().__init__(
+            f"snapshot to node {node_id}: {code.name if code else 'not sent'}: {details}"
+        )
         self.node_id = node_id
         self.code = code
         self.details = details
@@ -231,6 +232,14 @@ class PeerSender:
         self._wakeup.set()
         self._retry_now.set()
 
+    def wake(self) -> None:
+        """Make the sender task look at its queue and the blocked set now."""
+        self._wakeup.set()
+
+    def count_blocked_drop(self) -> None:
+        """Count a message to this peer dropped by partition injection before queueing."""
+        self._stats.dropped_blocked += 1
+
     def enqueue(self, m: Message) -> int:
         """Queue ``m`` without blocking; returns how many queued messages were dropped to
         make room (the oldest first), or 1 if ``m`` itself is too large to ever send."""
@@ -379,8 +388,9 @@ class PeerSender:
             except (ValueError, TypeError) as exc:
                 del repeated[-1]
                 self._stats.dropped_unencodable += 1
-                log.error("message_unencodable", peer=self.node_id, message=repr(m)[:200],
-                          error=str(exc))
+                log.error(
+                    "message_unencodable", peer=self.node_id, message=repr(m)[:200], error=str(exc)
+                )
                 continue
             count += 1
         self._queued_bytes -= used
