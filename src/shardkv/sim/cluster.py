@@ -239,6 +239,7 @@ class SimNode:
         "pending_writes",
         "raw",
         "sm",
+        "started_tick",
         "sync_due_tick",
     )
 
@@ -248,6 +249,7 @@ class SimNode:
         self.raw: RawNode | None = None
         self.sm = KvStateMachine()
         self.incarnation = 0
+        self.started_tick = 0
         self.down_until = -1
         self.paused_until = -1
         self.decommissioned = False
@@ -414,6 +416,7 @@ class Cluster:
         hard_state, _ = storage.initial_state()
         self.checker.check_restart(node.node_id, hard_state, raw.term, raw.raft.vote)
         node.raw = raw
+        node.started_tick = self.tick
         node.outstanding = None
         node.leader_term_seen = -1
         node.down_until = -1
@@ -481,7 +484,11 @@ class Cluster:
         reports, self._drop_reports = self._drop_reports, []
         for envelope, reason in reports:
             sender = self.nodes.get(envelope.src)
-            if sender is None or not sender.running(self.tick):
+            if (
+                sender is None
+                or not sender.running(self.tick)
+                or envelope.sent_tick < sender.started_tick
+            ):
                 continue
             raw = sender.raw
             assert raw is not None

@@ -324,12 +324,45 @@ def encode_batch(from_node: int, messages: Iterable[Message]) -> pb.MessageBatch
 
 def decode_batch(batch: pb.MessageBatch) -> tuple[list[Message], int]:
     """The batch's messages in order, and how many were undecodable (skipped)."""
+    # message_from_pb inlined: this loop runs once per received Raft message.
     out: list[Message] = []
     append = out.append
     invalid = 0
+    message_types = _MESSAGE_TYPES
+    entry_types = _ENTRY_TYPES
+    new_entry = _new_entry
+    new_message = _new_message
     for p in batch.messages:
-        try:
-            append(message_from_pb(p))
-        except CodecError:
+        kind = message_types.get(p.type)
+        if kind is None:
             invalid += 1
+            continue
+        pe = p.entries
+        if pe:
+            try:
+                entries = tuple(
+                    [new_entry(e.term, e.index, entry_types[e.type], e.data) for e in pe]
+                )
+            except KeyError:
+                invalid += 1
+                continue
+        else:
+            entries = ()
+        append(
+            new_message(
+                kind,
+                p.group_id,
+                p.to_node,
+                p.from_node,
+                p.term,
+                p.log_term,
+                p.index,
+                entries,
+                p.commit,
+                p.reject,
+                p.reject_hint,
+                snapshot_from_pb(p.snapshot) if p.HasField("snapshot") else None,
+                p.context,
+            )
+        )
     return out, invalid

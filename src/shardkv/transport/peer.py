@@ -236,33 +236,54 @@ class PeerSender:
         """Make the sender task look at its queue and the blocked set now."""
         self._wakeup.set()
 
-    def count_blocked_drop(self) -> None:
-        """Count a message to this peer dropped by partition injection before queueing."""
-        self._stats.dropped_blocked += 1
+    def count_blocked_drop(self, count: int) -> None:
+        """Count messages to this peer dropped by partition injection before queueing."""
+        self._stats.dropped_blocked += count
 
-    def enqueue(self, m: Message) -> int:
-        """Queue ``m`` without blocking; returns how many queued messages were dropped to
-        make room (the oldest first), or 1 if ``m`` itself is too large to ever send."""
-        size = estimated_size_bytes(m)
-        limits = self._limits
-        if size > limits.max_message_bytes:
-            self._stats.dropped_too_large += 1
-            return 1
+    def enqueue(self, messages: list[Message]) -> int:
+        """Queue ``messages`` (in order) without blocking. Returns how many messages were
+        dropped: queued ones pushed out, oldest first, to respect ``max_queue_messages`` and
+        ``max_queue_bytes``, plus any single message over ``max_message_bytes``."""
         q = self._queue
-        dropped = 0
-        while q and (
-            len(q) >= limits.max_queue_messages
-            or self._queued_bytes + size > limits.max_queue_bytes
-        ):
+        append = q.append
+        limits = self._limits
+        max_message_bytes = limits.max_message_bytes
+        queued_bytes = self._queued_bytes
+        too_large = 0
+        for m in messages:
+            # estimated_size_bytes inlined: this runs once per outgoing Raft message.
+            size = MESSAGE_OVERHEAD_BYTES + len(m.context)
+            entries = m.entries
+            if entries:
+                size += ENTRY_OVERHEAD_BYTES * len(entries)
+                for e in entries:
+                    size += len(e.data)
+            if size > max_message_bytes:
+                too_large += 1
+                continue
+            append((size, m))
+            queued_bytes += size
+        # Trim after appending: if the new messages alone pass a bound, their oldest go too.
+        overflow = 0
+        max_messages = limits.max_queue_messages
+        max_bytes = limits.max_queue_bytes
+        while len(q) > max_messages or queued_bytes > max_bytes:
             old_size, _ = q.popleft()
-            self._queued_bytes -= old_size
-            dropped += 1
-        q.append((size, m))
-        self._queued_bytes += size
-        if dropped:
-            self._stats.dropped_overflow += dropped
+            queued_bytes -= old_size
+            overflow += 1
+        self._queued_bytes = queued_bytes
+        if too_large:
+            self._stats.dropped_too_large += too_large
+            log.error(
+                "message_too_large",
+                peer=self.node_id,
+                count=too_large,
+                max_message_bytes=max_message_bytes,
+            )
+        if overflow:
+            self._stats.dropped_overflow += overflow
         self._wakeup.set()
-        return dropped
+        return overflow + too_large
 
     # --- the sender task ------------------------------------------------------------------
 

@@ -344,29 +344,40 @@ class PeerTransport:
         their outcome goes to ``on_snapshot_status``. Call it once per loop iteration with
         everything produced: all messages for one peer then leave in one stream message.
         """
+        by_peer: dict[int, list[Message]] = {}
+        snapshots: list[Message] | None = None
+        snap = MessageType.SNAP
+        for m in messages:
+            if m.type is snap:
+                if snapshots is None:
+                    snapshots = []
+                snapshots.append(m)
+                continue
+            pending = by_peer.get(m.to)
+            if pending is None:
+                by_peer[m.to] = [m]
+            else:
+                pending.append(m)
         peers = self._peers
         blocked = self._blocked
-        snap = MessageType.SNAP
-        dropped_any: set[int] | None = None
-        for m in messages:
-            to = m.to
+        for to, pending in by_peer.items():
             sender = peers.get(to)
             if sender is None:
-                self._stats.dropped_unknown_peer += 1
-                continue
-            if blocked and to in blocked:
-                sender.count_blocked_drop()
-                continue
-            if m.type is snap:
-                self._start_snapshot(sender, m)
-                continue
-            if sender.enqueue(m):
-                if dropped_any is None:
-                    dropped_any = set()
-                dropped_any.add(to)
-        if dropped_any:
-            for to in dropped_any:
+                self._stats.dropped_unknown_peer += len(pending)
+            elif to in blocked:
+                sender.count_blocked_drop(len(pending))
+            elif sender.enqueue(pending):
                 self._report_unreachable(to)
+        if snapshots:
+            for m in snapshots:
+                sender = peers.get(m.to)
+                if sender is None:
+                    self._stats.dropped_unknown_peer += 1
+                elif m.to in blocked:
+                    sender.count_blocked_drop(1)
+                    self._report_snapshot(m.to, m.group_id, ok=False)
+                else:
+                    self._start_snapshot(sender, m)
 
     def set_blocked(self, peers: Iterable[int]) -> None:
         """Test-only partition injection: from now on drop every message to and from these
