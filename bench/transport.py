@@ -13,7 +13,7 @@ By default node 2 runs in a child process (its own event loop and core, as in a 
 cluster); ``--inproc`` runs both on one loop.
 
 Usage: ``python bench/transport.py [--seconds 3] [--batches 1,10,100] [--entry-bytes 120]
-[--window 4000] [--inproc]``
+[--entries 1] [--window 4000] [--inproc]`` (``--entries``: entries per MsgApp).
 """
 
 from __future__ import annotations
@@ -89,7 +89,13 @@ def _ignore_snapshot(from_node: int, message: Message) -> None:
 
 
 async def measure(
-    transport: PeerTransport, sender: Sender, k: int, seconds: float, window: int, data: bytes
+    transport: PeerTransport,
+    sender: Sender,
+    k: int,
+    seconds: float,
+    window: int,
+    data: bytes,
+    per_message: int,
 ) -> Result:
     # Raft messages are immutable: a pool reused round-robin costs no allocation here.
     pool = [
@@ -101,7 +107,7 @@ async def measure(
             term=1,
             log_term=1,
             index=i,
-            entries=(Entry(1, i + 1, data=data),),
+            entries=tuple(Entry(1, i * per_message + j, data=data) for j in range(per_message)),
             commit=i,
         )
         for i in range(k)
@@ -125,6 +131,7 @@ async def measure(
     # Count only what was acknowledged in time (acks lag by < ACK_EVERY_MESSAGES, so
     # this errs low by well under 1%); then let the rest drain before the next size.
     delivered = sender.acked - start_acked
+    after = transport.peer_stats()[RECEIVER]
     drain_deadline = time.perf_counter() + 5.0
     while sent - sender.acked >= ACK_EVERY_MESSAGES and time.perf_counter() < drain_deadline:
         sender.progress.clear()
@@ -132,7 +139,6 @@ async def measure(
             await asyncio.wait_for(sender.progress.wait(), 1.0)
         except TimeoutError:
             break
-    after = transport.peer_stats()[RECEIVER]
     return Result(
         per_iteration=k,
         seconds=elapsed,
@@ -175,7 +181,13 @@ async def run(args: argparse.Namespace) -> list[Result]:
     child: subprocess.Popen[str] | None = None
     local_receiver: PeerTransport | None = None
     for k in args.batches:
-        probe = Message(MessageType.APP, GROUP, RECEIVER, SENDER, entries=(Entry(1, 1, data=data),))
+        probe = Message(
+            MessageType.APP,
+            GROUP,
+            RECEIVER,
+            SENDER,
+            entries=tuple(Entry(1, 1, data=data) for _ in range(args.entries)),
+        )
         transport = PeerTransport(
             SENDER,
             "127.0.0.1:0",
@@ -211,12 +223,15 @@ async def run(args: argparse.Namespace) -> list[Result]:
         transport.add_peer(RECEIVER, receiver_addr)
         try:
             await wait_connected(transport, RECEIVER, 10.0)
-            await measure(transport, sender, k, args.warmup, args.window, data)
-            result = await measure(transport, sender, k, args.seconds, args.window, data)
+            await measure(transport, sender, k, args.warmup, args.window, data, args.entries)
+            result = await measure(
+                transport, sender, k, args.seconds, args.window, data, args.entries
+            )
             results.append(result)
             print(
                 f"{k:>4} per iteration: {result.messages_per_s:>10,.0f} Raft messages/s  "
                 f"{result.stream_messages_per_s:>8,.0f} stream messages/s  "
+                f"{result.messages_per_s * args.entries:>10,.0f} entries/s  "
                 f"dropped {result.dropped}",
                 flush=True,
             )
@@ -243,6 +258,7 @@ def main() -> None:
         "--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 100]
     )
     parser.add_argument("--entry-bytes", type=int, default=120)
+    parser.add_argument("--entries", type=int, default=1, help="entries per Raft message")
     parser.add_argument("--window", type=int, default=4000, help="max unacknowledged messages")
     parser.add_argument("--inproc", action="store_true", help="both nodes on one event loop")
     parser.add_argument("--receiver-for", help=argparse.SUPPRESS)
@@ -252,7 +268,10 @@ def main() -> None:
         uvloop.run(run_receiver(args.receiver_for))
         return
     mode = "one process" if args.inproc else "two processes"
-    print(f"transport bench: {args.entry_bytes}-byte entries, {mode}, {args.seconds} s per size")
+    print(
+        f"transport bench: {args.entries} x {args.entry_bytes}-byte entries per Raft message, "
+        f"{mode}, {args.seconds} s per size"
+    )
     uvloop.run(run(args))
 
 

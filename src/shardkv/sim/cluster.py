@@ -106,7 +106,7 @@ class SimSettings:
     different mix per seed, so a batch of seeds covers calm and hostile runs alike."""
 
     node_count: int = 3
-    fault_phase_ticks: int = 1500
+    fault_phase_ticks: int = 2000
     liveness_bound_ticks: int = 800
     # The core's configuration.
     election_timeout_ticks: int = 10
@@ -199,7 +199,6 @@ class _PendingOp:
     call: int
     deadline_tick: int
     node_id: int
-    incarnation: int
     data: bytes = b""
     proposed: Proposed | None = None
     read_ctx: bytes = b""
@@ -220,8 +219,8 @@ class _Client:
 class SimNode:
     """One simulated server hosting one replica of the group.
 
-    ``raw`` is None while the node is down. ``incarnation`` counts restarts, so messages
-    and client requests of a previous life can be told apart.
+    ``raw`` is None while the node is down. ``incarnation`` counts restarts (each life gets
+    its own random stream); ``started_tick`` tells messages of a previous life apart.
     """
 
     __slots__ = (
@@ -836,7 +835,7 @@ class Cluster:
         else:
             # Values are unique, so a read shows exactly which appends it saw.
             kind, value = "append", f"{client.client_id}.{seq},"
-        op = _PendingOp(client.client_id, kind, key, value, 0, 0, target.node_id, 0)
+        op = _PendingOp(client.client_id, kind, key, value, 0, 0, target.node_id)
         if not target.running(self.tick):
             # Connection refused (down) or no answer at once (paused): try elsewhere later.
             client.leader_hint = rng.choice(candidates).node_id
@@ -846,7 +845,6 @@ class Cluster:
         assert raw is not None
         op.call = self._next_event()
         op.deadline_tick = self.tick + s.client_timeout_ticks
-        op.incarnation = target.incarnation
         try:
             if is_read:
                 self._read_seq += 1
@@ -960,13 +958,14 @@ class Cluster:
     def leader(self) -> SimNode | None:
         """The running node that is leader in the highest term, if any."""
         best: SimNode | None = None
+        best_term = -1
         tick = self.tick
         for node in self.nodes.values():
             raw = node.raw
             if raw is None or node.paused_until > tick or raw.raft.role is not _LEADER:
                 continue
-            if best is None or raw.term > best.raw.term:  # type: ignore[union-attr]
-                best = node
+            if raw.term > best_term:
+                best, best_term = node, raw.term
         return best
 
     def _transfer_leader(self) -> None:
@@ -1112,9 +1111,10 @@ class Cluster:
         if self.tracing:
             self._trace("--- liveness phase: network healed, all nodes restarting/resuming ---")
 
-    def converged(self) -> bool:
-        """A leader of the highest term has committed an entry proposed in this phase, and
-        every member applied exactly its log and holds the same state."""
+    def _converged(self) -> bool:
+        """Whether a leader of the highest term has committed an entry proposed in this
+        phase, and every member applied exactly its log and holds the same state. Proposes
+        that entry (once per leader and term) as a side effect."""
         leader = self.leader()
         if leader is None:
             return False
@@ -1140,10 +1140,10 @@ class Cluster:
         conf = raw.conf_state()
         state = leader.sm.data
         for member in (*conf.voters, *conf.learners):
-            node = self.nodes.get(member)
-            if node is None or node.decommissioned:
+            other = self.nodes.get(member)
+            if other is None or other.decommissioned:
                 continue
-            if node.raw is None or node.sm.applied_index != commit or node.sm.data != state:
+            if other.raw is None or other.sm.applied_index != commit or other.sm.data != state:
                 return False
         return True
 
@@ -1152,7 +1152,7 @@ class Cluster:
         bound = self.settings.liveness_bound_ticks
         while self.tick - start < bound:
             self.step_tick()
-            if self.converged():
+            if self._converged():
                 self.stats.liveness_ticks = self.tick - start
                 if self.tracing:
                     self._trace(f"converged after {self.stats.liveness_ticks} ticks")

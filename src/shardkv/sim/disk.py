@@ -31,6 +31,7 @@ from shardkv.core.raft import (
     MemoryStorage,
     Ready,
     Snapshot,
+    SnapshotMetadata,
 )
 from shardkv.core.raft.types import NO_LIMIT
 
@@ -83,14 +84,27 @@ def _apply(storage: MemoryStorage, write: _Write) -> None:
 
 def clone_storage(source: MemoryStorage) -> MemoryStorage:
     """A new `MemoryStorage` holding the same snapshot, entries and hard state, built only
-    with the public API (entries are immutable, so they are shared)."""
+    with the public API (entries are immutable, so they are shared).
+
+    Compaction may stop below the snapshot (entries kept for slow followers), so the log
+    is rebuilt from the compaction point and the snapshot recorded on top of it."""
     copy = MemoryStorage()
     snapshot = source.snapshot()
-    if not snapshot.is_empty:
-        copy.apply_snapshot(snapshot)
+    meta = snapshot.metadata
     first, last = source.first_index(), source.last_index()
+    compacted_to = first - 1
+    if compacted_to == meta.index:
+        if not snapshot.is_empty:
+            copy.apply_snapshot(snapshot)
+    elif compacted_to > 0:
+        # An image at the compaction point carries only the log position; the real
+        # snapshot replaces it below.
+        base = SnapshotMetadata(compacted_to, source.term(compacted_to), meta.conf_state)
+        copy.apply_snapshot(Snapshot(base, b""))
     if last >= first:
         copy.append(source.entries(first, last + 1, NO_LIMIT))
+    if compacted_to != meta.index:
+        copy.create_snapshot(meta.index, meta.conf_state, snapshot.data)
     copy.set_hard_state(source.hard_state)
     return copy
 

@@ -29,9 +29,28 @@ class StorageError(Exception):
     """The storage engine failed; the node must stop serving writes."""
 
 
+class ConsistentView(ReadView, Protocol):
+    """A read-only, point-in-time image of every column, taken by
+    ``Engine.consistent_view()``: writes made after it was taken are invisible to it, and
+    all columns are read at the same instant (no batch is seen half-applied across
+    columns). Used to build snapshots and backups while the node keeps writing.
+
+    It may be read from any one thread at a time. The caller must ``close()`` it (it pins
+    old data in the engine) and must close it before closing the engine."""
+
+    def close(self) -> None: ...
+
+
 class Engine(ReadView, Protocol):
     def write(self, batch: WriteBatch) -> None: ...
 
     def sync(self) -> None: ...
 
     def close(self) -> None: ...
+
+    def consistent_view(self) -> ConsistentView:
+        """A `ConsistentView` of what has been written so far (synced or not). Cheap in
+        RocksDB, a full copy in the in-memory engine. Best called on the thread that
+        writes; RocksDB raises `StorageError` if concurrent writes keep it from capturing
+        every column at one instant."""
+        ...

@@ -19,6 +19,10 @@ import rocksdict
 from shardkv.core.engine import ALL_COLUMNS, Delete, DeleteRange, Put, WriteBatch
 from shardkv.storage.engine import StorageError
 
+MAX_CONSISTENT_VIEW_ATTEMPTS = 16
+"""Captures `RocksDBEngine.consistent_view` tries before giving up while writes keep landing
+between its per-column captures (never more than one when called on the writing thread)."""
+
 
 def _options() -> rocksdict.Options:
     opts = rocksdict.Options(raw_mode=True)
@@ -102,6 +106,27 @@ class RocksDBEngine:
             except Exception as exc:
                 raise StorageError(f"RocksDB WAL sync failed: {exc}") from exc
 
+    def consistent_view(self) -> RocksDBView:
+        """A point-in-time view of every column (see ``ConsistentView``).
+
+        rocksdict 0.3's ``Snapshot.iter()`` ignores its snapshot (it builds the iterator
+        from fresh read options), so the view holds one iterator per column instead: a
+        RocksDB iterator reads at the sequence number it was created at, for its whole
+        life. The iterators are created between two reads of the latest sequence number;
+        if a write landed in between, they are thrown away and taken again."""
+        if self._closed:
+            raise StorageError("engine is closed")
+        for _ in range(MAX_CONSISTENT_VIEW_ATTEMPTS):
+            before = self._db.latest_sequence_number()
+            iters = {c: self._cfs[c].iter() for c in ALL_COLUMNS}
+            if self._db.latest_sequence_number() == before:
+                return RocksDBView(iters)
+            del iters
+        raise StorageError(
+            f"no consistent view after {MAX_CONSISTENT_VIEW_ATTEMPTS} attempts: "
+            "writes keep landing (take the view on the writing thread)"
+        )
+
     def close(self) -> None:
         with self._sync_lock:
             if self._closed:
@@ -111,3 +136,48 @@ class RocksDBEngine:
             finally:
                 self._closed = True
                 self._db.close()
+
+
+class RocksDBView:
+    """`ConsistentView` over one iterator per column (each pinned at the same sequence
+    number). Point reads seek the iterator, so a ``get`` costs a seek, not a lookup."""
+
+    __slots__ = ("_iters",)
+
+    def __init__(self, iters: dict[str, Any]) -> None:
+        self._iters: dict[str, Any] | None = iters
+
+    def _iter(self, column: str) -> Any:
+        if self._iters is None:
+            raise StorageError("consistent view is closed")
+        return self._iters[column]
+
+    def get(self, column: str, key: bytes) -> bytes | None:
+        it = self._iter(column)
+        it.seek(key)
+        if it.valid() and it.key() == key:
+            value: bytes = it.value()
+            return value
+        return None
+
+    def scan(
+        self, column: str, start: bytes, end: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        if limit <= 0:
+            raise ValueError("scan limit must be positive")
+        it = self._iter(column)
+        it.seek(start)
+        out: list[tuple[bytes, bytes]] = []
+        while it.valid():
+            key = it.key()
+            if end is not None and key >= end:
+                break
+            out.append((key, it.value()))
+            if len(out) >= limit:
+                break
+            it.next()
+        return out
+
+    def close(self) -> None:
+        """Release the iterators (and the old data they pin). Idempotent."""
+        self._iters = None

@@ -8,7 +8,8 @@ Public API:
   ``queue_depth(node_id)``, ``is_connected(node_id)``, ``peer_stats()``, ``stats()``,
   ``peers()``, ``port``, ``address``.
 - `PeerTLS(cert, key, ca, server_name=None)`: mutual TLS between nodes.
-- `PeerStats`, `TransportStats`: counters for metrics.
+- `PeerStats`, `TransportStats`: counters for metrics; `TransportCollector` exports them
+  to Prometheus.
 - `AdminBackend`, `AdminRequestError`: what the node plugs into the Admin service.
 - Errors: `TransportError`, `SnapshotSendError`, `PeerTLSError`.
 - `codec`: core types <-> protobuf; `proto.shardkv_pb2` / `proto.shardkv_pb2_grpc`: the
@@ -16,6 +17,7 @@ Public API:
 """
 
 from shardkv.transport.admin import AdminBackend, AdminRequestError
+from shardkv.transport.metrics import TransportCollector
 from shardkv.transport.peer import PeerStats, SnapshotSendError
 from shardkv.transport.tls import PeerTLS, PeerTLSError
 from shardkv.transport.transport import (
@@ -40,6 +42,7 @@ __all__ = [
     "PeerTLSError",
     "PeerTransport",
     "SnapshotSendError",
+    "TransportCollector",
     "TransportError",
     "TransportStats",
 ]

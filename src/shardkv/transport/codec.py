@@ -168,7 +168,9 @@ _new_message: Final = _message_constructor()
 
 
 def entry_to_pb(entry: Entry) -> pb.Entry:
-    return pb.Entry(term=entry.term, index=entry.index, type=entry.type, data=entry.data)
+    # Core IntEnums and wire enums share their numbers (a test checks it).
+    kind: Any = entry.type
+    return pb.Entry(term=entry.term, index=entry.index, type=kind, data=entry.data)
 
 
 def entry_from_pb(p: pb.Entry) -> Entry:
@@ -213,7 +215,8 @@ def snapshot_from_pb(p: pb.Snapshot) -> Snapshot:
 
 
 def conf_change_to_pb(cc: ConfChange) -> pb.ConfChange:
-    return pb.ConfChange(type=cc.type, node_id=cc.node_id, context=cc.context)
+    kind: Any = cc.type
+    return pb.ConfChange(type=kind, node_id=cc.node_id, context=cc.context)
 
 
 def conf_change_from_pb(p: pb.ConfChange) -> ConfChange:
@@ -233,7 +236,7 @@ def fill_message_pb(m: Message, p: pb.Message, *, snapshot_data: bool = True) ->
     header of a chunked snapshot transfer). Raises ``ValueError``/``TypeError`` if a field
     does not fit its protobuf type (a negative index, a non-bytes payload): a caller bug.
     """
-    p.type = m.type
+    p.type = m.type  # type: ignore[assignment]  # an IntEnum with the wire's numbers
     p.group_id = m.group_id
     p.to_node = m.to
     p.from_node = m.from_

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import grpc
 import grpc.aio
 
-from shardkv.core.raft.types import Message
+from shardkv.core.raft.types import Message, MessageType
 from shardkv.observability.logging import get_logger
 from shardkv.transport import codec
 from shardkv.transport.backoff import Backoff
@@ -164,6 +164,7 @@ class PeerSender:
         self._wakeup = asyncio.Event()
         self._retry_now = asyncio.Event()
         self._address_changed = False
+        self._failing = False
         self._task: asyncio.Task[None] | None = None
         self._stats = PeerStats(node_id=node_id, address=address)
         # Set by the owner while snapshot sends to this peer are pending (bounded there).
@@ -290,11 +291,11 @@ class PeerSender:
     async def _run(self) -> None:
         while True:
             await self._session()
-            self._on_unreachable()
             if self._address_changed:
                 self._address_changed = False
                 self._backoff.reset()
                 continue
+            self._on_unreachable()
             delay_s = self._backoff.next_delay_s()
             self._retry_now.clear()
             with contextlib.suppress(TimeoutError):
@@ -319,9 +320,12 @@ class PeerSender:
             except (grpc.aio.AioRpcError, TimeoutError, asyncio.CancelledError) as exc:
                 _reraise_if_task_cancelled(exc)
                 self._stats.connect_failures += 1
-                log.debug(
+                # One warning when a peer becomes unreachable, not one per retry.
+                report = log.debug if self._failing else log.warning
+                report(
                     "peer_connect_failed", peer=self.node_id, address=address, error=_describe(exc)
                 )
+                self._failing = True
                 return
             if hello is grpc.aio.EOF or not isinstance(hello, pb.Ack):
                 self._stats.connect_failures += 1
@@ -338,6 +342,7 @@ class PeerSender:
                 return
             self._stats.connects += 1
             self._stats.connected = True
+            self._failing = False
             self._backoff.reset()
             log.info("peer_connected", peer=self.node_id, address=address)
             await self._pump(call)
@@ -385,7 +390,11 @@ class PeerSender:
                 self._stats.sent_messages += count
                 self._stats.sent_batches += 1
         finally:
-            ended.cancel()
+            if ended.done():
+                if not ended.cancelled():
+                    ended.exception()  # retrieved: asyncio would log it as never retrieved
+            else:
+                ended.cancel()
 
     def _next_batch(self) -> tuple[pb.MessageBatch, int]:
         """Take messages off the queue, oldest first, up to ``max_batch_bytes`` (at least
@@ -425,6 +434,9 @@ class PeerSender:
 
         Raises `SnapshotSendError` if the peer is blocked, unreachable, refuses it, or the
         transfer exceeds ``snapshot_timeout_s``."""
+        if message.type is not MessageType.SNAP or message.snapshot is None:
+            self._stats.snapshots_failed += 1
+            raise SnapshotSendError(self.node_id, None, "not a MsgSnap with a snapshot")
         if self._is_blocked():
             self._stats.snapshots_failed += 1
             raise SnapshotSendError(self.node_id, None, "peer is blocked (partition injected)")

@@ -235,8 +235,8 @@ class PeerTransport:
             except ValueError as exc:
                 raise TransportError(str(exc)) from exc
         server = grpc.aio.server(options=self._server_options())
-        pb_grpc.add_RaftServicer_to_server(_RaftService(self), server)
-        pb_grpc.add_AdminServicer_to_server(
+        pb_grpc.add_RaftServicer_to_server(_RaftService(self), server)  # type: ignore[no-untyped-call]
+        pb_grpc.add_AdminServicer_to_server(  # type: ignore[no-untyped-call]
             AdminService(
                 node_id=self.node_id,
                 backend=self._admin,
@@ -373,6 +373,7 @@ class PeerTransport:
                 sender = peers.get(m.to)
                 if sender is None:
                     self._stats.dropped_unknown_peer += 1
+                    self._report_snapshot(m.to, m.group_id, ok=False)
                 elif m.to in blocked:
                     sender.count_blocked_drop(1)
                     self._report_snapshot(m.to, m.group_id, ok=False)
@@ -527,12 +528,10 @@ class PeerTransport:
                 if undecodable:
                     stats.dropped_undecodable += undecodable
                     log.warning("messages_undecodable", peer=from_node, count=undecodable)
-                for m in messages:
-                    if m.to != node_id:
-                        before = len(messages)
-                        messages = [m for m in messages if m.to == node_id]
-                        stats.dropped_misrouted += before - len(messages)
-                        break
+                if any(m.to != node_id for m in messages):
+                    kept = [m for m in messages if m.to == node_id]
+                    stats.dropped_misrouted += len(messages) - len(kept)
+                    messages = kept
                 if not messages:
                     continue
                 stats.received_messages += len(messages)
