@@ -8,6 +8,12 @@ the group it was taken from. Installing it replaces exactly those ranges and set
 group's applied index, in the caller's batch, so a crash leaves either the old state or
 the new one. Other META records (other groups' applied indexes) are left alone.
 
+Scope: today one KV state machine owns the whole DATA/EXPIRY columns and node-wide counts,
+so a snapshot covers all of them. When one engine hosts several shards, a snapshot must
+cover only its shard's slot ranges (keys are slot-prefixed, so each is one contiguous
+range) and the counts must become per shard: that is a new format version with the
+ranges in the header.
+
 The applied index is stored in ``META`` under ``applied_index_key(group_id)``
 (``b"raft/applied/"`` + group id, 8 bytes big-endian) as 8 bytes big-endian; the runtime
 writes it with `stage_applied_index` in the same batch as the KV writes it covers, and

@@ -190,9 +190,9 @@ class RaftLogStorage:
     docstring for the layout and the stage / write / ``on_written`` protocol.
 
     Construct it on an engine that holds the group's state (recovery: reads it back), or
-    on an empty one (an empty log, as `MemoryStorage()`: a replica waiting for a snapshot)
-    ; `bootstrap` stages a brand-new group. Not thread-safe: one caller at a time, on the
-    thread that drives the group's `RawNode`.
+    on one without any (an empty log, as `MemoryStorage()`: a new replica waiting for a
+    snapshot). `bootstrap` stages a brand-new group instead. Not thread-safe: one caller
+    at a time, on the thread that drives the group's `RawNode`.
     """
 
     __slots__ = (
@@ -548,7 +548,7 @@ class RaftLogStorage:
         group = self._group_id
         if first_new <= base.last_index:
             # A conflicting suffix: the whole of it goes, so the log stays contiguous.
-            pass
+            batch.delete_range(RAFT_LOG, log_key(group, first_new), self._log_end_key)
         for entry in entries:
             batch.put(RAFT_LOG, log_key(group, entry.index), encode_entry(entry))
         added = sum(map(entry_size_bytes, entries))

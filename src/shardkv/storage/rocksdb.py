@@ -120,7 +120,7 @@ class RocksDBEngine:
             before = self._db.latest_sequence_number()
             iters = {c: self._cfs[c].iter() for c in ALL_COLUMNS}
             if self._db.latest_sequence_number() == before:
-                return RocksDBView(iters)
+                return RocksDBView(self, iters)
             del iters
         raise StorageError(
             f"no consistent view after {MAX_CONSISTENT_VIEW_ATTEMPTS} attempts: "
@@ -142,14 +142,17 @@ class RocksDBView:
     """`ConsistentView` over one iterator per column (each pinned at the same sequence
     number). Point reads seek the iterator, so a ``get`` costs a seek, not a lookup."""
 
-    __slots__ = ("_iters",)
+    __slots__ = ("_engine", "_iters")
 
-    def __init__(self, iters: dict[str, Any]) -> None:
+    def __init__(self, engine: RocksDBEngine, iters: dict[str, Any]) -> None:
+        self._engine = engine
         self._iters: dict[str, Any] | None = iters
 
     def _iter(self, column: str) -> Any:
         if self._iters is None:
             raise StorageError("consistent view is closed")
+        if self._engine._closed:
+            raise StorageError("engine is closed")
         return self._iters[column]
 
     def get(self, column: str, key: bytes) -> bytes | None:
