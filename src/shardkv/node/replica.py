@@ -1,0 +1,269 @@
+"""One Raft group hosted by this node: its RawNode, its durable log, its KV state machine,
+and the clients waiting on it.
+
+The node runtime (``shardkv.node.runtime``) drives every replica through the same steps each
+loop iteration; this module holds what is specific to one group:
+
+1. ``collect(batch)``: take the RawNode's Ready, stage the durable parts (snapshot, entries,
+   hard state) into the node's shared WriteBatch, apply committed entries to the KV state
+   machine (their writes and the applied index go into the same batch), and return a
+   :class:`ReadyWork` with everything that may only happen after the batch is durable.
+2. The runtime writes the batch and syncs it once for all groups (group commit).
+3. ``ReadyWork.finish()``: send the messages that promise durable state, answer the
+   clients whose proposals were applied, serve reads whose read index is applied, and call
+   ``advance``.
+
+Client writes are proposals (one log entry per connection group, stamped with the
+leader's time); client reads are batched into one ReadIndex request per loop iteration.
+A client is answered only after the batch holding its effects was synced.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from shardkv.core.engine import WriteBatch
+from shardkv.core.kv import KVStateMachine
+from shardkv.core.kv.proposal import decode_proposal, encode_proposal
+from shardkv.core.raft import (
+    Config,
+    EntryType,
+    Message,
+    NotLeaderError,
+    ProposalDroppedError,
+    RawNode,
+    Ready,
+    Role,
+    Storage,
+)
+from shardkv.core.resp import ErrorReply, Reply
+from shardkv.storage.kv_snapshot import stage_applied_index, stage_install
+
+ReplyCallback = Callable[[list[Reply]], None]
+
+#: Log-only commands, proposed by the node itself (never accepted from clients: the server
+#: only forwards commands found in the command table, and these names are not in it).
+#: ``expire-sweep <max_keys>``: delete expired keys, with the proposer's time.
+SWEEP_COMMAND: Final = b"\x00expire-sweep"
+#: ``announce <node id> <client host:port>``: a new leader tells every replica where
+#: clients should be sent (the address in -MOVED replies).
+ANNOUNCE_COMMAND: Final = b"\x00announce"
+SendMessages = Callable[[list[Message]], None]
+
+#: A proposal that lost its place in the log (leader change): it did not happen.
+PROPOSAL_DROPPED: Final = ErrorReply(
+    "TRYAGAIN the write was not committed because leadership changed; retry it"
+)
+#: A read whose ReadIndex round could not finish (leader change): it returned nothing.
+READ_DROPPED: Final = ErrorReply("TRYAGAIN leadership changed during the read; retry it")
+
+
+class ReplicaStorage(Storage, Protocol):
+    """What a replica needs from its durable Raft log besides the core's `Storage`."""
+
+    def stage_ready(self, ready: Ready, batch: WriteBatch) -> None:
+        """Stage the Ready's snapshot, entries and hard state into ``batch``."""
+        ...
+
+    def on_written(self) -> None:
+        """The batch holding the last ``stage_ready`` was written to the engine."""
+        ...
+
+
+@dataclass(slots=True)
+class _Waiter:
+    term: int
+    on_done: ReplyCallback
+    commands: int
+
+
+@dataclass(slots=True)
+class _PendingRead:
+    commands: list[list[bytes]]
+    on_done: ReplyCallback
+
+
+@dataclass(slots=True)
+class ReadyWork:
+    """What one replica must do once the node's batch is durable (see module docstring)."""
+
+    replica: Replica
+    ready: Ready
+    answers: list[tuple[ReplyCallback, list[Reply]]] = field(default_factory=list)
+
+    @property
+    def must_sync(self) -> bool:
+        return self.ready.must_sync
+
+    def finish(self) -> None:
+        replica = self.replica
+        if self.ready.messages_after_persist:
+            replica.send(list(self.ready.messages_after_persist))
+        for on_done, replies in self.answers:
+            on_done(replies)
+        replica.raw.advance(self.ready)
+        replica.serve_reads()
+
+
+class Replica:
+    def __init__(
+        self,
+        config: Config,
+        storage: ReplicaStorage,
+        machine: KVStateMachine,
+        rng: random.Random,
+        send: SendMessages,
+        clock_ms: Callable[[], int],
+        *,
+        max_pending_reads: int = 10_000,
+    ) -> None:
+        self.group_id = config.group_id
+        self.node_id = config.node_id
+        self.storage = storage
+        self.machine = machine
+        self.raw = RawNode(config, storage, rng)
+        self.send = send
+        self._clock_ms = clock_ms
+        self.applied_index = config.applied_index
+        self._max_pending_reads = max_pending_reads
+        self._waiters: dict[int, _Waiter] = {}
+        self._unsent_reads: list[_PendingRead] = []
+        self._reads_by_ctx: dict[bytes, list[_PendingRead]] = {}
+        self._ready_reads: list[tuple[int, list[_PendingRead]]] = []
+        self._read_seq = 0
+        #: node id -> advertised client address, learned from the log (ANNOUNCE_COMMAND).
+        self.client_addresses: dict[int, str] = {}
+
+    # -- client requests ---------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self.raw.role is Role.LEADER
+
+    @property
+    def leader_id(self) -> int:
+        return self.raw.lead
+
+    def propose(self, commands: list[list[bytes]], now_ms: int, on_done: ReplyCallback) -> None:
+        """Propose ``commands`` as one entry; ``on_done`` gets one reply per command once
+        the entry is applied and durable. Raises `NotLeaderError` (nothing proposed)."""
+        try:
+            proposed = self.raw.propose(encode_proposal(now_ms, commands))
+        except NotLeaderError:
+            raise
+        except ProposalDroppedError:
+            on_done([PROPOSAL_DROPPED] * len(commands))
+            return
+        self._waiters[proposed.last_index] = _Waiter(proposed.term, on_done, len(commands))
+
+    def read(self, commands: list[list[bytes]], on_done: ReplyCallback) -> None:
+        """Queue read-only ``commands``: they run once a ReadIndex round confirms this
+        node still leads and the state machine has applied the read index."""
+        if len(self._unsent_reads) >= self._max_pending_reads:
+            on_done([ErrorReply("TRYAGAIN too many reads waiting; retry later")] * len(commands))
+            return
+        self._unsent_reads.append(_PendingRead(commands, on_done))
+
+    def flush_reads(self) -> None:
+        """Start one ReadIndex round for every read queued since the last call."""
+        if not self._unsent_reads:
+            return
+        self._read_seq += 1
+        ctx = struct.pack(">Q", self._read_seq)
+        self._reads_by_ctx[ctx] = self._unsent_reads
+        self._unsent_reads = []
+        self.raw.read_index(ctx)
+
+    def fail_pending(self, reply: ErrorReply) -> None:
+        """Leadership was lost: fail every read still waiting on a ReadIndex round.
+        Proposals are settled by the log itself (applied, or replaced at their index)."""
+        reads = self._unsent_reads + [r for rs in self._reads_by_ctx.values() for r in rs]
+        self._unsent_reads, self._reads_by_ctx = [], {}
+        for r in reads:
+            r.on_done([reply] * len(r.commands))
+
+    # -- the Ready cycle -----------------------------------------------------------------
+
+    def collect(self, batch: WriteBatch, write_now: Callable[[WriteBatch], None]) -> ReadyWork:
+        """Step 1 of the module docstring. ``write_now`` writes (unsynced) a batch at once:
+        used when a snapshot must be in the engine before later entries apply on top."""
+        rd = self.raw.ready()
+        work = ReadyWork(self, rd)
+        if rd.messages:
+            self.send(list(rd.messages))
+        self.storage.stage_ready(rd, batch)
+        if rd.soft_state is not None and rd.soft_state.role is not Role.LEADER:
+            self.fail_pending(READ_DROPPED)
+        if rd.snapshot is not None:
+            # The snapshot's data replaces the state machine; entries after it apply on top.
+            self.install_snapshot(rd.snapshot.data, rd.snapshot.metadata.index, batch)
+            write_now(batch)
+            self.storage.on_written()
+            batch.ops.clear()
+            self.applied_index = rd.snapshot.metadata.index
+        if rd.committed_entries:
+            self._apply(rd, batch, work)
+        for rs in rd.read_states:
+            reads = self._reads_by_ctx.pop(rs.request_ctx, None)
+            if reads:
+                self._ready_reads.append((rs.index, reads))
+        return work
+
+    def install_snapshot(self, data: bytes, index: int, batch: WriteBatch) -> None:
+        """Stage the replacement of this group's KV data by a snapshot's ``data`` (taken at
+        ``index``), in the same batch as the snapshot's log metadata."""
+        stage_install(data, batch, group_id=self.group_id, applied_index=index)
+
+    def _apply(self, rd: Ready, batch: WriteBatch, work: ReadyWork) -> None:
+        machine = self.machine
+        machine.begin_batch()
+        waiters = self._waiters
+        for entry in rd.committed_entries:
+            waiter = waiters.pop(entry.index, None) if waiters else None
+            if entry.type is not EntryType.NORMAL or not entry.data:
+                replies: list[Reply] = []
+            else:
+                proposal = decode_proposal(entry.data)
+                now_ms = proposal.now_ms
+                replies = []
+                for args in proposal.commands:
+                    if args[0] == SWEEP_COMMAND:
+                        replies.append(machine.expire_sweep(now_ms, int(args[1])))
+                    elif args[0] == ANNOUNCE_COMMAND:
+                        self.client_addresses[int(args[1])] = args[2].decode()
+                        replies.append(0)
+                    else:
+                        replies.append(machine.execute(list(args), now_ms))
+            if waiter is not None:
+                if waiter.term == entry.term:
+                    work.answers.append((waiter.on_done, replies))
+                else:
+                    work.answers.append((waiter.on_done, [PROPOSAL_DROPPED] * waiter.commands))
+            self.applied_index = entry.index
+        # A waiter below the applied index whose entry never came is settled too.
+        if waiters:
+            for index in [i for i in waiters if i <= self.applied_index]:
+                w = waiters.pop(index)
+                work.answers.append((w.on_done, [PROPOSAL_DROPPED] * w.commands))
+        kv_batch = machine.finish_batch()
+        batch.extend(kv_batch)
+        stage_applied_index(self.group_id, self.applied_index, batch)
+
+    def serve_reads(self) -> None:
+        """Answer reads whose read index is applied (call after the batch is durable)."""
+        if not self._ready_reads:
+            return
+        still: list[tuple[int, list[_PendingRead]]] = []
+        for index, reads in self._ready_reads:
+            if index > self.applied_index:
+                still.append((index, reads))
+                continue
+            # Reads see expiry by this leader's clock; writes carry their proposer's stamp.
+            now_ms = self._clock_ms()
+            for r in reads:
+                r.on_done([self.machine.execute(args, now_ms) for args in r.commands])
+        self._ready_reads = still

@@ -1,0 +1,348 @@
+"""The node runtime: drives every Raft group hosted by this process on one event loop.
+
+One loop iteration (DESIGN.md section 6):
+
+1. start one ReadIndex round per group for the reads queued since the last iteration;
+2. collect a Ready from every group with work: its messages go out at once, its durable
+   parts and the KV effects of its committed entries are staged into ONE WriteBatch;
+3. write the batch, then sync it once, off the loop, for all groups (group commit);
+4. per group: send the messages that promise durable state, answer the clients whose
+   writes were applied, serve reads whose read index is applied, ``advance``.
+
+Inputs arrive between iterations: peer messages (``step``), ticks, client commands
+(``submit``). Each wakes the loop. Today one group (id 1) owns all 16384 slots; every
+structure is keyed by group id for the multi-group step that follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Final
+
+from shardkv.core.commands import CommandKind, CommandSpec, command_keys, lookup
+from shardkv.core.cluster.slots import key_slot
+from shardkv.core.engine import WriteBatch
+from shardkv.core.kv import KVStateMachine
+from shardkv.core.raft import Config, ConfState, Message, NotLeaderError, Role
+from shardkv.core.resp import ErrorReply, Reply
+from shardkv.node.replica import (
+    ANNOUNCE_COMMAND,
+    SWEEP_COMMAND,
+    ReadyWork,
+    Replica,
+    ReplyCallback,
+)
+from shardkv.observability.logging import get_logger
+from shardkv.storage import Engine
+from shardkv.storage.kv_snapshot import build_snapshot_data, read_applied_index
+from shardkv.storage.raft_log import RaftLogStorage
+
+log = get_logger(__name__)
+
+#: The one group that owns every slot until sharding arrives.
+DEFAULT_GROUP_ID: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """How this node takes part in its Raft group(s)."""
+
+    node_id: int
+    #: node id -> peer (gRPC) address of every initial member, this node included.
+    initial_members: dict[int, str]
+    #: host:port clients should be sent to for this node (-MOVED replies).
+    client_address: str
+    tick_interval_ms: int = 100
+    election_timeout_ticks: int = 10
+    heartbeat_interval_ticks: int = 1
+    #: Take a snapshot and compact the log after this many applied entries.
+    snapshot_interval_entries: int = 10_000
+    #: Entries kept behind a snapshot, so a slightly lagging follower needs no snapshot.
+    compaction_margin_entries: int = 1_000
+    max_pending_reads: int = 10_000
+
+
+@dataclass(slots=True)
+class _GroupState:
+    replica: Replica
+    storage: RaftLogStorage
+    last_snapshot_index: int = 0
+    was_leader: bool = False
+    announced_term: int = 0
+    sweep_requested: bool = False
+    pending_announce: bool = field(default=False)
+
+
+class NodeRuntime:
+    """Owns the replicas, the loop and the engine's write path in cluster mode.
+
+    ``send`` delivers messages to peers (the transport); ``step`` is called by the
+    transport for messages received. All methods run on the event loop thread.
+    """
+
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        engine: Engine,
+        executor: Executor,
+        send: Callable[[list[Message]], None],
+        *,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id
+        self._engine = engine
+        self._executor = executor
+        self._send = send
+        self._clock_ms = clock_ms
+        self._rng = rng or random.Random()
+        self._groups: dict[int, _GroupState] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._tick_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._failed: BaseException | None = None
+        self.on_fatal: Callable[[BaseException], None] = lambda exc: None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open (or bootstrap) the node's groups from the engine. Call before ``start``."""
+        group_id = DEFAULT_GROUP_ID
+        storage = RaftLogStorage(self._engine, group_id)
+        if storage.last_index() == 0 and storage.hard_state.term == 0:
+            voters = ConfState.of(list(self.settings.initial_members))
+            batch = WriteBatch()
+            storage = RaftLogStorage.bootstrap(self._engine, group_id, voters, batch)
+            self._engine.write(batch)
+            storage.on_written()
+            self._engine.sync()
+        applied = read_applied_index(self._engine, group_id)
+        s = self.settings
+        config = Config(
+            node_id=s.node_id,
+            group_id=group_id,
+            election_timeout_ticks=s.election_timeout_ticks,
+            heartbeat_interval_ticks=s.heartbeat_interval_ticks,
+            applied_index=applied,
+        )
+        replica = Replica(
+            config,
+            storage,
+            KVStateMachine(self._engine),
+            random.Random(self._rng.getrandbits(64)),
+            self._send,
+            self._clock_ms,
+            max_pending_reads=s.max_pending_reads,
+        )
+        self._groups[group_id] = _GroupState(replica, storage, last_snapshot_index=applied)
+        if len(self.settings.initial_members) == 1:
+            replica.raw.campaign()  # a one-node cluster elects itself at once
+
+    async def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run())
+        self._tick_task = asyncio.create_task(self._tick())
+        self._wake.set()
+
+    async def stop(self, transfer_timeout_s: float = 2.0) -> None:
+        """Hand leadership away (so clients see no election gap), then stop the loop."""
+        self._stopping = True
+        deadline = time.monotonic() + transfer_timeout_s
+        for g in self._groups.values():
+            raw = g.replica.raw
+            if raw.role is Role.LEADER and len(raw.conf_state().voters) > 1:
+                target = self._best_transferee(g)
+                if target:
+                    raw.transfer_leader(target)
+                    self._wake.set()
+        while time.monotonic() < deadline and any(
+            g.replica.is_leader and len(g.replica.raw.conf_state().voters) > 1
+            for g in self._groups.values()
+        ):
+            await asyncio.sleep(0.02)
+        for task in (self._tick_task, self._loop_task):
+            if task is not None:
+                task.cancel()
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def step(self, messages: list[Message]) -> None:
+        for m in messages:
+            g = self._groups.get(m.group_id)
+            if g is not None:
+                g.replica.raw.step(m)
+        self._wake.set()
+
+    def report_unreachable(self, node_id: int) -> None:
+        for g in self._groups.values():
+            g.replica.raw.report_unreachable(node_id)
+
+    def report_snapshot(self, to: int, group_id: int, ok: bool) -> None:
+        g = self._groups.get(group_id)
+        if g is not None:
+            g.replica.raw.report_snapshot(to, success=ok)
+            self._wake.set()
+
+    def submit(self, commands: list[list[bytes]], on_done: ReplyCallback) -> None:
+        """Route a connection's group of data commands (in order) to its Raft group."""
+        if self._failed is not None:
+            on_done([ErrorReply("ERR storage failure: this node stopped serving")] * len(commands))
+            return
+        replica = self._groups[DEFAULT_GROUP_ID].replica
+        if not replica.is_leader:
+            on_done([self._redirect(replica, args) for args in commands])
+            return
+        if all(_is_read(args) for args in commands):
+            replica.read(commands, on_done)
+        else:
+            try:
+                replica.propose(commands, self._clock_ms(), on_done)
+            except NotLeaderError:
+                on_done([self._redirect(replica, args) for args in commands])
+                return
+        self._wake.set()
+
+    def submit_sweep(self, max_keys: int) -> None:
+        """Leader only: propose an expiry sweep stamped with this node's time."""
+        for g in self._groups.values():
+            if g.replica.is_leader:
+                try:
+                    g.replica.propose(
+                        [[SWEEP_COMMAND, str(max_keys).encode()]], self._clock_ms(), _ignore
+                    )
+                except NotLeaderError:
+                    continue
+        self._wake.set()
+
+    # -- views -----------------------------------------------------------------------------
+
+    def replica(self, group_id: int = DEFAULT_GROUP_ID) -> Replica:
+        return self._groups[group_id].replica
+
+    def leader_client_address(self, group_id: int = DEFAULT_GROUP_ID) -> str | None:
+        replica = self._groups[group_id].replica
+        if replica.leader_id == 0:
+            return None
+        if replica.leader_id == self.node_id:
+            return self.settings.client_address
+        return replica.client_addresses.get(replica.leader_id)
+
+    def _redirect(self, replica: Replica, args: list[bytes]) -> Reply:
+        address = self.leader_client_address(replica.group_id)
+        if address is None:
+            return ErrorReply("TRYAGAIN no leader is elected for this shard yet; retry in a moment")
+        spec = lookup(args[0])
+        keys = command_keys(spec, args) if spec is not None else []
+        slot = key_slot(keys[0]) if keys else 0
+        return ErrorReply(f"MOVED {slot} {address}")
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        interval_s = self.settings.tick_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval_s)
+            for g in self._groups.values():
+                g.replica.raw.tick()
+            self._wake.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        engine = self._engine
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                works: list[ReadyWork] = []
+                batch = WriteBatch()
+                for g in self._groups.values():
+                    g.replica.flush_reads()
+                for g in self._groups.values():
+                    if g.replica.raw.has_ready():
+                        works.append(g.replica.collect(batch, self._write_now))
+                if not works:
+                    continue
+                if batch:
+                    engine.write(batch)
+                for g in self._groups.values():
+                    g.storage.on_written()
+                if any(w.must_sync for w in works):
+                    await loop.run_in_executor(self._executor, engine.sync)
+                for w in works:
+                    w.finish()
+                for g in self._groups.values():
+                    self._after_iteration(g)
+                self._wake.set()  # there may be more (advance can produce new work)
+            except Exception as exc:  # a storage or invariant failure: fail-stop
+                self._failed = exc
+                log.critical("node_runtime_failed", error=repr(exc))
+                self.on_fatal(exc)
+                return
+
+    def _write_now(self, batch: WriteBatch) -> None:
+        self._engine.write(batch)
+
+    def _after_iteration(self, g: _GroupState) -> None:
+        replica = g.replica
+        raw = replica.raw
+        if raw.role is Role.LEADER and g.announced_term != raw.term:
+            # A new leader tells every replica its client address, through the log.
+            g.announced_term = raw.term
+            address = self.settings.client_address.encode()
+            try:
+                replica.propose(
+                    [[ANNOUNCE_COMMAND, str(self.node_id).encode(), address]],
+                    self._clock_ms(),
+                    _ignore,
+                )
+            except NotLeaderError:
+                pass
+        if replica.applied_index - g.last_snapshot_index >= self.settings.snapshot_interval_entries:
+            self._snapshot(g)
+
+    def _snapshot(self, g: _GroupState) -> None:
+        """Snapshot the applied state and compact the log behind it (on the loop thread,
+        right after a write, so the view holds exactly the applied index)."""
+        replica = g.replica
+        index = replica.applied_index
+        view = self._engine.consistent_view()
+        try:
+            if read_applied_index(view, replica.group_id) != index:
+                return
+            data = build_snapshot_data(view, replica.group_id)
+        finally:
+            view.close()
+        batch = WriteBatch()
+        g.storage.stage_create_snapshot(index, replica.raw.conf_state(), data, batch)
+        compact_to = index - self.settings.compaction_margin_entries
+        if compact_to > g.storage.first_index():
+            g.storage.stage_compact(compact_to, batch)
+        self._engine.write(batch)
+        g.storage.on_written()
+        g.last_snapshot_index = index
+        log.info("snapshot_taken", group=replica.group_id, index=index, bytes=len(data))
+
+    def _best_transferee(self, g: _GroupState) -> int:
+        status = g.replica.raw.status()
+        best, best_match = 0, -1
+        for node_id, progress in status.progress.items():
+            if node_id == self.node_id or progress.is_learner:
+                continue
+            if progress.match > best_match:
+                best, best_match = node_id, progress.match
+        return best
+
+
+def _ignore(replies: list[Reply]) -> None:
+    pass
+
+
+def _is_read(args: list[bytes]) -> bool:
+    spec: CommandSpec | None = lookup(args[0])
+    return spec is not None and spec.kind is CommandKind.DATA and not spec.is_write
