@@ -102,7 +102,7 @@ async def test_writes_go_through_the_leader_and_followers_redirect(
 async def test_a_new_leader_keeps_every_acknowledged_write(
     cluster: tuple[Net, dict[int, MemoryEngine]],
 ) -> None:
-    net, engines = cluster
+    net, _engines = cluster
     leader = await wait_leader(net)
     for i in range(120):  # past the snapshot interval: compaction runs too
         assert await call(leader, b"SET", b"key%d" % i, b"%d" % i) == OK

@@ -17,6 +17,7 @@ structure is keyed by group id for the multi-group step that follows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -24,8 +25,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Final
 
-from shardkv.core.commands import CommandKind, CommandSpec, command_keys, lookup
 from shardkv.core.cluster.slots import key_slot
+from shardkv.core.commands import CommandKind, CommandSpec, command_keys, lookup
 from shardkv.core.engine import WriteBatch
 from shardkv.core.kv import KVStateMachine
 from shardkv.core.raft import Config, ConfState, Message, NotLeaderError, Role
@@ -295,14 +296,12 @@ class NodeRuntime:
             # A new leader tells every replica its client address, through the log.
             g.announced_term = raw.term
             address = self.settings.client_address.encode()
-            try:
+            with contextlib.suppress(NotLeaderError):
                 replica.propose(
                     [[ANNOUNCE_COMMAND, str(self.node_id).encode(), address]],
                     self._clock_ms(),
                     _ignore,
                 )
-            except NotLeaderError:
-                pass
         if replica.applied_index - g.last_snapshot_index >= self.settings.snapshot_interval_entries:
             self._snapshot(g)
 
