@@ -62,6 +62,19 @@ def main() -> None:
     default=None,
     help="Drop a client whose unread replies pass this. [64 MiB]",
 )
+@click.option("--node-id", type=int, default=None, help="This node's id in the cluster. [1]")
+@click.option("--peer-port", type=int, default=None, help="Port for other nodes (gRPC). [7380]")
+@click.option(
+    "--initial-cluster",
+    default=None,
+    help="Start as a member of a Raft cluster: 1=HOST:PEERPORT,2=HOST:PEERPORT,...",
+)
+@click.option(
+    "--advertise-host", default=None, help="Host clients are redirected to for this node. [--bind]"
+)
+@click.option("--peer-tls-cert", default=None, help="PEM certificate for mutual TLS between nodes.")
+@click.option("--peer-tls-key", default=None, help="PEM key for --peer-tls-cert.")
+@click.option("--peer-tls-ca", default=None, help="PEM CA that signs every node's certificate.")
 @click.option(
     "--output-stall-timeout-s",
     type=float,

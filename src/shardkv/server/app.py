@@ -28,6 +28,7 @@ from shardkv.core.resp import ErrorReply, Reply
 from shardkv.observability.logging import get_logger
 from shardkv.observability.metrics import ServerMetrics
 from shardkv.server import commands as conn_commands
+from shardkv.server.cluster import ClusterFrontend
 from shardkv.server.committer import Committer
 from shardkv.server.config import ServerConfig
 from shardkv.server.connection import ClientConnection
@@ -57,7 +58,8 @@ class Server:
         self._admin_runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._ssl: ssl.SSLContext | None = None
-        self.committer: Committer
+        self.committer: Committer | ClusterFrontend
+        self.cluster: ClusterFrontend | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -73,18 +75,25 @@ class Server:
         self._engine = await loop.run_in_executor(
             self._executor, open_engine, cfg.storage_engine, os.path.join(cfg.data_dir, "db")
         )
-        machine = KVStateMachine(self._engine)
-        self.committer = Committer(
-            machine,
-            self._engine,
-            self._executor,
-            self.metrics,
-            max_batch_commands=cfg.max_batch_commands,
-            max_pending_commands=cfg.max_pending_commands,
-            max_group_reply_bytes=cfg.output_high_water_bytes,
-            on_fatal=self._on_storage_failure,
-        )
-        self._machine = machine
+        if cfg.initial_cluster is not None:
+            self.cluster = ClusterFrontend(cfg, self._engine, self._executor)
+            self.cluster.runtime.on_fatal = self._on_storage_failure
+            await self.cluster.start()
+            self.committer = self.cluster
+            self._machine = self.cluster.runtime.replica().machine
+        else:
+            machine = KVStateMachine(self._engine)
+            self.committer = Committer(
+                machine,
+                self._engine,
+                self._executor,
+                self.metrics,
+                max_batch_commands=cfg.max_batch_commands,
+                max_pending_commands=cfg.max_pending_commands,
+                max_group_reply_bytes=cfg.output_high_water_bytes,
+                on_fatal=self._on_storage_failure,
+            )
+            self._machine = machine
         factory: Any = self._accept_tls if self._ssl is not None else self._accept_plain
         self._listener = await loop.create_server(
             factory, host=cfg.bind, port=cfg.port, backlog=cfg.backlog, reuse_address=True
@@ -145,6 +154,8 @@ class Server:
             await asyncio.wait_for(self.committer.wait_idle(), cfg.shutdown_deadline_s)
         except TimeoutError:
             log.warning("shutdown_deadline_passed", pending=self.committer.pending_commands)
+        if self.cluster is not None:
+            await self.cluster.stop()  # hands leadership to a caught-up follower first
         for conn in list(self._clients.values()):
             conn.close_for_shutdown()
         await asyncio.sleep(0)  # let transports flush the last replies
@@ -211,7 +222,7 @@ class Server:
             "proto-max-bulk-len": str(cfg.max_bulk_bytes),
             "client-query-buffer-limit": str(cfg.max_query_buffer_bytes),
             "timeout": str(int(cfg.idle_timeout_s)),
-            "cluster-enabled": "no",
+            "cluster-enabled": "yes" if self.cluster is not None else "no",
             "tls-port": str(self.port) if self._ssl is not None else "0",
         }
 
@@ -239,6 +250,7 @@ class Server:
                 "rejected_connections": str(self._rejected_connections),
                 "expired_keys": str(self.committer.expired_keys),
             },
+            "cluster": {"cluster_enabled": "1" if self.cluster is not None else "0"},
             "keyspace": {
                 "db0": f"keys={machine.key_count()},expires={machine.expires_count()},avg_ttl=0"
             }

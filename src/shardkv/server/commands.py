@@ -192,7 +192,9 @@ def readwrite(server: Server, conn: ClientConnection, args: list[bytes]) -> Repl
 
 
 def cluster(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
-    return ErrorReply("ERR This instance has cluster support disabled")
+    if server.cluster is None:
+        return ErrorReply("ERR This instance has cluster support disabled")
+    return server.cluster.cluster_command(args)
 
 
 HANDLERS: dict[str, Handler] = {
@@ -215,7 +217,7 @@ def server_info_fields(server: Server) -> dict[str, str]:
     return {
         "redis_version": REDIS_COMPAT_VERSION,
         "shardkv_version": __version__,
-        "redis_mode": "standalone",
+        "redis_mode": "cluster" if server.cluster is not None else "standalone",
         "os": f"{platform.system()} {platform.release()} {platform.machine()}",
         "arch_bits": "64",
         "process_id": str(os.getpid()),

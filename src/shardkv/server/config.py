@@ -58,6 +58,19 @@ class ServerConfig:
     expire_sweep_max_keys: int = 1000
     shutdown_deadline_s: float = 10.0
     idle_timeout_s: float = 0.0  # 0: never close idle clients (Redis's default)
+    # Cluster mode (a Raft group of processes): on when initial_cluster is set.
+    node_id: int = 1
+    peer_port: int = 7380
+    #: "1=host:peerport,2=host:peerport,..." with this node among them.
+    initial_cluster: str | None = None
+    #: host clients should use for this node in -MOVED replies (default: bind).
+    advertise_host: str | None = None
+    peer_tls_cert: str | None = None
+    peer_tls_key: str | None = None
+    peer_tls_ca: str | None = None
+    tick_interval_ms: int = 100
+    election_timeout_ticks: int = 10
+    snapshot_interval_entries: int = 10_000
 
     def __post_init__(self) -> None:
         positive = (
@@ -93,6 +106,15 @@ class ServerConfig:
             raise ConfigError("tls_cert and tls_key must be given together")
         if self.tls_ca is not None and self.tls_cert is None:
             raise ConfigError("tls_ca (client certificates) needs tls_cert and tls_key")
+        if self.initial_cluster is not None:
+            members = self.cluster_members
+            if self.node_id not in members:
+                raise ConfigError(
+                    f"node_id {self.node_id} is not in initial_cluster {self.initial_cluster!r}"
+                )
+        peer_tls = (self.peer_tls_cert, self.peer_tls_key, self.peer_tls_ca)
+        if any(x is not None for x in peer_tls) and None in peer_tls:
+            raise ConfigError("peer_tls_cert, peer_tls_key and peer_tls_ca go together")
         if self.output_high_water_bytes > self.max_output_buffer_bytes:
             raise ConfigError("output_high_water_bytes must not exceed max_output_buffer_bytes")
 
@@ -108,6 +130,28 @@ class ServerConfig:
             max_inline_bytes=self.max_inline_bytes,
             max_unparsed_bytes=self.max_query_buffer_bytes,
         )
+
+    @property
+    def cluster_members(self) -> dict[int, str]:
+        """``initial_cluster`` parsed: node id -> peer address."""
+        members: dict[int, str] = {}
+        for item in (self.initial_cluster or "").split(","):
+            if not item.strip():
+                continue
+            node, sep, address = item.strip().partition("=")
+            if not sep or not node.isdigit() or int(node) <= 0 or ":" not in address:
+                raise ConfigError(
+                    f"initial_cluster entry {item!r} is not ID=HOST:PORT (e.g. 1=127.0.0.1:7380)"
+                )
+            members[int(node)] = address
+        if self.initial_cluster is not None and not members:
+            raise ConfigError("initial_cluster lists no members")
+        return members
+
+    @property
+    def client_address(self) -> str:
+        host = self.advertise_host or self.bind
+        return f"{host}:{self.port}"
 
     @property
     def storage_thread_count(self) -> int:
