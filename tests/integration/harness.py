@@ -70,6 +70,9 @@ class ServerProcess:
         raise RuntimeError(f"server did not answer PING within {timeout_s}s:\n{self.log()}")
 
     def client(self, **kwargs: object) -> redis.Redis:
+        """A redis-py client without redis-py's own retries (tests time what the server
+        does, not the client's backoff)."""
+        kwargs.setdefault("retry", None)
         return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)  # type: ignore[arg-type]
 
     @property

@@ -41,7 +41,10 @@ from shardkv.core.raft import (
     Storage,
 )
 from shardkv.core.resp import ErrorReply, Reply
+from shardkv.observability.logging import get_logger
 from shardkv.storage.kv_snapshot import stage_applied_index, stage_install
+
+log = get_logger(__name__)
 
 ReplyCallback = Callable[[list[Reply]], None]
 
@@ -196,8 +199,13 @@ class Replica:
         if rd.messages:
             self.send(list(rd.messages))
         self.storage.stage_ready(rd, batch)
-        if rd.soft_state is not None and rd.soft_state.role is not Role.LEADER:
-            self.fail_pending(READ_DROPPED)
+        if rd.soft_state is not None:
+            log.info(
+                "raft_role_changed", group=self.group_id, role=rd.soft_state.role.name.lower(),
+                leader=rd.soft_state.lead, term=self.raw.term,
+            )
+            if rd.soft_state.role is not Role.LEADER:
+                self.fail_pending(READ_DROPPED)
         if rd.snapshot is not None:
             # The snapshot's data replaces the state machine; entries after it apply on top.
             self.install_snapshot(rd.snapshot.data, rd.snapshot.metadata.index, batch)

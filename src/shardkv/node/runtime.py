@@ -212,7 +212,8 @@ class NodeRuntime:
     def submit_sweep(self, max_keys: int) -> None:
         """Leader only: propose an expiry sweep stamped with this node's time."""
         for g in self._groups.values():
-            if g.replica.is_leader:
+            # Only when something can expire: an idle cluster writes no log entries.
+            if g.replica.is_leader and g.replica.machine.expires_count() > 0:
                 try:
                     g.replica.propose(
                         [[SWEEP_COMMAND, str(max_keys).encode()]], self._clock_ms(), _ignore

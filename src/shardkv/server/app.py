@@ -271,6 +271,7 @@ class Server:
         app = web.Application()
         app.router.add_get("/metrics", self._http_metrics)
         app.router.add_get("/healthz", self._http_health)
+        app.router.add_get("/v1/status", self._http_status)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.config.bind, self.config.admin_port, reuse_address=True)
@@ -283,6 +284,23 @@ class Server:
     async def _http_metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _http_status(self, request: web.Request) -> web.Response:
+        """This node's view of its Raft group (or of the single-node store)."""
+        body: dict[str, Any] = {"client_address": self.config.client_address}
+        if self.cluster is None:
+            body.update(node_id=self.config.node_id, role="standalone", term=0, leader=0,
+                        commit=0, applied=0)
+        else:
+            replica = self.cluster.runtime.replica()
+            st = replica.raw.status()
+            body.update(
+                node_id=st.node_id, role=st.role.name.lower(), term=st.term, leader=st.lead,
+                commit=st.commit, applied=replica.applied_index, first_index=st.first_index,
+                last_index=st.last_index, voters=list(st.conf_state.voters),
+                learners=list(st.conf_state.learners),
+            )
+        return web.json_response(body)
 
     async def _http_health(self, request: web.Request) -> web.Response:
         if self._stop.is_set():

@@ -1,0 +1,180 @@
+"""A 3-node cluster of real processes: redirects, failover within seconds, catch-up."""
+
+from __future__ import annotations
+
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from tests.integration.harness import ServerProcess, free_port
+
+
+class Cluster:
+    def __init__(self, root: Path, size: int = 3) -> None:
+        self.peer_ports = {i: free_port() for i in range(1, size + 1)}
+        members = ",".join(f"{i}=127.0.0.1:{p}" for i, p in self.peer_ports.items())
+        self.nodes: dict[int, ServerProcess] = {}
+        for i, peer in self.peer_ports.items():
+            self.nodes[i] = ServerProcess(
+                root / f"node-{i}",
+                "--node-id",
+                str(i),
+                "--peer-port",
+                str(peer),
+                "--initial-cluster",
+                members,
+            )
+
+    def start(self) -> None:
+        for node in self.nodes.values():
+            node.start(wait=False)
+        for node in self.nodes.values():
+            node.wait_ready()
+
+    def restart(self, i: int) -> None:
+        old = self.nodes[i]
+        self.nodes[i] = ServerProcess(old.data_dir, *old.extra, port=old.port)
+        self.nodes[i].admin_port = old.admin_port
+        self.nodes[i].start()
+
+    def leader(self, timeout_s: float = 10.0) -> int:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for i, node in self.nodes.items():
+                if node.proc is None or node.proc.poll() is not None:
+                    continue
+                try:
+                    slots = node.client(socket_timeout=1).execute_command("CLUSTER", "SLOTS")
+                except redis.RedisError:
+                    continue
+                if slots:
+                    port = int(slots[0][2][1])
+                    return next(j for j, n in self.nodes.items() if n.port == port)
+            time.sleep(0.05)
+        raise AssertionError("no leader")
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def test_any_node_redirects_to_the_leader_for_cluster_clients(cluster: Cluster) -> None:
+    leader = cluster.leader()
+    follower = next(i for i in cluster.nodes if i != leader)
+    plain = cluster.nodes[follower].client()
+    deadline = time.monotonic() + 10
+    while not plain.execute_command("CLUSTER", "SLOTS"):  # it learns the leader's address
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    with pytest.raises(
+        redis.exceptions.MovedError, match=f"15495 127.0.0.1:{cluster.nodes[leader].port}"
+    ):
+        plain.set("a", "b")
+    rc = RedisCluster(host="127.0.0.1", port=cluster.nodes[follower].port)
+    assert rc.set("a", "b") is True
+    assert rc.get("a") == b"b"
+    cli = subprocess.run(
+        ["redis-cli", "-c", "-p", str(cluster.nodes[follower].port), "get", "a"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert cli.stdout.strip() == "b"
+
+
+def test_writes_resume_within_3s_after_the_leader_is_killed_and_it_catches_up(
+    cluster: Cluster,
+) -> None:
+    leader = cluster.leader()
+    rc = RedisCluster(host="127.0.0.1", port=cluster.nodes[leader].port)
+    for i in range(200):
+        rc.set(f"before-{i}", i)
+    cluster.nodes[leader].stop(signal.SIGKILL)
+    killed_at = time.monotonic()
+    while True:
+        new_leader = cluster.leader(timeout_s=5)
+        if new_leader == leader:
+            continue  # the survivors have not noticed yet
+        try:
+            cluster.nodes[new_leader].client(socket_timeout=1).set("after", "failover")
+            break
+        except redis.RedisError:
+            assert time.monotonic() - killed_at < 3.0, "no write succeeded within 3 s"
+    elapsed = time.monotonic() - killed_at
+    assert elapsed < 3.0, f"first write after failover took {elapsed:.2f}s"
+    # The killed node restarts from its disk, rejoins and catches up.
+    cluster.restart(leader)
+    back = cluster.nodes[leader].client()
+    deadline = time.monotonic() + 10
+    while True:
+        status = back.execute_command("CLUSTER", "NODES").decode()
+        if "myself,slave" in status:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    new = cluster.nodes[cluster.leader()].client()
+    assert new.get("after") == b"failover"
+    assert all(new.get(f"before-{i}") == str(i).encode() for i in range(200))
+
+
+def test_cluster_up_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    base = random.randrange(20000, 40000)
+    with socket.socket() as s:  # make sure the range is free enough
+        s.bind(("127.0.0.1", base + 1))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shardkv",
+            "cluster",
+            "up",
+            "--nodes",
+            "3",
+            "--base-port",
+            str(base),
+            "--data-dir",
+            str(tmp_path / "c"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                rc = RedisCluster(host="127.0.0.1", port=base + 1, socket_timeout=2)
+                assert rc.set("k", "v")
+                assert rc.get("k") == b"v"
+                break
+            except (redis.RedisError, redis.exceptions.RedisClusterException, IndexError):
+                assert time.monotonic() < deadline, "the local cluster did not serve"
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        assert "exit codes [0, 0, 0]" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
