@@ -49,7 +49,7 @@ class Cluster:
     def leader(self, timeout_s: float = 10.0) -> int:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for i, node in self.nodes.items():
+            for node in self.nodes.values():
                 if node.proc is None or node.proc.poll() is not None:
                     continue
                 try:
