@@ -62,6 +62,12 @@ def main() -> None:
     default=None,
     help="Drop a client whose unread replies pass this. [64 MiB]",
 )
+@click.option(
+    "--enable-fault-injection",
+    is_flag=True,
+    default=None,
+    help="TESTS ONLY: lets the admin port cut this node off from its peers.",
+)
 @click.option("--node-id", type=int, default=None, help="This node's id in the cluster. [1]")
 @click.option("--peer-port", type=int, default=None, help="Port for other nodes (gRPC). [7380]")
 @click.option(

@@ -177,6 +177,13 @@ class ConnectionLost(UnknownOutcome):
     """
 
 
+class ServerUnknownOutcome(UnknownOutcome):
+    """The server itself could not tell whether the command was applied (``-UNKNOWN``
+    reply): for example a write proposed to Raft whose leader lost its quorum before the
+    entry committed. It may still be applied later.
+    """
+
+
 class UnexpectedReply(ShardKVError):
     """The server answered a typed helper (`Client.get`, ...) with a reply of the wrong
     shape, such as a string where a count belongs. The command was executed; either side is
@@ -214,6 +221,13 @@ def error_from_reply(
                 address=address,
                 command=command,
             )
+    elif code == "UNKNOWN":
+        return ServerUnknownOutcome(
+            f"{where} could not tell whether {what} was applied ({server_message}). Read the"
+            " affected keys before retrying anything that is not idempotent.",
+            address=address,
+            command=command,
+        )
     elif code == "TRYAGAIN":
         return TryAgain(
             f"{where} cannot serve {what} right now ({server_message}). The command was not"

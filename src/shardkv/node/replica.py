@@ -61,6 +61,10 @@ SendMessages = Callable[[list[Message]], None]
 PROPOSAL_DROPPED: Final = ErrorReply(
     "TRYAGAIN the write was not committed because leadership changed; retry it"
 )
+#: A proposal that did not commit in time: it may still commit, or never.
+PROPOSAL_UNKNOWN: Final = ErrorReply(
+    "UNKNOWN the write was proposed but not committed in time; it may or may not be applied"
+)
 #: A read whose ReadIndex round could not finish (leader change): it returned nothing.
 READ_DROPPED: Final = ErrorReply("TRYAGAIN leadership changed during the read; retry it")
 
@@ -82,6 +86,7 @@ class _Waiter:
     term: int
     on_done: ReplyCallback
     commands: int
+    proposed_at_s: float
 
 
 @dataclass(slots=True)
@@ -121,6 +126,7 @@ class Replica:
         rng: random.Random,
         send: SendMessages,
         clock_ms: Callable[[], int],
+        monotonic_s: Callable[[], float],
         *,
         max_pending_reads: int = 10_000,
     ) -> None:
@@ -131,6 +137,7 @@ class Replica:
         self.raw = RawNode(config, storage, rng)
         self.send = send
         self._clock_ms = clock_ms
+        self._monotonic_s = monotonic_s
         self.applied_index = config.applied_index
         self._max_pending_reads = max_pending_reads
         self._waiters: dict[int, _Waiter] = {}
@@ -161,7 +168,9 @@ class Replica:
         except ProposalDroppedError:
             on_done([PROPOSAL_DROPPED] * len(commands))
             return
-        self._waiters[proposed.last_index] = _Waiter(proposed.term, on_done, len(commands))
+        self._waiters[proposed.last_index] = _Waiter(
+            proposed.term, on_done, len(commands), self._monotonic_s()
+        )
 
     def read(self, commands: list[list[bytes]], on_done: ReplyCallback) -> None:
         """Queue read-only ``commands``: they run once a ReadIndex round confirms this
@@ -180,6 +189,16 @@ class Replica:
         self._reads_by_ctx[ctx] = self._unsent_reads
         self._unsent_reads = []
         self.raw.read_index(ctx)
+
+    def expire_waiters(self, timeout_s: float) -> None:
+        """Answer proposals older than ``timeout_s`` with an unknown outcome: their entry
+        may still commit (the leader may have lost its quorum, or leadership, mid-way)."""
+        if not self._waiters:
+            return
+        cutoff = self._monotonic_s() - timeout_s
+        for index in [i for i, w in self._waiters.items() if w.proposed_at_s < cutoff]:
+            w = self._waiters.pop(index)
+            w.on_done([PROPOSAL_UNKNOWN] * w.commands)
 
     def fail_pending(self, reply: ErrorReply) -> None:
         """Leadership was lost: fail every read still waiting on a ReadIndex round.
@@ -201,8 +220,11 @@ class Replica:
         self.storage.stage_ready(rd, batch)
         if rd.soft_state is not None:
             log.info(
-                "raft_role_changed", group=self.group_id, role=rd.soft_state.role.name.lower(),
-                leader=rd.soft_state.lead, term=self.raw.term,
+                "raft_role_changed",
+                group=self.group_id,
+                role=rd.soft_state.role.name.lower(),
+                leader=rd.soft_state.lead,
+                term=self.raw.term,
             )
             if rd.soft_state.role is not Role.LEADER:
                 self.fail_pending(READ_DROPPED)

@@ -66,6 +66,8 @@ class ClusterSettings:
     #: Entries kept behind a snapshot, so a slightly lagging follower needs no snapshot.
     compaction_margin_entries: int = 1_000
     max_pending_reads: int = 10_000
+    #: A write not committed within this is answered -UNKNOWN (it may still commit).
+    proposal_timeout_s: float = 5.0
 
 
 @dataclass(slots=True)
@@ -140,6 +142,7 @@ class NodeRuntime:
             random.Random(self._rng.getrandbits(64)),
             self._send,
             self._clock_ms,
+            time.monotonic,
             max_pending_reads=s.max_pending_reads,
         )
         self._groups[group_id] = _GroupState(replica, storage, last_snapshot_index=applied)
@@ -250,8 +253,10 @@ class NodeRuntime:
         interval_s = self.settings.tick_interval_ms / 1000
         while True:
             await asyncio.sleep(interval_s)
+            timeout_s = self.settings.proposal_timeout_s
             for g in self._groups.values():
                 g.replica.raw.tick()
+                g.replica.expire_waiters(timeout_s)
             self._wake.set()
 
     async def _run(self) -> None:

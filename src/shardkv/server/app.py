@@ -113,6 +113,8 @@ class Server:
             max_connections=cfg.max_connections,
             pid=os.getpid(),
         )
+        if cfg.enable_fault_injection:
+            log.warning("fault_injection_enabled", note="for tests only: never in production")
 
     async def run(self) -> int:
         """Serve until a signal; return the process exit status."""
@@ -272,6 +274,8 @@ class Server:
         app.router.add_get("/metrics", self._http_metrics)
         app.router.add_get("/healthz", self._http_health)
         app.router.add_get("/v1/status", self._http_status)
+        if self.config.enable_fault_injection:
+            app.router.add_post("/v1/test/partition", self._http_partition)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.config.bind, self.config.admin_port, reuse_address=True)
@@ -289,18 +293,44 @@ class Server:
         """This node's view of its Raft group (or of the single-node store)."""
         body: dict[str, Any] = {"client_address": self.config.client_address}
         if self.cluster is None:
-            body.update(node_id=self.config.node_id, role="standalone", term=0, leader=0,
-                        commit=0, applied=0)
+            body.update(
+                node_id=self.config.node_id,
+                role="standalone",
+                term=0,
+                leader=0,
+                commit=0,
+                applied=0,
+            )
         else:
             replica = self.cluster.runtime.replica()
             st = replica.raw.status()
             body.update(
-                node_id=st.node_id, role=st.role.name.lower(), term=st.term, leader=st.lead,
-                commit=st.commit, applied=replica.applied_index, first_index=st.first_index,
-                last_index=st.last_index, voters=list(st.conf_state.voters),
+                node_id=st.node_id,
+                role=st.role.name.lower(),
+                term=st.term,
+                leader=st.lead,
+                commit=st.commit,
+                applied=replica.applied_index,
+                first_index=st.first_index,
+                last_index=st.last_index,
+                voters=list(st.conf_state.voters),
                 learners=list(st.conf_state.learners),
             )
         return web.json_response(body)
+
+    async def _http_partition(self, request: web.Request) -> web.Response:
+        """Test-only: drop all traffic to and from the listed peers (``{"blocked": [2]}``;
+        an empty list heals). Exists only with --enable-fault-injection."""
+        if self.cluster is None:
+            return web.json_response({"error": "not a cluster member"}, status=409)
+        try:
+            body = await request.json()
+            blocked = {int(n) for n in body["blocked"]}
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"error": 'expected JSON {"blocked": [node ids]}'}, status=400)
+        self.cluster.transport.set_blocked(blocked)
+        log.warning("fault_injection_partition", blocked=sorted(blocked))
+        return web.json_response({"blocked": sorted(blocked)})
 
     async def _http_health(self, request: web.Request) -> web.Response:
         if self._stop.is_set():

@@ -71,6 +71,8 @@ class ServerConfig:
     tick_interval_ms: int = 100
     election_timeout_ticks: int = 10
     snapshot_interval_entries: int = 10_000
+    #: Test-only: POST /v1/test/partition on the admin port cuts this node off from peers.
+    enable_fault_injection: bool = False
 
     def __post_init__(self) -> None:
         positive = (
@@ -172,6 +174,15 @@ def _coerce(name: str, raw: Any) -> Any:
             return int(raw)
         if kind == "float":
             return float(raw)
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
         return str(raw)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name}: cannot read {raw!r} as {kind}") from exc
