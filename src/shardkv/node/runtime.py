@@ -40,7 +40,11 @@ from shardkv.node.replica import (
 )
 from shardkv.observability.logging import get_logger
 from shardkv.storage import Engine
-from shardkv.storage.kv_snapshot import build_snapshot_data, read_applied_index
+from shardkv.storage.kv_snapshot import (
+    build_snapshot_data,
+    read_applied_index,
+    stage_applied_index,
+)
 from shardkv.storage.raft_log import RaftLogStorage
 
 log = get_logger(__name__)
@@ -120,12 +124,7 @@ class NodeRuntime:
         group_id = DEFAULT_GROUP_ID
         storage = RaftLogStorage(self._engine, group_id)
         if storage.last_index() == 0 and storage.hard_state.term == 0:
-            voters = ConfState.of(list(self.settings.initial_members))
-            batch = WriteBatch()
-            storage = RaftLogStorage.bootstrap(self._engine, group_id, voters, batch)
-            self._engine.write(batch)
-            storage.on_written()
-            self._engine.sync()
+            storage = self._bootstrap(group_id)
         applied = read_applied_index(self._engine, group_id)
         s = self.settings
         config = Config(
@@ -148,6 +147,33 @@ class NodeRuntime:
         self._groups[group_id] = _GroupState(replica, storage, last_snapshot_index=applied)
         if len(self.settings.initial_members) == 1:
             replica.raw.campaign()  # a one-node cluster elects itself at once
+
+    def _bootstrap(self, group_id: int) -> RaftLogStorage:
+        """Create the group's log. Its first snapshot is the KV data already on disk: empty
+        for a new cluster, or a restored backup (``shardkv backup restore``), whose applied
+        index becomes the log's starting point on every member alike."""
+        engine = self._engine
+        boot_index = max(1, read_applied_index(engine, group_id))
+        batch = WriteBatch()
+        stage_applied_index(group_id, boot_index, batch)
+        engine.write(batch)
+        view = engine.consistent_view()
+        try:
+            data = build_snapshot_data(view, group_id)
+        finally:
+            view.close()
+        voters = ConfState.of(list(self.settings.initial_members))
+        batch = WriteBatch()
+        storage = RaftLogStorage.bootstrap(
+            engine, group_id, voters, batch, index=boot_index, data=data
+        )
+        engine.write(batch)
+        storage.on_written()
+        engine.sync()
+        log.info(
+            "raft_group_bootstrapped", group=group_id, index=boot_index, voters=list(voters.voters)
+        )
+        return storage
 
     async def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run())
@@ -211,6 +237,21 @@ class NodeRuntime:
                 on_done([self._redirect(replica, args) for args in commands])
                 return
         self._wake.set()
+
+    async def barrier(self, group_id: int = DEFAULT_GROUP_ID) -> None:
+        """Return once a ReadIndex round confirmed this node leads ``group_id`` and has
+        applied everything committed before the call. Raises `NotLeaderError`."""
+        replica = self._groups[group_id].replica
+        if not replica.is_leader:
+            raise NotLeaderError(
+                f"node {self.node_id} does not lead group {group_id}", replica.leader_id
+            )
+        fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
+        replica.read([[b"DBSIZE"]], lambda r: fut.done() or fut.set_result(r))
+        self._wake.set()
+        replies = await asyncio.wait_for(fut, self.settings.proposal_timeout_s)
+        if isinstance(replies[0], ErrorReply):
+            raise NotLeaderError(replies[0].message, replica.leader_id)
 
     def submit_sweep(self, max_keys: int) -> None:
         """Leader only: propose an expiry sweep stamped with this node's time."""

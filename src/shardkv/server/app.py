@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shardkv.core.kv import KVStateMachine
+from shardkv.core.raft import NotLeaderError
 from shardkv.core.resp import ErrorReply, Reply
 from shardkv.observability.logging import get_logger
 from shardkv.observability.metrics import ServerMetrics
@@ -34,6 +35,7 @@ from shardkv.server.config import ServerConfig
 from shardkv.server.connection import ClientConnection
 from shardkv.server.tls import TLSStream, server_context
 from shardkv.storage import Engine, open_engine
+from shardkv.storage.kv_snapshot import build_snapshot_data
 
 log = get_logger(__name__)
 
@@ -274,6 +276,7 @@ class Server:
         app.router.add_get("/metrics", self._http_metrics)
         app.router.add_get("/healthz", self._http_health)
         app.router.add_get("/v1/status", self._http_status)
+        app.router.add_post("/v1/backup", self._http_backup)
         if self.config.enable_fault_injection:
             app.router.add_post("/v1/test/partition", self._http_partition)
         runner = web.AppRunner(app, access_log=None)
@@ -288,6 +291,28 @@ class Server:
     async def _http_metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _http_backup(self, request: web.Request) -> web.Response:
+        """A consistent snapshot of the KV data (``shardkv backup create``). In a cluster,
+        only the leader answers, after a ReadIndex round: the snapshot then holds every
+        write acknowledged before the request."""
+        group_id = 1
+        if self.cluster is not None:
+            try:
+                await self.cluster.runtime.barrier(group_id)
+            except NotLeaderError:
+                return web.json_response({"error": "not the leader"}, status=409)
+        assert self._engine is not None
+        view = self._engine.consistent_view()
+        try:
+            data = build_snapshot_data(view, group_id)
+        finally:
+            view.close()
+        return web.Response(
+            body=data,
+            content_type="application/octet-stream",
+            headers={"X-ShardKV-Group": str(group_id)},
+        )
 
     async def _http_status(self, request: web.Request) -> web.Response:
         """This node's view of its Raft group (or of the single-node store)."""

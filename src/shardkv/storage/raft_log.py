@@ -239,11 +239,13 @@ class RaftLogStorage:
         *,
         index: int = 1,
         term: int = 1,
+        data: bytes = b"",
         max_cached_entries: int = DEFAULT_MAX_CACHED_ENTRIES,
         max_cached_bytes: int = DEFAULT_MAX_CACHED_BYTES,
     ) -> RaftLogStorage:
         """Stage a brand-new group, as `MemoryStorage.bootstrap`: a snapshot at
-        ``index``/``term`` carrying ``conf_state`` and empty data, and hard state
+        ``index``/``term`` carrying ``conf_state`` and ``data`` (the state machine's image
+        at ``index``, sent to replicas that join before the next snapshot), and hard state
         ``(term, no vote, commit=index)``. Returns the storage with that staged: write
         ``batch``, then call ``on_written()``. Raises `RaftUsageError` if the engine
         already holds state for ``group_id`` or if ``index``/``term`` are below 1."""
@@ -259,7 +261,7 @@ class RaftLogStorage:
             raise RaftUsageError(f"group {group_id} already has durable state")
         local = WriteBatch()
         state = storage._stage_snapshot(
-            storage._current, Snapshot(SnapshotMetadata(index, term, conf_state), b""), local
+            storage._current, Snapshot(SnapshotMetadata(index, term, conf_state), data), local
         )
         state = storage._stage_hard_state(state, HardState(term=term, vote=0, commit=index), local)
         batch.extend(local)
