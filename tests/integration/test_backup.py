@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -36,10 +37,8 @@ def test_backup_under_load_restores_every_acknowledged_write(tmp_path: Path) -> 
             c = RedisCluster(host="127.0.0.1", port=source.nodes[leader].port)
             i = 0
             while not stop.is_set():
-                try:
+                with contextlib.suppress(redis.RedisError):
                     c.set(f"during-{i}", i)
-                except redis.RedisError:
-                    pass
                 i += 1
 
         writer = threading.Thread(target=load, daemon=True)
