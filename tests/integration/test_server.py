@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -206,3 +207,24 @@ def test_admin_port_serves_health_and_prometheus_metrics(server: ServerProcess) 
         "shardkv_storage_commit_seconds_bucket",
     ):
         assert name in text, name
+
+
+def test_http_kv_api_reads_and_writes_the_same_data(server: ServerProcess) -> None:
+    base = f"http://127.0.0.1:{server.admin_port}/v1/kv"
+
+    def call(method: str, key: str, body: bytes | None = None) -> tuple[int, bytes]:
+        req = urllib.request.Request(f"{base}/{key}", data=body, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    assert call("PUT", "h1", b"\x00binary\xff") == (200, b'{"ok": true}')
+    assert call("GET", "h1") == (200, b"\x00binary\xff")
+    assert server.client().get("h1") == b"\x00binary\xff"
+    server.client().set("from-resp", "x")
+    assert call("GET", "from-resp") == (200, b"x")
+    assert call("DELETE", "h1") == (200, b'{"deleted": 1}')
+    status, body = call("GET", "h1")
+    assert status == 404 and json.loads(body)["error"] == "key not found"

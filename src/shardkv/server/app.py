@@ -277,6 +277,9 @@ class Server:
         app.router.add_get("/healthz", self._http_health)
         app.router.add_get("/v1/status", self._http_status)
         app.router.add_post("/v1/backup", self._http_backup)
+        app.router.add_get("/v1/kv/{key}", self._http_kv)
+        app.router.add_put("/v1/kv/{key}", self._http_kv)
+        app.router.add_delete("/v1/kv/{key}", self._http_kv)
         if self.config.enable_fault_injection:
             app.router.add_post("/v1/test/partition", self._http_partition)
         runner = web.AppRunner(app, access_log=None)
@@ -291,6 +294,44 @@ class Server:
     async def _http_metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _http_kv(self, request: web.Request) -> web.Response:
+        """``GET/PUT/DELETE /v1/kv/{key}``: the same commands as GET/SET/DEL over RESP, with
+        the same durability and consistency. PUT takes the raw value as its body (at most
+        ``max_bulk_bytes``); GET returns it raw. Errors are JSON ``{"error": ...}``: 404 for
+        a missing key, 421 with the leader's client address on a non-leader, 503 while no
+        leader is known."""
+        key = request.match_info["key"].encode()
+        if request.method == "PUT":
+            if request.content_length is not None and (
+                request.content_length > self.config.max_bulk_bytes
+            ):
+                return web.json_response({"error": "value larger than max_bulk_bytes"}, status=413)
+            command = [b"SET", key, await request.read()]
+        elif request.method == "DELETE":
+            command = [b"DEL", key]
+        else:
+            command = [b"GET", key]
+        fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
+        self.committer.submit([command], lambda r: fut.done() or fut.set_result(r))
+        reply = (await fut)[0]
+        if isinstance(reply, ErrorReply):
+            code = reply.message.split(" ", 1)[0]
+            status = {"MOVED": 421, "TRYAGAIN": 503, "CLUSTERDOWN": 503, "UNKNOWN": 504}.get(
+                code, 500
+            )
+            body: dict[str, Any] = {"error": reply.message}
+            if code == "MOVED":
+                body["leader"] = reply.message.rsplit(" ", 1)[-1]
+            return web.json_response(body, status=status)
+        if request.method == "GET":
+            if reply is None:
+                return web.json_response({"error": "key not found"}, status=404)
+            assert isinstance(reply, bytes)
+            return web.Response(body=reply, content_type="application/octet-stream")
+        if request.method == "DELETE":
+            return web.json_response({"deleted": reply})
+        return web.json_response({"ok": True})
 
     async def _http_backup(self, request: web.Request) -> web.Response:
         """A consistent snapshot of the KV data (``shardkv backup create``). In a cluster,
