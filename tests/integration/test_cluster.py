@@ -178,3 +178,28 @@ def test_cluster_up_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_every_node_exports_raft_metrics(cluster: Cluster) -> None:
+    import urllib.request
+
+    leader = cluster.leader()
+    cluster.nodes[leader].client().set("m", "1")
+    for i, node in cluster.nodes.items():
+        url = f"http://127.0.0.1:{node.admin_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        role = "leader" if i == leader else "follower"
+        assert f'shardkv_raft_role{{group="1",role="{role}"}} 1.0' in text
+        for name in (
+            "shardkv_raft_term",
+            "shardkv_raft_commit_index",
+            "shardkv_raft_applied_index",
+            "shardkv_raft_leader_changes_total",
+            "shardkv_raft_fsync_seconds_bucket",
+            "shardkv_peer_queue_messages",
+        ):
+            assert name in text, name
+    url = f"http://127.0.0.1:{cluster.nodes[leader].admin_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        assert "shardkv_raft_proposal_seconds_count" in resp.read().decode()

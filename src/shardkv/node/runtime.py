@@ -116,6 +116,13 @@ class NodeRuntime:
         self._stopping = False
         self._failed: BaseException | None = None
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
+        #: Observers for metrics (seconds): each group-commit sync, each applied proposal.
+        self.observe_sync_s: Callable[[float], None] = lambda seconds: None
+        self.observe_proposal_s: Callable[[float], None] = lambda seconds: None
+        self.leader_changes = 0
+        self.snapshots_taken = 0
+        self.snapshots_installed = 0
+        self.proposals = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -238,6 +245,15 @@ class NodeRuntime:
                 return
         self._wake.set()
 
+    def _timed(self, on_done: ReplyCallback) -> ReplyCallback:
+        started = time.perf_counter()
+
+        def done(replies: list[Reply]) -> None:
+            self.observe_proposal_s(time.perf_counter() - started)
+            on_done(replies)
+
+        return done
+
     async def barrier(self, group_id: int = DEFAULT_GROUP_ID) -> None:
         """Return once a ReadIndex round confirmed this node leads ``group_id`` and has
         applied everything committed before the call. Raises `NotLeaderError`."""
@@ -321,7 +337,14 @@ class NodeRuntime:
                 for g in self._groups.values():
                     g.storage.on_written()
                 if any(w.must_sync for w in works):
+                    started = time.perf_counter()
                     await loop.run_in_executor(self._executor, engine.sync)
+                    self.observe_sync_s(time.perf_counter() - started)
+                for w in works:
+                    if w.ready.soft_state is not None:
+                        self.leader_changes += 1
+                    if w.ready.snapshot is not None:
+                        self.snapshots_installed += 1
                 for w in works:
                     w.finish()
                 for g in self._groups.values():
@@ -372,6 +395,7 @@ class NodeRuntime:
         self._engine.write(batch)
         g.storage.on_written()
         g.last_snapshot_index = index
+        self.snapshots_taken += 1
         log.info("snapshot_taken", group=replica.group_id, index=index, bytes=len(data))
 
     def _best_transferee(self, g: _GroupState) -> int:

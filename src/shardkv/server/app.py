@@ -78,7 +78,7 @@ class Server:
             self._executor, open_engine, cfg.storage_engine, os.path.join(cfg.data_dir, "db")
         )
         if cfg.initial_cluster is not None:
-            self.cluster = ClusterFrontend(cfg, self._engine, self._executor)
+            self.cluster = ClusterFrontend(cfg, self._engine, self._executor, self.metrics.registry)
             self.cluster.runtime.on_fatal = self._on_storage_failure
             await self.cluster.start()
             self.committer = self.cluster

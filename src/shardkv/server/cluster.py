@@ -11,16 +11,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+from collections.abc import Iterator
 from concurrent.futures import Executor
 
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from shardkv.core.cluster.slots import SLOT_COUNT, key_slot
-from shardkv.core.raft import Message
+from shardkv.core.raft import Message, Role
 from shardkv.core.resp import ErrorReply, MapReply, Reply
 from shardkv.node.runtime import DEFAULT_GROUP_ID, ClusterSettings, NodeRuntime, ReplyCallback
 from shardkv.observability.logging import get_logger
+from shardkv.observability.metrics import LATENCY_BUCKETS_S
 from shardkv.server.config import ServerConfig
 from shardkv.storage import Engine
-from shardkv.transport import PeerTLS, PeerTransport
+from shardkv.transport import PeerTLS, PeerTransport, TransportCollector
 
 log = get_logger(__name__)
 
@@ -30,10 +36,63 @@ def redis_node_id(node_id: int) -> str:
     return hashlib.sha1(f"shardkv-node-{node_id}".encode()).hexdigest()
 
 
+class RaftCollector(Collector):
+    """Raft state at scrape time: ``shardkv_raft_*`` gauges and counters per group."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self._runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        rt = self._runtime
+        replica = rt.replica(DEFAULT_GROUP_ID)
+        st = replica.raw.status()
+        group = str(DEFAULT_GROUP_ID)
+        role = GaugeMetricFamily(
+            "shardkv_raft_role", "1 for this replica's current role.", labels=["group", "role"]
+        )
+        for r in Role:
+            role.add_metric([group, r.name.lower()], 1.0 if st.role is r else 0.0)
+        yield role
+        for name, doc, value in (
+            ("shardkv_raft_term", "Current Raft term.", st.term),
+            ("shardkv_raft_commit_index", "Highest committed log index.", st.commit),
+            ("shardkv_raft_applied_index", "Highest applied log index.", replica.applied_index),
+            ("shardkv_raft_first_index", "First log index still on disk.", st.first_index),
+            ("shardkv_raft_last_index", "Last log index on disk.", st.last_index),
+            ("shardkv_raft_leader", "Node id of the known leader (0: none).", st.lead),
+        ):
+            g = GaugeMetricFamily(name, doc, labels=["group"])
+            g.add_metric([group], float(value))
+            yield g
+        for name, doc, value in (
+            ("shardkv_raft_leader_changes", "Role or leader changes seen.", rt.leader_changes),
+            ("shardkv_raft_proposals", "Client write batches proposed.", rt.proposals),
+            (
+                "shardkv_raft_snapshots_taken",
+                "Snapshots taken (log compaction).",
+                rt.snapshots_taken,
+            ),
+            (
+                "shardkv_raft_snapshots_installed",
+                "Snapshots received and installed.",
+                rt.snapshots_installed,
+            ),
+        ):
+            c = CounterMetricFamily(name, doc, labels=["group"])
+            c.add_metric([group], float(value))
+            yield c
+
+
 class ClusterFrontend:
     """Starts and stops the transport and the runtime; answers like a committer."""
 
-    def __init__(self, config: ServerConfig, engine: Engine, executor: Executor) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        engine: Engine,
+        executor: Executor,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.config = config
         members = config.cluster_members
         self.node_id = config.node_id
@@ -62,6 +121,23 @@ class ClusterFrontend:
             rng=random.Random(),
         )
         self.expired_keys = 0
+        if registry is not None:
+            fsync = Histogram(
+                "shardkv_raft_fsync_seconds",
+                "Duration of one group-commit sync (all groups).",
+                buckets=LATENCY_BUCKETS_S,
+                registry=registry,
+            )
+            proposal = Histogram(
+                "shardkv_raft_proposal_seconds",
+                "From proposing a client write batch to answering it (committed and durable).",
+                buckets=LATENCY_BUCKETS_S,
+                registry=registry,
+            )
+            self.runtime.observe_sync_s = fsync.observe
+            self.runtime.observe_proposal_s = proposal.observe
+            registry.register(RaftCollector(self.runtime))
+            registry.register(TransportCollector(self.transport))
 
     def _send(self, messages: list[Message]) -> None:
         self.transport.send(messages)
