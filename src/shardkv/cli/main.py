@@ -68,6 +68,12 @@ def main() -> None:
     default=None,
     help="TESTS ONLY: lets the admin port cut this node off from its peers.",
 )
+@click.option(
+    "--join",
+    is_flag=True,
+    default=None,
+    help="Join an existing cluster (run `shardkv member add` for this node first).",
+)
 @click.option("--node-id", type=int, default=None, help="This node's id in the cluster. [1]")
 @click.option("--peer-port", type=int, default=None, help="Port for other nodes (gRPC). [7380]")
 @click.option(
@@ -211,3 +217,67 @@ def backup_restore(directory: str, data_dir: str) -> None:
         f"restored {len(manifest['groups'])} group(s) into {data_dir}; start the "
         "node with --initial-cluster to serve it"
     )
+
+
+@main.group()
+def member() -> None:
+    """Change a cluster's membership, one node at a time."""
+
+
+def _leader_admin(admins: str) -> str:
+    from shardkv.cli.local_cluster import fetch_status
+
+    for admin in (a.strip() for a in admins.split(",") if a.strip()):
+        st = fetch_status(admin)
+        if st is not None and st.get("role") == "leader":
+            return admin
+    raise click.ClickException(f"no leader among {admins}: is the cluster up?")
+
+
+def _admin_call(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=180) as resp:
+            result: dict[str, Any] = json.load(resp)
+            return result
+    except urllib.error.HTTPError as err:
+        raise click.ClickException(json.load(err).get("error", str(err))) from err
+    except (urllib.error.URLError, OSError) as err:
+        raise click.ClickException(f"cannot reach {url}: {err}") from err
+
+
+ADMINS_HELP = "Comma-separated admin HTTP addresses; the leader among them is used."
+DEFAULT_ADMINS = "127.0.0.1:7381,127.0.0.1:7579,127.0.0.1:7580,127.0.0.1:7581"
+
+
+@member.command("add")
+@click.option("--id", "node_id", type=int, required=True, help="The new node's id.")
+@click.option("--peer-address", required=True, help="The new node's HOST:PEERPORT.")
+@click.option("--admin", "admins", default=DEFAULT_ADMINS, show_default=True, help=ADMINS_HELP)
+def member_add(node_id: int, peer_address: str, admins: str) -> None:
+    """Add a node as a learner, then promote it to voter once it has caught up.
+
+    Start the new node first with --join and an --initial-cluster that lists the current
+    members and itself."""
+    leader = _leader_admin(admins)
+    out = _admin_call(
+        "POST", f"http://{leader}/v1/members", {"node_id": node_id, "peer_address": peer_address}
+    )
+    click.echo(f"node {node_id} is a voter; voters now {out['voters']}")
+
+
+@member.command("remove")
+@click.option("--id", "node_id", type=int, required=True, help="The node to remove.")
+@click.option("--admin", "admins", default=DEFAULT_ADMINS, show_default=True, help=ADMINS_HELP)
+def member_remove(node_id: int, admins: str) -> None:
+    """Remove a node from the cluster (then stop it)."""
+    leader = _leader_admin(admins)
+    out = _admin_call("DELETE", f"http://{leader}/v1/members/{node_id}")
+    click.echo(f"node {node_id} removed; voters now {out['voters']}")

@@ -30,6 +30,7 @@ from shardkv.core.engine import WriteBatch
 from shardkv.core.kv import KVStateMachine
 from shardkv.core.kv.proposal import decode_proposal, encode_proposal
 from shardkv.core.raft import (
+    ConfChange,
     Config,
     EntryType,
     Message,
@@ -147,6 +148,9 @@ class Replica:
         self._read_seq = 0
         #: node id -> advertised client address, learned from the log (ANNOUNCE_COMMAND).
         self.client_addresses: dict[int, str] = {}
+        #: Called on the loop thread when a membership change entry is applied (the core
+        #: applies its effect on the configuration itself, in ``advance``).
+        self.on_conf_change: Callable[[ConfChange, WriteBatch], None] = lambda c, b: None
 
     # -- client requests ---------------------------------------------------------------
 
@@ -171,6 +175,19 @@ class Replica:
         self._waiters[proposed.last_index] = _Waiter(
             proposed.term, on_done, len(commands), self._monotonic_s()
         )
+
+    def propose_conf_change(self, change: ConfChange, on_done: ReplyCallback) -> None:
+        """Propose a membership change; ``on_done`` gets ``[0]`` once it is applied, or an
+        error. Raises `NotLeaderError`; a change refused by the core (another one pending,
+        no-op, would leave no voter) gets an ``ERR`` reply."""
+        try:
+            proposed = self.raw.propose_conf_change(change)
+        except NotLeaderError:
+            raise
+        except ProposalDroppedError as exc:
+            on_done([ErrorReply(f"ERR membership change refused: {exc}")])
+            return
+        self._waiters[proposed.last_index] = _Waiter(proposed.term, on_done, 1, self._monotonic_s())
 
     def read(self, commands: list[list[bytes]], on_done: ReplyCallback) -> None:
         """Queue read-only ``commands``: they run once a ReadIndex round confirms this
@@ -254,8 +271,12 @@ class Replica:
         waiters = self._waiters
         for entry in rd.committed_entries:
             waiter = waiters.pop(entry.index, None) if waiters else None
-            if entry.type is not EntryType.NORMAL or not entry.data:
-                replies: list[Reply] = []
+            if entry.type is EntryType.CONF_CHANGE:
+                change = ConfChange.decode(entry.data)
+                self.on_conf_change(change, batch)
+                replies = [0]
+            elif not entry.data:
+                replies = []
             else:
                 proposal = decode_proposal(entry.data)
                 now_ms = proposal.now_ms

@@ -27,9 +27,17 @@ from typing import Final
 
 from shardkv.core.cluster.slots import key_slot
 from shardkv.core.commands import CommandKind, CommandSpec, command_keys, lookup
-from shardkv.core.engine import WriteBatch
+from shardkv.core.engine import META, WriteBatch
 from shardkv.core.kv import KVStateMachine
-from shardkv.core.raft import Config, ConfState, Message, NotLeaderError, Role
+from shardkv.core.raft import (
+    ConfChange,
+    ConfChangeType,
+    Config,
+    ConfState,
+    Message,
+    NotLeaderError,
+    Role,
+)
 from shardkv.core.resp import ErrorReply, Reply
 from shardkv.node.replica import (
     ANNOUNCE_COMMAND,
@@ -51,6 +59,13 @@ log = get_logger(__name__)
 
 #: The one group that owns every slot until sharding arrives.
 DEFAULT_GROUP_ID: Final = 1
+#: META keys: member node id (8 bytes) -> its peer address, kept as changes apply.
+MEMBER_PREFIX: Final = b"raft/member/"
+MEMBER_PREFIX_END: Final = b"raft/member0"
+
+
+class MembershipError(Exception):
+    """A membership change was refused or did not complete; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +85,10 @@ class ClusterSettings:
     #: Entries kept behind a snapshot, so a slightly lagging follower needs no snapshot.
     compaction_margin_entries: int = 1_000
     max_pending_reads: int = 10_000
+    #: Join an existing group (added with ``shardkv member add``) instead of creating one.
+    join: bool = False
+    #: A learner is promoted once its log is within this many entries of the commit index.
+    promote_lag_entries: int = 100
     #: A write not committed within this is answered -UNKNOWN (it may still commit).
     proposal_timeout_s: float = 5.0
 
@@ -99,6 +118,8 @@ class NodeRuntime:
         executor: Executor,
         send: Callable[[list[Message]], None],
         *,
+        add_peer: Callable[[int, str], None] = lambda node_id, address: None,
+        remove_peer: Callable[[int], None] = lambda node_id: None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         rng: random.Random | None = None,
     ) -> None:
@@ -107,6 +128,8 @@ class NodeRuntime:
         self._engine = engine
         self._executor = executor
         self._send = send
+        self.add_peer = add_peer
+        self.remove_peer = remove_peer
         self._clock_ms = clock_ms
         self._rng = rng or random.Random()
         self._groups: dict[int, _GroupState] = {}
@@ -130,7 +153,7 @@ class NodeRuntime:
         """Open (or bootstrap) the node's groups from the engine. Call before ``start``."""
         group_id = DEFAULT_GROUP_ID
         storage = RaftLogStorage(self._engine, group_id)
-        if storage.last_index() == 0 and storage.hard_state.term == 0:
+        if storage.last_index() == 0 and storage.hard_state.term == 0 and not self.settings.join:
             storage = self._bootstrap(group_id)
         applied = read_applied_index(self._engine, group_id)
         s = self.settings
@@ -151,7 +174,12 @@ class NodeRuntime:
             time.monotonic,
             max_pending_reads=s.max_pending_reads,
         )
+        replica.on_conf_change = self._on_conf_change
         self._groups[group_id] = _GroupState(replica, storage, last_snapshot_index=applied)
+        for key, value in self._engine.scan(META, MEMBER_PREFIX, MEMBER_PREFIX_END, 1000):
+            node_id = int.from_bytes(key[len(MEMBER_PREFIX) :], "big")
+            if node_id != self.node_id:
+                self.add_peer(node_id, value.decode())
         if len(self.settings.initial_members) == 1:
             replica.raw.campaign()  # a one-node cluster elects itself at once
 
@@ -244,6 +272,76 @@ class NodeRuntime:
                 on_done([self._redirect(replica, args) for args in commands])
                 return
         self._wake.set()
+
+    # -- membership ------------------------------------------------------------------------
+
+    def _on_conf_change(self, change: ConfChange, batch: WriteBatch) -> None:
+        key = MEMBER_PREFIX + change.node_id.to_bytes(8, "big")
+        if change.type is ConfChangeType.REMOVE_NODE:
+            batch.delete(META, key)
+            if change.node_id == self.node_id:
+                log.warning("this_node_removed_from_group", node_id=self.node_id)
+            else:
+                self.remove_peer(change.node_id)
+        elif change.context:
+            address = change.context.decode()
+            batch.put(META, key, change.context)
+            if change.node_id != self.node_id:
+                self.add_peer(change.node_id, address)
+        log.info(
+            "membership_changed",
+            change=change.type.name.lower(),
+            node=change.node_id,
+            address=change.context.decode(errors="replace"),
+        )
+
+    async def _propose_change(self, change: ConfChange) -> None:
+        replica = self._groups[DEFAULT_GROUP_ID].replica
+        fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
+        replica.propose_conf_change(change, lambda r: fut.done() or fut.set_result(r))
+        self._wake.set()
+        replies = await asyncio.wait_for(fut, 30)
+        if isinstance(replies[0], ErrorReply):
+            raise MembershipError(replies[0].message)
+
+    async def add_member(self, node_id: int, peer_address: str, timeout_s: float = 120) -> None:
+        """Leader only: add ``node_id`` as a learner, wait until its log has caught up, then
+        promote it to voter. Raises `NotLeaderError` or `MembershipError`."""
+        replica = self._groups[DEFAULT_GROUP_ID].replica
+        if not replica.is_leader:
+            raise NotLeaderError(f"node {self.node_id} is not the leader", replica.leader_id)
+        if node_id in replica.raw.conf_state().voters:
+            raise MembershipError(f"node {node_id} is already a voter")
+        self.add_peer(node_id, peer_address)
+        context = peer_address.encode()
+        if node_id not in replica.raw.conf_state().learners:
+            await self._propose_change(
+                ConfChange(ConfChangeType.ADD_LEARNER_NODE, node_id, context)
+            )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            st = replica.raw.status()
+            progress = st.progress.get(node_id)
+            if progress is not None and progress.match >= st.commit - (
+                self.settings.promote_lag_entries
+            ):
+                break
+            if time.monotonic() > deadline:
+                raise MembershipError(
+                    f"node {node_id} did not catch up within {timeout_s:.0f}s; it stays a "
+                    "learner (is it running with --join?)"
+                )
+            await asyncio.sleep(0.05)
+        await self._propose_change(ConfChange(ConfChangeType.ADD_NODE, node_id, context))
+
+    async def remove_member(self, node_id: int) -> None:
+        """Leader only: remove ``node_id`` (voter or learner) from the group."""
+        replica = self._groups[DEFAULT_GROUP_ID].replica
+        if not replica.is_leader:
+            raise NotLeaderError(f"node {self.node_id} is not the leader", replica.leader_id)
+        if not replica.raw.conf_state().is_member(node_id):
+            raise MembershipError(f"node {node_id} is not a member")
+        await self._propose_change(ConfChange(ConfChangeType.REMOVE_NODE, node_id))
 
     def _timed(self, on_done: ReplyCallback) -> ReplyCallback:
         started = time.perf_counter()

@@ -17,6 +17,7 @@ import signal
 import socket
 import ssl
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shardkv.core.kv import KVStateMachine
 from shardkv.core.raft import NotLeaderError
 from shardkv.core.resp import ErrorReply, Reply
+from shardkv.node.runtime import MembershipError
 from shardkv.observability.logging import get_logger
 from shardkv.observability.metrics import ServerMetrics
 from shardkv.server import commands as conn_commands
@@ -277,6 +279,8 @@ class Server:
         app.router.add_get("/healthz", self._http_health)
         app.router.add_get("/v1/status", self._http_status)
         app.router.add_post("/v1/backup", self._http_backup)
+        app.router.add_post("/v1/members", self._http_member_add)
+        app.router.add_delete("/v1/members/{node_id}", self._http_member_remove)
         app.router.add_get("/v1/kv/{key}", self._http_kv)
         app.router.add_put("/v1/kv/{key}", self._http_kv)
         app.router.add_delete("/v1/kv/{key}", self._http_kv)
@@ -294,6 +298,41 @@ class Server:
     async def _http_metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _http_member_add(self, request: web.Request) -> web.Response:
+        """``{"node_id": 4, "peer_address": "host:port"}``: add a learner, promote it once
+        caught up (``shardkv member add``). Leader only (409 elsewhere)."""
+        if self.cluster is None:
+            return web.json_response({"error": "not a cluster member"}, status=409)
+        try:
+            body = await request.json()
+            node_id, address = int(body["node_id"]), str(body["peer_address"])
+        except (ValueError, KeyError, TypeError):
+            return web.json_response(
+                {"error": 'expected JSON {"node_id": N, "peer_address": "host:port"}'},
+                status=400,
+            )
+        return await self._membership(self.cluster.runtime.add_member(node_id, address))
+
+    async def _http_member_remove(self, request: web.Request) -> web.Response:
+        if self.cluster is None:
+            return web.json_response({"error": "not a cluster member"}, status=409)
+        try:
+            node_id = int(request.match_info["node_id"])
+        except ValueError:
+            return web.json_response({"error": "node id must be an integer"}, status=400)
+        return await self._membership(self.cluster.runtime.remove_member(node_id))
+
+    async def _membership(self, change: Awaitable[None]) -> web.Response:
+        assert self.cluster is not None
+        try:
+            await change
+        except NotLeaderError as exc:
+            return web.json_response({"error": f"not the leader: {exc}"}, status=409)
+        except (MembershipError, TimeoutError) as exc:
+            return web.json_response({"error": str(exc) or "timed out"}, status=422)
+        st = self.cluster.runtime.replica().raw.conf_state()
+        return web.json_response({"voters": list(st.voters), "learners": list(st.learners)})
 
     async def _http_kv(self, request: web.Request) -> web.Response:
         """``GET/PUT/DELETE /v1/kv/{key}``: the same commands as GET/SET/DEL over RESP, with

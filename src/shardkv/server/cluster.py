@@ -104,11 +104,19 @@ class ClusterFrontend:
             tick_interval_ms=config.tick_interval_ms,
             election_timeout_ticks=config.election_timeout_ticks,
             snapshot_interval_entries=config.snapshot_interval_entries,
+            join=config.join,
         )
         tls = None
         if config.peer_tls_cert and config.peer_tls_key and config.peer_tls_ca:
             tls = PeerTLS(config.peer_tls_cert, config.peer_tls_key, config.peer_tls_ca)
-        self.runtime = NodeRuntime(settings, engine, executor, self._send)
+        self.runtime = NodeRuntime(
+            settings,
+            engine,
+            executor,
+            self._send,
+            add_peer=lambda node_id, address: self.transport.add_peer(node_id, address),
+            remove_peer=lambda node_id: self.transport.remove_peer(node_id),
+        )
         self.transport = PeerTransport(
             config.node_id,
             f"{config.bind}:{config.peer_port}",

@@ -71,6 +71,8 @@ class ServerConfig:
     tick_interval_ms: int = 100
     election_timeout_ticks: int = 10
     snapshot_interval_entries: int = 10_000
+    #: Join an existing cluster (after `shardkv member add`) instead of bootstrapping one.
+    join: bool = False
     #: Test-only: POST /v1/test/partition on the admin port cuts this node off from peers.
     enable_fault_injection: bool = False
 
