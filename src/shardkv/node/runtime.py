@@ -254,16 +254,27 @@ class NodeRuntime:
             g.replica.raw.report_snapshot(to, success=ok)
             self._wake.set()
 
-    def submit(self, commands: list[list[bytes]], on_done: ReplyCallback) -> None:
-        """Route a connection's group of data commands (in order) to its Raft group."""
+    def submit(
+        self, commands: list[list[bytes]], on_done: ReplyCallback, *, allow_stale: bool = False
+    ) -> None:
+        """Route a connection's group of data commands (in order) to its Raft group.
+
+        ``allow_stale`` (a connection that sent READONLY, as in Redis Cluster): a group of
+        reads on a follower is served from this replica's state at once, possibly behind
+        the leader; writes are still redirected."""
         if self._failed is not None:
             on_done([ErrorReply("ERR storage failure: this node stopped serving")] * len(commands))
             return
         replica = self._groups[DEFAULT_GROUP_ID].replica
+        all_reads = all(_is_read(args) for args in commands)
         if not replica.is_leader:
+            if allow_stale and all_reads:
+                now_ms = self._clock_ms()
+                on_done([replica.machine.execute(args, now_ms) for args in commands])
+                return
             on_done([self._redirect(replica, args) for args in commands])
             return
-        if all(_is_read(args) for args in commands):
+        if all_reads:
             replica.read(commands, on_done)
         else:
             try:

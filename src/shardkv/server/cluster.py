@@ -171,8 +171,10 @@ class ClusterFrontend:
     def pending_commands(self) -> int:
         return 0
 
-    def submit(self, commands: list[list[bytes]], on_done: ReplyCallback) -> None:
-        self.runtime.submit(commands, on_done)
+    def submit(
+        self, commands: list[list[bytes]], on_done: ReplyCallback, *, allow_stale: bool = False
+    ) -> None:
+        self.runtime.submit(commands, on_done, allow_stale=allow_stale)
 
     def submit_sweep(self, max_keys: int) -> None:
         self.runtime.submit_sweep(max_keys)

@@ -99,14 +99,17 @@ class Committer:
     def pending_commands(self) -> int:
         return self._pending_commands
 
-    def submit(self, commands: list[list[bytes]], on_done: ReplyCallback) -> None:
+    def submit(
+        self, commands: list[list[bytes]], on_done: ReplyCallback, *, allow_stale: bool = False
+    ) -> None:
         """Queue ``commands`` (data commands only) to be applied in order; ``on_done`` gets
         the replies, on the loop thread, once they are safe to show.
 
         ``on_done`` may get fewer replies than commands: once a group's replies pass
         ``max_group_reply_bytes`` the rest of the group is not run, so that one pipeline of
         large GETs cannot fill memory with replies. The caller submits the rest later (after
-        its client read the first replies)."""
+        its client read the first replies). ``allow_stale`` changes nothing on one node: every
+        read is current."""
         if self._failed is not None:
             on_done([STORAGE_FAILURE] * len(commands))
             return

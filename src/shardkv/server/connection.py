@@ -219,7 +219,7 @@ class ClientConnection(asyncio.Protocol):
             if not self._in_process and not self._closing:
                 self._process()
 
-        self.server.committer.submit(group, done)
+        self.server.committer.submit(group, done, allow_stale=self.readonly)
 
     def _write(self, out: bytearray) -> None:
         if self._closing or self._transport is None:
