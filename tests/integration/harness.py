@@ -23,11 +23,18 @@ def free_port() -> int:
 class ServerProcess:
     """One ``shardkv server`` subprocess. Use as a context manager or call ``stop()``."""
 
-    def __init__(self, data_dir: Path, *extra: str, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *extra: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.admin_port = free_port()
         self.extra = list(extra)
+        self.env = dict(env or {})
         self.log_path = data_dir.parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -49,7 +56,9 @@ class ServerProcess:
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+        )
         if wait:
             self.wait_ready(timeout_s)
         return self

@@ -39,6 +39,7 @@ from shardkv.core.raft import (
     Role,
 )
 from shardkv.core.resp import ErrorReply, Reply
+from shardkv.node import crashpoints
 from shardkv.node.replica import (
     ANNOUNCE_COMMAND,
     SWEEP_COMMAND,
@@ -211,6 +212,8 @@ class NodeRuntime:
         return storage
 
     async def start(self) -> None:
+        if crashpoints.armed():
+            log.warning("crash_point_armed", point=crashpoints.armed(), note="tests only")
         self._loop_task = asyncio.create_task(self._run())
         self._tick_task = asyncio.create_task(self._tick())
         self._wake.set()
@@ -445,15 +448,21 @@ class NodeRuntime:
                     engine.write(batch)
                 for g in self._groups.values():
                     g.storage.on_written()
+                crashpoints.reached("after_write_before_sync")
                 if any(w.must_sync for w in works):
                     started = time.perf_counter()
                     await loop.run_in_executor(self._executor, engine.sync)
                     self.observe_sync_s(time.perf_counter() - started)
+                crashpoints.reached("after_sync_before_reply")
                 for w in works:
                     if w.ready.soft_state is not None:
                         self.leader_changes += 1
                     if w.ready.snapshot is not None:
                         self.snapshots_installed += 1
+                        # An installed snapshot is this replica's newest: none to take now.
+                        self._groups[w.replica.group_id].last_snapshot_index = (
+                            w.ready.snapshot.metadata.index
+                        )
                 for w in works:
                     w.finish()
                 for g in self._groups.values():
@@ -467,6 +476,7 @@ class NodeRuntime:
 
     def _write_now(self, batch: WriteBatch) -> None:
         self._engine.write(batch)
+        crashpoints.reached("snapshot_install")
 
     def _after_iteration(self, g: _GroupState) -> None:
         replica = g.replica
@@ -489,6 +499,9 @@ class NodeRuntime:
         right after a write, so the view holds exactly the applied index)."""
         replica = g.replica
         index = replica.applied_index
+        if index <= g.storage.snapshot_index:
+            g.last_snapshot_index = index
+            return
         view = self._engine.consistent_view()
         try:
             if read_applied_index(view, replica.group_id) != index:
@@ -502,6 +515,7 @@ class NodeRuntime:
         if compact_to > g.storage.first_index():
             g.storage.stage_compact(compact_to, batch)
         self._engine.write(batch)
+        crashpoints.reached("compaction")
         g.storage.on_written()
         g.last_snapshot_index = index
         self.snapshots_taken += 1

@@ -104,6 +104,7 @@ class ClusterFrontend:
             tick_interval_ms=config.tick_interval_ms,
             election_timeout_ticks=config.election_timeout_ticks,
             snapshot_interval_entries=config.snapshot_interval_entries,
+            compaction_margin_entries=config.compaction_margin_entries,
             join=config.join,
         )
         tls = None

@@ -71,6 +71,7 @@ class ServerConfig:
     tick_interval_ms: int = 100
     election_timeout_ticks: int = 10
     snapshot_interval_entries: int = 10_000
+    compaction_margin_entries: int = 1_000
     #: Join an existing cluster (after `shardkv member add`) instead of bootstrapping one.
     join: bool = False
     #: Test-only: POST /v1/test/partition on the admin port cuts this node off from peers.

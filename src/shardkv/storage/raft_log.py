@@ -326,6 +326,12 @@ class RaftLogStorage:
     # -- inspection -----------------------------------------------------------------------
 
     @property
+    def snapshot_index(self) -> int:
+        """Index of the newest snapshot written (0: none), without reading its data."""
+        index: int = self._current.snapshot.index
+        return index
+
+    @property
     def group_id(self) -> int:
         return self._group_id
 
