@@ -234,3 +234,29 @@ def test_sigterm_on_the_leader_hands_leadership_over_without_an_election_gap(
     cluster.nodes[new].client().set("after-handover", "1")
     # Leadership moved by transfer, not by an election timeout (1-2 s).
     assert time.monotonic() - stopped_at < 1.5
+
+
+def test_a_standalone_node_grows_into_a_cluster_with_its_data(tmp_path: Path) -> None:
+    data = tmp_path / "node-1"
+    with ServerProcess(data) as standalone:
+        standalone.client().mset({f"k{i}": i for i in range(100)})
+        port = standalone.port
+    peer = free_port()
+    grown = ServerProcess(
+        data,
+        "--node-id",
+        "1",
+        "--peer-port",
+        str(peer),
+        "--initial-cluster",
+        f"1=127.0.0.1:{peer}",
+        port=port,
+    )
+    with grown:
+        c = grown.client()
+        deadline = time.monotonic() + 10
+        while not c.execute_command("CLUSTER", "SLOTS"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert c.get("k99") == b"99" and c.dbsize() == 100
+        assert c.set("new", "1")
