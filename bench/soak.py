@@ -18,8 +18,11 @@ and open-fd counts, the size of its RocksDB directory, and its Raft view from
 ``/v1/status`` (role, applied, first/last log index). The slope is fitted over the samples
 taken at or after ``--warmup-s``.
 
-What is missing (see bench/soak.sh's header): tracemalloc's top growth sites. The server
-has no endpoint that reports them, so this reports RSS only.
+At the end of the warm-up every node starts tracing allocations
+(``POST /v1/debug/tracemalloc/baseline`` on its admin port); at the end the top growth
+sites since then (``GET /v1/debug/tracemalloc/top``) are printed per node and saved as
+``tracemalloc-<node>.json``. Tracing slows the nodes, so the load after warm-up is lighter
+than an untraced run's.
 """
 
 from __future__ import annotations
@@ -260,6 +263,16 @@ class LoadClient(threading.Thread):
 # -- the run ------------------------------------------------------------------------------
 
 
+def admin_call(node: Node, method: str, path: str) -> object:
+    """JSON from a node's admin port, or None if it does not answer."""
+    req = urllib.request.Request(f"http://127.0.0.1:{node.admin_port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.load(resp)
+    except (OSError, ValueError):
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     nodes = [Node.parse(text) for text in args.node]
     out = Path(args.out)
@@ -293,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
             writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
             writer.writeheader()
             next_sample = started
+            traced = False
             while True:
                 elapsed_s = time.monotonic() - started
                 ops = sum(c.stats.ops for c in clients)
@@ -308,6 +322,10 @@ def run(args: argparse.Namespace) -> int:
                 if dead:
                     print(f"soak: node(s) {sorted(dead)} exited; stopping", file=sys.stderr)
                     break
+                if not traced and elapsed_s >= args.warmup_s:
+                    traced = True
+                    for node in nodes:
+                        admin_call(node, "POST", "/v1/debug/tracemalloc/baseline")
                 if elapsed_s >= args.duration_s:
                     break
                 next_sample += args.sample_s
@@ -328,6 +346,16 @@ def run(args: argparse.Namespace) -> int:
         f"errors {dict(error_kinds) or 0}"
     )
     fits = report(read_samples(csv_path), args.warmup_s)
+    for node in nodes:
+        top = admin_call(node, "GET", "/v1/debug/tracemalloc/top?n=15")
+        if not isinstance(top, list):
+            continue
+        (out / f"tracemalloc-{node.node_id}.json").write_text(json.dumps(top, indent=2))
+        print(f"\nnode {node.node_id}: top allocation growth since the warm-up (tracemalloc)")
+        for site in top[:15]:
+            print(
+                f"  {site['size_diff_kib']:>10.1f} KiB {site['count_diff']:>+8d}  {site['where']}"
+            )
     if dead:
         return 1
     if args.max_slope_kib_per_min is not None and any(

@@ -23,13 +23,9 @@
 # column shows when data reaches SST files). Check `uptime` first: other heavy work on
 # the machine distorts the load, not the memory.
 #
-# Missing: tracemalloc's top growth sites. The nodes could run with PYTHONTRACEMALLOC=25,
-# but a server dumps nothing by itself, and it has no endpoint to ask. Needed (lead,
-# src/shardkv/server/app.py), e.g.: POST /v1/debug/tracemalloc/baseline (start tracing
-# if off, keep a snapshot) and GET /v1/debug/tracemalloc/top?n=25 (statistics grouped by
-# traceback line, compared to the baseline: size_diff, count_diff). This script would
-# call the first at the end of the warm-up and the second at the end. Until then it
-# reports RSS only (plus threads, open fds and db size per node, to spot other leaks).
+# tracemalloc: at the end of the warm-up every node starts tracing allocations (admin
+# endpoint /v1/debug/tracemalloc/baseline); at the end the top growth sites per node are
+# printed and saved as tracemalloc-<node>.json beside rss.csv.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)

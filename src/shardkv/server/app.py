@@ -17,6 +17,7 @@ import signal
 import socket
 import ssl
 import time
+import tracemalloc
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -62,6 +63,7 @@ class Server:
         self._admin_runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._ssl: ssl.SSLContext | None = None
+        self._tracemalloc_baseline: tracemalloc.Snapshot | None = None
         self.committer: Committer | ClusterFrontend
         self.cluster: ClusterFrontend | None = None
 
@@ -279,6 +281,8 @@ class Server:
         app.router.add_get("/healthz", self._http_health)
         app.router.add_get("/v1/status", self._http_status)
         app.router.add_post("/v1/backup", self._http_backup)
+        app.router.add_post("/v1/debug/tracemalloc/baseline", self._http_tracemalloc_baseline)
+        app.router.add_get("/v1/debug/tracemalloc/top", self._http_tracemalloc_top)
         app.router.add_post("/v1/members", self._http_member_add)
         app.router.add_delete("/v1/members/{node_id}", self._http_member_remove)
         app.router.add_get("/v1/kv/{key}", self._http_kv)
@@ -298,6 +302,38 @@ class Server:
     async def _http_metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _http_tracemalloc_baseline(self, request: web.Request) -> web.Response:
+        """Start tracing allocations (25 frames) if off, and remember a baseline snapshot.
+        Tracing slows the server: for soak runs, not production."""
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(25)
+        self._tracemalloc_baseline = tracemalloc.take_snapshot()
+        return web.json_response({"tracing": True})
+
+    async def _http_tracemalloc_top(self, request: web.Request) -> web.Response:
+        """The allocation sites that grew most since the baseline, by source line."""
+        if self._tracemalloc_baseline is None:
+            return web.json_response({"error": "POST .../baseline first"}, status=409)
+        try:
+            n = max(1, min(200, int(request.query.get("n", "25"))))
+        except ValueError:
+            return web.json_response({"error": "n must be an integer"}, status=400)
+        now = tracemalloc.take_snapshot().filter_traces(
+            (tracemalloc.Filter(False, tracemalloc.__file__),)
+        )
+        stats = now.compare_to(self._tracemalloc_baseline, "lineno")[:n]
+        return web.json_response(
+            [
+                {
+                    "where": str(st.traceback[0]),
+                    "size_diff_kib": round(st.size_diff / 1024, 1),
+                    "size_kib": round(st.size / 1024, 1),
+                    "count_diff": st.count_diff,
+                }
+                for st in stats
+            ]
+        )
 
     async def _http_member_add(self, request: web.Request) -> web.Response:
         """``{"node_id": 4, "peer_address": "host:port"}``: add a learner, promote it once
