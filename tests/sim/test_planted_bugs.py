@@ -4,11 +4,12 @@ Each test plants a classic bug into the real core by monkeypatching one function
 seeds until the simulator reports a violation. If one of these starts passing silently,
 the simulator (or its invariants) has gone blind to that class of bug.
 
-Not planted: counting replicas of an earlier term's entry toward commit (Raft figure 8).
-The simulator's invariants do catch it (leader completeness / state machine safety) but the
-interleaving it needs (three leaders, a follower acknowledging the old entry without the
-new leader's first entry, then that leader dying at once) shows up only about once in
-several hundred seeds of a crash-heavy profile: too rare for a bounded CI test.
+Counting replicas of an earlier term's entry toward commit (Raft figure 8) is caught by
+the leader commit rule as soon as a leader commits such an entry. Its end-to-end damage (a
+later leader overwriting the entry) needs three leaders, a follower acknowledging the old
+entry without the new leader's first entry, and that leader dying at once; leader
+completeness and state machine safety catch that too, but it shows up only about once in
+several hundred seeds of a crash-heavy profile, too rarely for a bounded CI test.
 """
 
 from __future__ import annotations
@@ -75,6 +76,19 @@ def _plant_vote_without_log_check(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(raft_log.RaftLog, "is_up_to_date", lambda self, index, term: True)
 
 
+def _plant_commit_earlier_term(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leader commits whatever index a quorum holds, even an entry of an earlier term
+    (Raft section 5.4.2, figure 8)."""
+
+    def maybe_commit(self: raft_log.RaftLog, index: int, term: int) -> bool:
+        if index > self.committed:
+            self.committed = index
+            return True
+        return False
+
+    monkeypatch.setattr(raft_log.RaftLog, "maybe_commit", maybe_commit)
+
+
 def _plant_keep_conflicting_entries(monkeypatch: pytest.MonkeyPatch) -> None:
     """A follower appends only what lies beyond its last index and keeps its own entries
     where the leader's differ in term (no truncation of a conflicting suffix)."""
@@ -99,6 +113,10 @@ PLANTED_BUGS: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], tuple[str, .
     "read_index_before_first_commit": (
         _plant_read_index_before_first_commit,
         ("linearizability",),
+    ),
+    "commit_earlier_term": (
+        _plant_commit_earlier_term,
+        ("leader commit rule", "leader completeness", "state machine safety"),
     ),
     "keep_conflicting_entries": (
         _plant_keep_conflicting_entries,

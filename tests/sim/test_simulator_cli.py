@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from shardkv.core.raft import log as raft_log
+from shardkv.sim import cluster
 from shardkv.sim.__main__ import main
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -47,6 +50,25 @@ def test_verbose_replay_prints_a_trace(capsys: pytest.CaptureFixture[str]) -> No
 def test_check_determinism(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--seed", "2", "--check-determinism"]) == 0
     assert "seed 2: deterministic" in capsys.readouterr().out
+
+
+def test_check_determinism_reports_a_deterministic_failure_as_deterministic(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(raft_log.RaftLog, "is_up_to_date", lambda self, index, term: True)
+    assert main(["--seed", "1", "--check-determinism"]) == 0
+    out = capsys.readouterr().out
+    assert "seed 1: deterministic" in out and "FAILED" in out
+
+
+def test_check_determinism_catches_a_nondeterministic_run(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Leak state between runs: every stream is seeded from a process-wide counter.
+    calls = itertools.count()
+    monkeypatch.setattr(cluster, "derive_rng", lambda seed, purpose: random.Random(next(calls)))
+    assert main(["--seed", "2", "--check-determinism"]) == 1
+    assert "NOT deterministic" in capsys.readouterr().out
 
 
 def test_bad_usage_exits_with_status_2() -> None:

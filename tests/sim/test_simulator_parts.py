@@ -21,6 +21,7 @@ from shardkv.core.raft import (
 )
 from shardkv.sim.disk import SimDisk, clone_storage
 from shardkv.sim.invariants import InvariantChecker, InvariantViolation
+from shardkv.sim.linearizability import KvInput, Operation, kv_model
 from shardkv.sim.network import (
     DROP_OVERFLOW,
     DROP_PARTITION,
@@ -30,6 +31,7 @@ from shardkv.sim.network import (
     Network,
 )
 from shardkv.sim.state_machine import Command, KvStateMachine
+from shardkv.sim.witness import witness_problem
 
 # -- network --------------------------------------------------------------------------------
 
@@ -370,6 +372,8 @@ def test_acknowledgements_must_be_covered_by_synced_state() -> None:
         checker.check_message_durable(1, _message(MessageType.APP_RESP, term=5, index=8), synced, 7)
     with pytest.raises(InvariantViolation, match="durable before acknowledged"):
         checker.check_message_durable(1, _message(MessageType.APP_RESP, term=6, index=1), synced, 7)
+    # Queued at term 5, released after a term-6 leader truncated the entries: stale, allowed.
+    checker.check_message_durable(1, ack, HardState(6, 0, 3), durable_last_index=6)
 
 
 def test_vote_grants_must_be_covered_by_synced_state() -> None:
@@ -381,3 +385,37 @@ def test_vote_grants_must_be_covered_by_synced_state() -> None:
         checker.check_message_durable(1, grant, HardState(5, 0, 0), durable_last_index=0)
     with pytest.raises(InvariantViolation, match="durable before acknowledged"):
         checker.check_message_durable(1, grant, HardState(4, 2, 0), durable_last_index=0)
+
+
+def test_a_leader_commits_only_entries_of_its_own_term() -> None:
+    checker = _checker()
+    checker.check_leader_commit(1, term=4, commit=9, entry_term=4)
+    with pytest.raises(InvariantViolation, match="leader commit rule"):
+        checker.check_leader_commit(1, term=4, commit=10, entry_term=3)
+
+
+# -- witness --------------------------------------------------------------------------------
+
+
+def _op(call: int, ret: int, op: str, value: str | None = None, output: object = None) -> Operation:
+    return Operation(1, KvInput(op, "k", value), output, call, ret)
+
+
+def test_a_valid_witness_proves_a_history_linearizable() -> None:
+    # Two concurrent appends; the read saw them in the order the log chose.
+    history = [_op(1, 10, "append", "a"), _op(2, 9, "append", "b"), _op(11, 12, "get", None, "ba")]
+    positions = [(3, 0, 1), (2, 0, 2), (3, 1, 11)]
+    assert witness_problem(kv_model, history, positions) == ""
+
+
+def test_a_witness_must_respect_real_time_and_the_model() -> None:
+    write = _op(1, 2, "put", "x")
+    stale_read = _op(3, 4, "get", None, "")
+    # Placing the read before the write contradicts real time (the write returned first).
+    assert "returned before" in witness_problem(
+        kv_model, [write, stale_read], [(2, 0, 1), (1, 1, 3)]
+    )
+    # Placing it after contradicts the model (it should have seen "x").
+    assert "impossible" in witness_problem(kv_model, [write, stale_read], [(2, 0, 1), (2, 1, 3)])
+    with pytest.raises(ValueError):
+        witness_problem(kv_model, [write], [])

@@ -6,8 +6,8 @@
     python -m shardkv.sim --seed S --check-determinism
                                                     run a seed twice, compare the traces
 
-Exit status: 0 when every seed passed (and, with --check-determinism, both runs matched);
-1 otherwise; 2 on bad usage.
+Exit status: 0 when every seed passed (with --check-determinism: when both runs produced
+the same trace, whatever their outcome); 1 otherwise; 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def _summary(result: SimResult) -> str:
         f"{st.max_term}), crashes {st.crashes}, pauses {st.pauses}, partitions {st.partitions}, "
         f"conf changes {st.conf_changes_proposed}, snapshots {st.snapshots_created} created / "
         f"{st.snapshots_installed} installed, commit {st.commit_index}; ops ok {st.ops_ok} "
-        f"unknown {st.ops_unknown} failed {st.ops_failed}; history {result.history_size} ops, "
+        f"unknown {st.ops_unknown} (applied {st.unknown_applied}, never applied "
+        f"{st.unknown_never_applied}) failed {st.ops_failed}; history {result.history_size} ops, "
         f"linearizability {result.linearizability}; converged after {st.liveness_ticks} ticks; "
         f"network: {result.network_stats}; fingerprint {result.fingerprint}"
     )
@@ -98,11 +99,13 @@ def _check_determinism(seed: int) -> int:
             print(f"traces differ in length: {len(first.trace)} vs {len(second.trace)} lines")
         print(f"seed {seed}: NOT deterministic")
         return 1
+    # The exit status answers only "is it deterministic?": a failing seed that fails the
+    # same way twice is deterministic (and replayable), which is what this mode checks.
     print(
         f"seed {seed}: deterministic ({len(first.trace)} trace lines, fingerprint "
-        f"{first.fingerprint}, run {'ok' if first.ok else 'FAILED'})"
+        f"{first.fingerprint}, run {'ok' if first.ok else 'FAILED: ' + str(first.failure)})"
     )
-    return 0 if first.ok else 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,7 @@ Owns: the virtual clock (a tick count), simulated nodes running the unmodified
 ``shardkv.core.raft.RawNode`` through the `Ready` contract against a `SimDisk`, the
 simulated `Network`, the fault scheduler, simulated clients with their recorded history,
 and the run's two phases. It never reads the wall clock for anything that affects the run
-(the linearizability checker's timeout only decides whether an inconclusive check gives up)
+(the exhaustive linearizability check's timeout only decides whether it gives up)
 and never uses global randomness: one seed derives every ``random.Random`` (network,
 faults, clients, disks, and one per node incarnation for election timeouts), so a seed
 replays exactly.
@@ -19,7 +19,14 @@ A run (TigerBeetle's VOPR shape):
 2. Liveness phase: the network heals, every node restarts or resumes, clients stop. Within
    ``liveness_bound_ticks`` a leader must be elected, commit a new entry, and every live
    member must apply the same log and hold the same state.
-3. The client history is checked for linearizability.
+3. The client history is checked for linearizability: writes with unknown outcome are
+   resolved with the simulator's knowledge (see `Cluster.finish_history`), the exhaustive
+   checker runs first, and if it gives up, the order the system chose is checked as a
+   witness (`witness`).
+
+Faults are drawn per tick, and also at the points where they hurt most (a crash between a
+Ready's write and its sync, right after a leader commits, right after one is elected); a
+crash also loses what the machine sent in the same tick.
 
 How a node drives its core (what `node/replica.py` does for real): every tick it ticks the
 core, steps delivered messages, and when a `Ready` is available it sends ``messages`` at
@@ -75,6 +82,7 @@ from shardkv.sim.linearizability import (
 )
 from shardkv.sim.network import DROP_PARTITION, Envelope, FaultSettings, Network
 from shardkv.sim.state_machine import Command, KvStateMachine
+from shardkv.sim.witness import Position, witness_problem
 
 GROUP_ID: Final = 1
 MAX_READY_ROUNDS_PER_TICK: Final = 8
@@ -85,10 +93,14 @@ MAX_EXTRA_NODES: Final = 6
 """Bound on nodes added by membership changes over one run."""
 INVARIANT_SWEEP_INTERVAL_TICKS: Final = 10
 """How often every core's own `check_invariants` runs."""
-LINEARIZABILITY_TIMEOUT_S: Final = 10.0
-"""Wall-clock budget of the history check; past it the verdict is "inconclusive"."""
+LINEARIZABILITY_TIMEOUT_S: Final = 3.0
+"""Wall-clock budget of the exhaustive history check; past it the simulator checks the
+order the system chose instead (see `witness`)."""
+UNPLACED: Final = 1 << 62
+"""Witness position of an operation whose place in the log is unknown."""
 
 _LEADER = Role.LEADER
+_NORMAL = EntryType.NORMAL
 _SNAP = MessageType.SNAP
 _APP_RESP = MessageType.APP_RESP
 _VOTE_RESP = MessageType.VOTE_RESP
@@ -229,6 +241,7 @@ class SimNode:
         "down_until",
         "inbox",
         "incarnation",
+        "leader_commit_floor",
         "leader_term_seen",
         "node_id",
         "outstanding",
@@ -257,6 +270,9 @@ class SimNode:
         self.outstanding_synced = False
         self.sync_due_tick = 0
         self.leader_term_seen = -1
+        # Commit index when it last became leader (leader_term_seen): advances beyond it
+        # are the leader's own commits.
+        self.leader_commit_floor = 0
         # Proposed index -> client op waiting for it to be applied here.
         self.pending_writes: dict[int, _PendingOp] = {}
         # ReadIndex context -> client op waiting for its ReadState / apply.
@@ -286,6 +302,8 @@ class SimStats:
     lost_writes: int = 0
     ops_ok: int = 0
     ops_unknown: int = 0
+    unknown_applied: int = 0
+    unknown_never_applied: int = 0
     ops_failed: int = 0
     liveness_ticks: int = 0
     max_term: int = 0
@@ -343,6 +361,13 @@ class Cluster:
         self.in_fault_phase = True
         self.clients_active = True
         self.history: list[Operation] = []
+        # Writes whose client never learned the outcome, resolved by `finish_history`.
+        self._unknown_writes: list[_PendingOp] = []
+        # Command data -> (event time, log index) of its first apply on any node.
+        self._first_applied: dict[bytes, tuple[int, int]] = {}
+        # Parallel to `history`: where each operation sits in the order the system chose
+        # (log index; writes before the reads that saw them), for `witness_problem`.
+        self._positions: list[Position] = []
         self._event_clock = 0
         self._read_seq = 0
         self.partition_until = -1
@@ -547,6 +572,7 @@ class Cluster:
         if r.role is not _LEADER or node.leader_term_seen == r.term:
             return
         node.leader_term_seen = r.term
+        node.leader_commit_floor = r.log.committed
         self.stats.elections += 1
         self.stats.max_term = max(self.stats.max_term, r.term)
         self.checker.observe_leader(node.node_id, r.term)
@@ -587,8 +613,19 @@ class Cluster:
         assert raw is not None
         disk = node.disk
         node_id = node.node_id
-        if rd.hard_state is not None:
-            self.checker.check_hard_state_write(node_id, disk.live.hard_state, rd.hard_state)
+        hard_state = rd.hard_state
+        if hard_state is not None:
+            self.checker.check_hard_state_write(node_id, disk.live.hard_state, hard_state)
+            r = raw.raft
+            if (
+                r.role is _LEADER
+                and node.leader_term_seen == r.term
+                and hard_state.commit > node.leader_commit_floor
+            ):
+                node.leader_commit_floor = hard_state.commit
+                self.checker.check_leader_commit(
+                    node_id, r.term, hard_state.commit, r.log.term(hard_state.commit)
+                )
         disk.persist_ready(rd)
         if rd.entries:
             first = rd.entries[0].index
@@ -640,9 +677,12 @@ class Cluster:
             for index in [i for i in node.pending_writes if i <= meta.index]:
                 self._finish_unknown(node.pending_writes.pop(index))
         conf_changed = False
+        first_applied = self._first_applied
         for entry in rd.committed_entries:
             sm.apply(entry)
             checker.observe_applied(node.node_id, entry, term)
+            if entry.data and entry.data not in first_applied and entry.type is _NORMAL:
+                first_applied[entry.data] = (self._next_event(), entry.index)
             if entry.type is EntryType.CONF_CHANGE:
                 conf_changed = True
                 self._on_conf_change_committed(node, entry)
@@ -745,6 +785,7 @@ class Cluster:
         self.history.append(
             Operation(op.client_id, KvInput(op.op, op.key, op.value), None, op.call, done)
         )
+        self._positions.append((entry.index, 0, op.call))
         if self.tracing:
             self._trace(f"c{op.client_id} {op.op}({op.key}, {op.value}) ok at {entry.index}")
 
@@ -758,9 +799,7 @@ class Cluster:
             self._finish_failed(op)
             return
         self.stats.ops_unknown += 1
-        self.history.append(
-            Operation(op.client_id, KvInput(op.op, op.key, op.value), UNKNOWN, op.call, INFINITY)
-        )
+        self._unknown_writes.append(op)
         if self.tracing:
             self._trace(f"c{op.client_id} {op.op}({op.key}, {op.value}) outcome unknown")
 
@@ -786,6 +825,7 @@ class Cluster:
             self.history.append(
                 Operation(op.client_id, KvInput("get", op.key), value, op.call, self._next_event())
             )
+            self._positions.append((applied, 1, op.call))
             if self.tracing:
                 self._trace(
                     f"c{op.client_id} get({op.key}) = {value!r} at n{node.node_id} "
@@ -1177,19 +1217,54 @@ class Cluster:
             )
         return "no convergence within the bound; " + "; ".join(parts)
 
-    def finish_history(self) -> None:
-        """Client requests still open at the end have unknown outcomes."""
+    def finish_history(self, *, converged: bool = True) -> None:
+        """Close the client history: requests still open have unknown outcomes, and
+        unknown writes are resolved with the simulator's omniscient view.
+
+        The client never learned what became of an unknown write, but the simulator knows:
+        if some node applied it, it took effect by the moment of that first apply, which
+        becomes its return time (stricter than an open end, and just as true: a
+        linearizable read starting later must see it). If no node applied it by the end of
+        a converged run, every member applied the whole log up to an entry of the final
+        leader's term, so it can never commit: it did not happen and is left out. Only
+        when ``converged`` is False do unknown writes keep an open end (``INFINITY``)."""
         for client in self.clients:
             if client.pending is not None:
                 self._finish_unknown(client.pending)
+        for op in self._unknown_writes:
+            applied = self._first_applied.get(op.data)
+            kv_input = KvInput(op.op, op.key, op.value)
+            if not converged:
+                self.history.append(Operation(op.client_id, kv_input, UNKNOWN, op.call, INFINITY))
+                self._positions.append((UNPLACED, 0, op.call))
+            elif applied is not None:
+                self.stats.unknown_applied += 1
+                event, index = applied
+                self.history.append(Operation(op.client_id, kv_input, None, op.call, event))
+                self._positions.append((index, 0, op.call))
+            else:
+                self.stats.unknown_never_applied += 1
+        self._unknown_writes = []
+
+    @property
+    def witness_positions(self) -> list[Position]:
+        """Where each operation of `history` sits in the order the system chose."""
+        return self._positions
 
     def check_linearizability(self) -> str:
+        """Check the history: ``ok``, ``ok (witness)`` (the exhaustive search gave up but
+        the order the system chose is a valid linearization) or ``inconclusive``; raises
+        `LinearizabilityViolation` if no linearization exists."""
         report = check_operations(kv_model, self.history, timeout_s=LINEARIZABILITY_TIMEOUT_S)
         if report.result is CheckResult.ILLEGAL:
             raise LinearizabilityViolation(
                 self.seed, self.tick, "linearizability", report.explanation
             )
-        return "ok" if report.result is CheckResult.OK else "inconclusive"
+        if report.result is CheckResult.OK:
+            return "ok"
+        if not witness_problem(kv_model, self.history, self._positions):
+            return "ok (witness)"
+        return "inconclusive"
 
     def fingerprint(self) -> str:
         """A digest of the final state: equal seeds must give equal fingerprints."""

@@ -9,6 +9,8 @@ cluster and never mutates what it is shown.
 The invariants (Raft paper section 5, plus the durability contract of `Ready`):
 
 - election safety: at most one leader per term;
+- leader commit rule: a leader advances its commit index only to an entry of its own term
+  (Raft section 5.4.2; earlier entries are committed only indirectly);
 - one vote per term: a node never grants votes to two candidates in the same term (even
   across restarts);
 - log matching: two entries with the same index and term hold the same command and follow
@@ -92,6 +94,18 @@ class InvariantChecker:
         other = self.leaders.setdefault(term, node_id)
         if other != node_id:
             self.fail("election safety", f"nodes {other} and {node_id} both led term {term}")
+
+    def check_leader_commit(self, node_id: int, term: int, commit: int, entry_term: int) -> None:
+        """``node_id``, leader of ``term``, advanced its commit index to ``commit``, whose
+        entry has ``entry_term``. Counting replicas of an earlier term's entry is the
+        figure-8 bug: that entry may still be overwritten."""
+        self.checks += 1
+        if entry_term != term:
+            self.fail(
+                "leader commit rule",
+                f"node {node_id}, leader of term {term}, advanced its commit index to "
+                f"{commit}, an entry of term {entry_term}",
+            )
 
     def observe_vote_granted(self, voter: int, term: int, candidate: int) -> None:
         """``voter`` sent a vote grant for ``candidate`` in ``term``."""
@@ -272,8 +286,13 @@ class InvariantChecker:
                     f"node {node_id} acknowledges at term {message.term} while its disk has "
                     f"term {durable_hard_state.term}",
                 )
-            # Indexes at or below the durable snapshot are covered by it.
-            if index > durable_last_index:
+            # Indexes at or below the durable snapshot are covered by it. An acknowledgement
+            # of an older term may be stale: it was queued at that term, then a newer
+            # leader truncated the entries before the persist that releases it. That is
+            # safe: the newer leader won a vote from some node of any quorum that could
+            # count the acknowledgement, a node that held the entries when it voted, so
+            # the newer leader held them too and cannot be what truncated them there.
+            if durable_hard_state.term == message.term and index > durable_last_index:
                 self.fail(
                     "durable before acknowledged",
                     f"node {node_id} acknowledges index {index} to {message.to} (term "
