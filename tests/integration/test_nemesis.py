@@ -232,14 +232,6 @@ async def test_a_member_that_catches_up_through_the_leaders_snapshot_keeps_runni
         cluster.stop_all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a leader deposed (newer term, no leader known) while client reads wait for "
-        "their ReadIndex round dies: Replica.flush_reads (node/replica.py) lets "
-        "NotLeaderError out of RawNode.read_index and NodeRuntime._run fails stop"
-    ),
-)
 async def test_a_leader_deposed_while_reads_wait_fails_those_reads_and_keeps_serving() -> None:
     """What a leader resumed after SIGSTOP meets: clients' GETs were waiting in its socket
     and its followers, meanwhile, moved to a newer term. The reads must get a definite
@@ -281,15 +273,6 @@ async def test_a_leader_deposed_while_reads_wait_fails_those_reads_and_keeps_ser
             await asyncio.sleep(0.01)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a deposed leader whose proposal committed under the next leader, and which "
-        "catches up through a snapshot covering it, answers TRYAGAIN ('not committed'), a "
-        "definite failure, for a write that was applied (Replica._apply in node/replica.py "
-        "settles waiters at or below a snapshot's index as PROPOSAL_DROPPED)"
-    ),
-)
 async def test_a_write_applied_through_a_snapshot_is_not_reported_as_not_executed() -> None:
     """The old leader proposes SET x 1; the followers store it but the acknowledgements are
     lost; the followers elect a new leader, which commits the entry, snapshots and compacts

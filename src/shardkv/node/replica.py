@@ -201,11 +201,16 @@ class Replica:
         """Start one ReadIndex round for every read queued since the last call."""
         if not self._unsent_reads:
             return
+        reads, self._unsent_reads = self._unsent_reads, []
         self._read_seq += 1
         ctx = struct.pack(">Q", self._read_seq)
-        self._reads_by_ctx[ctx] = self._unsent_reads
-        self._unsent_reads = []
-        self.raw.read_index(ctx)
+        try:
+            self.raw.read_index(ctx)
+        except ProposalDroppedError:  # NotLeaderError included: deposed since they queued
+            for r in reads:
+                r.on_done([READ_DROPPED] * len(r.commands))
+            return
+        self._reads_by_ctx[ctx] = reads
 
     def expire_waiters(self, timeout_s: float) -> None:
         """Answer proposals older than ``timeout_s`` with an unknown outcome: their entry
@@ -252,6 +257,7 @@ class Replica:
             self.storage.on_written()
             batch.ops.clear()
             self.applied_index = rd.snapshot.metadata.index
+            self._settle_skipped_waiters(work)
         if rd.committed_entries:
             self._apply(rd, batch, work)
         for rs in rd.read_states:
@@ -295,14 +301,20 @@ class Replica:
                 else:
                     work.answers.append((waiter.on_done, [PROPOSAL_DROPPED] * waiter.commands))
             self.applied_index = entry.index
-        # A waiter below the applied index whose entry never came is settled too.
-        if waiters:
-            for index in [i for i in waiters if i <= self.applied_index]:
-                w = waiters.pop(index)
-                work.answers.append((w.on_done, [PROPOSAL_DROPPED] * w.commands))
+        self._settle_skipped_waiters(work)
         kv_batch = machine.finish_batch()
         batch.extend(kv_batch)
         stage_applied_index(self.group_id, self.applied_index, batch)
+
+    def _settle_skipped_waiters(self, work: ReadyWork) -> None:
+        """Waiters at or below the applied index whose entry this replica never applied one
+        by one (a snapshot jumped over it): their entry may be inside the snapshot, so the
+        outcome is unknown, never "not executed"."""
+        if not self._waiters:
+            return
+        for index in [i for i in self._waiters if i <= self.applied_index]:
+            w = self._waiters.pop(index)
+            work.answers.append((w.on_done, [PROPOSAL_UNKNOWN] * w.commands))
 
     def serve_reads(self) -> None:
         """Answer reads whose read index is applied (call after the batch is durable)."""

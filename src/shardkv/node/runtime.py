@@ -102,6 +102,9 @@ class _GroupState:
     was_leader: bool = False
     announced_term: int = 0
     sweep_requested: bool = False
+    #: A membership change was applied: snapshot soon, so a new member's first snapshot
+    #: already lists it.
+    snapshot_due: bool = False
     pending_announce: bool = field(default=False)
 
 
@@ -290,6 +293,8 @@ class NodeRuntime:
     # -- membership ------------------------------------------------------------------------
 
     def _on_conf_change(self, change: ConfChange, batch: WriteBatch) -> None:
+        for g in self._groups.values():
+            g.snapshot_due = True
         key = MEMBER_PREFIX + change.node_id.to_bytes(8, "big")
         if change.type is ConfChangeType.REMOVE_NODE:
             batch.delete(META, key)
@@ -491,7 +496,9 @@ class NodeRuntime:
                     self._clock_ms(),
                     _ignore,
                 )
-        if replica.applied_index - g.last_snapshot_index >= self.settings.snapshot_interval_entries:
+        interval = self.settings.snapshot_interval_entries
+        if g.snapshot_due or replica.applied_index - g.last_snapshot_index >= interval:
+            g.snapshot_due = False
             self._snapshot(g)
 
     def _snapshot(self, g: _GroupState) -> None:
