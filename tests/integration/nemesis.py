@@ -415,9 +415,10 @@ async def final_reads(
     return values
 
 
-async def write_log_entries(port: int, count: int, writers: int = 10) -> None:
-    """``count`` SETs by ``writers`` sequential clients on their own connections, so that each
-    SET becomes its own log entry (a connection's pipelined commands share one)."""
+async def write_log_entries(port: int, count: int, writers: int = 1) -> None:
+    """``count`` SETs by ``writers`` sequential clients on their own connections. With one
+    writer each SET becomes its own log entry (the leader puts every write of a loop
+    iteration, from all connections, into one entry)."""
 
     async def writer(index: int) -> None:
         async with make_client(port, random.Random(index)) as client:

@@ -289,7 +289,11 @@ async def test_a_write_applied_through_a_snapshot_is_not_reported_as_not_execute
         net.blocked |= {(j, old.node_id) for j in others}  # acknowledgements to it are lost
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[list[Reply]] = loop.create_future()
+        before = old.replica().raw.status().last_index
         old.submit([[b"SET", b"x", b"1"]], reply.set_result)
+        await net.wait_until(  # proposed on the next loop iteration
+            lambda: old.replica().raw.status().last_index > before, "the write is proposed"
+        )
         index = old.replica().raw.status().last_index
         await net.wait_until(
             lambda: all(net.nodes[j].replica().raw.status().last_index >= index for j in others),

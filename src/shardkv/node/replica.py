@@ -118,6 +118,20 @@ class ReadyWork:
         replica.serve_reads()
 
 
+def _split_replies(groups: list[tuple[list[list[bytes]], ReplyCallback]]) -> ReplyCallback:
+    """One callback for an entry that carries several groups: hand each group its replies
+    (an error that stands for the whole entry is repeated for every command)."""
+
+    def done(replies: list[Reply]) -> None:
+        pos = 0
+        for group, on_done in groups:
+            n = len(group)
+            on_done(replies[pos : pos + n])
+            pos += n
+
+    return done
+
+
 class Replica:
     def __init__(
         self,
@@ -130,6 +144,7 @@ class Replica:
         monotonic_s: Callable[[], float],
         *,
         max_pending_reads: int = 10_000,
+        max_commands_per_entry: int = 10_000,
     ) -> None:
         self.group_id = config.group_id
         self.node_id = config.node_id
@@ -146,6 +161,9 @@ class Replica:
         self._reads_by_ctx: dict[bytes, list[_PendingRead]] = {}
         self._ready_reads: list[tuple[int, list[_PendingRead]]] = []
         self._read_seq = 0
+        self._max_commands_per_entry = max_commands_per_entry
+        self._queued_writes: list[tuple[list[list[bytes]], ReplyCallback]] = []
+        self._queued_write_commands = 0
         #: node id -> advertised client address, learned from the log (ANNOUNCE_COMMAND).
         self.client_addresses: dict[int, str] = {}
         #: Called on the loop thread when a membership change entry is applied (the core
@@ -175,6 +193,38 @@ class Replica:
         self._waiters[proposed.last_index] = _Waiter(
             proposed.term, on_done, len(commands), self._monotonic_s()
         )
+
+    def queue_write(self, commands: list[list[bytes]], on_done: ReplyCallback) -> None:
+        """Queue a connection's group of commands; `flush_writes` proposes every group
+        queued in this loop iteration as one log entry (one entry per iteration, not per
+        client: the Raft and storage cost per command shrinks as load grows)."""
+        self._queued_writes.append((commands, on_done))
+        self._queued_write_commands += len(commands)
+
+    def flush_writes(self, now_ms: int) -> None:
+        """Propose the queued groups, at most ``max_commands_per_entry`` commands per
+        entry. If this node no longer leads, they were never proposed: each group gets
+        `PROPOSAL_DROPPED` (definitely not executed)."""
+        while self._queued_writes:
+            take = 0
+            count = 0
+            limit = self._max_commands_per_entry
+            while take < len(self._queued_writes) and (take == 0 or count < limit):
+                count += len(self._queued_writes[take][0])
+                take += 1
+            groups = self._queued_writes[:take]
+            del self._queued_writes[:take]
+            self._queued_write_commands -= count
+            commands = [c for group, _ in groups for c in group]
+            try:
+                proposed = self.raw.propose(encode_proposal(now_ms, commands))
+            except ProposalDroppedError:  # NotLeaderError included
+                for group, on_done in groups:
+                    on_done([PROPOSAL_DROPPED] * len(group))
+                continue
+            self._waiters[proposed.last_index] = _Waiter(
+                proposed.term, _split_replies(groups), count, self._monotonic_s()
+            )
 
     def propose_conf_change(self, change: ConfChange, on_done: ReplyCallback) -> None:
         """Propose a membership change; ``on_done`` gets ``[0]`` once it is applied, or an
@@ -223,8 +273,13 @@ class Replica:
             w.on_done([PROPOSAL_UNKNOWN] * w.commands)
 
     def fail_pending(self, reply: ErrorReply) -> None:
-        """Leadership was lost: fail every read still waiting on a ReadIndex round.
-        Proposals are settled by the log itself (applied, or replaced at their index)."""
+        """Leadership was lost: fail every read still waiting on a ReadIndex round, and
+        every write queued but not yet proposed. Proposals are settled by the log itself
+        (applied, or replaced at their index)."""
+        queued, self._queued_writes = self._queued_writes, []
+        self._queued_write_commands = 0
+        for group, on_done in queued:
+            on_done([PROPOSAL_DROPPED] * len(group))
         reads = self._unsent_reads + [r for rs in self._reads_by_ctx.values() for r in rs]
         self._unsent_reads, self._reads_by_ctx = [], {}
         for r in reads:

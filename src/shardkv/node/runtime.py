@@ -283,11 +283,8 @@ class NodeRuntime:
         if all_reads:
             replica.read(commands, on_done)
         else:
-            try:
-                replica.propose(commands, self._clock_ms(), on_done)
-            except NotLeaderError:
-                on_done([self._redirect(replica, args) for args in commands])
-                return
+            self.proposals += 1
+            replica.queue_write(commands, self._timed(on_done))
         self._wake.set()
 
     # -- membership ------------------------------------------------------------------------
@@ -442,7 +439,9 @@ class NodeRuntime:
             try:
                 works: list[ReadyWork] = []
                 batch = WriteBatch()
+                now_ms = self._clock_ms()
                 for g in self._groups.values():
+                    g.replica.flush_writes(now_ms)
                     g.replica.flush_reads()
                 for g in self._groups.values():
                     if g.replica.raw.has_ready():
