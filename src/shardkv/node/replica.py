@@ -15,7 +15,8 @@ loop iteration; this module holds what is specific to one group:
 
 Client writes are proposals (one log entry per connection group, stamped with the
 leader's time); client reads are batched into one ReadIndex request per loop iteration.
-A client is answered only after the batch holding its effects was synced.
+A client is answered once its entry is committed and applied (and never before the entry
+is durable on a quorum that includes the leader).
 """
 
 from __future__ import annotations
@@ -108,12 +109,20 @@ class ReadyWork:
     def must_sync(self) -> bool:
         return self.ready.must_sync
 
+    def answer(self) -> None:
+        """Answer the clients whose entries were applied. Allowed before this node's sync:
+        an applied entry is committed, so it is already durable on a quorum that includes
+        the leader (the core counts the leader's own entries only once persisted); if this
+        node crashes now, it applies the entry again from its log on restart."""
+        answers, self.answers = self.answers, []
+        for on_done, replies in answers:
+            on_done(replies)
+
     def finish(self) -> None:
         replica = self.replica
         if self.ready.messages_after_persist:
             replica.send(list(self.ready.messages_after_persist))
-        for on_done, replies in self.answers:
-            on_done(replies)
+        self.answer()
         replica.raw.advance(self.ready)
         replica.serve_reads()
 

@@ -6,8 +6,10 @@ One loop iteration (DESIGN.md section 6):
 2. collect a Ready from every group with work: its messages go out at once, its durable
    parts and the KV effects of its committed entries are staged into ONE WriteBatch;
 3. write the batch, then sync it once, off the loop, for all groups (group commit);
-4. per group: send the messages that promise durable state, answer the clients whose
-   writes were applied, serve reads whose read index is applied, ``advance``.
+4. answer the clients whose writes were applied (committed, so durable on a quorum
+   that includes the leader: this does not wait for step 3);
+5. after the sync, per group: send the messages that promise durable state,
+   ``advance``, serve reads whose read index is applied.
 
 Inputs arrive between iterations: peer messages (``step``), ticks, client commands
 (``submit``). Each wakes the loop. Today one group (id 1) owns all 16384 slots; every
@@ -452,6 +454,8 @@ class NodeRuntime:
                     engine.write(batch)
                 for g in self._groups.values():
                     g.storage.on_written()
+                for w in works:
+                    w.answer()  # committed entries: no need to wait for this node's sync
                 crashpoints.reached("after_write_before_sync")
                 if any(w.must_sync for w in works):
                     started = time.perf_counter()
