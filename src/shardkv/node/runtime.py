@@ -40,6 +40,7 @@ from shardkv.core.raft import (
     NotLeaderError,
     Role,
 )
+from shardkv.core.raft import StorageError as RaftStorageError
 from shardkv.core.resp import ErrorReply, Reply
 from shardkv.node import crashpoints
 from shardkv.node.replica import (
@@ -107,6 +108,7 @@ class _GroupState:
     #: A membership change was applied: snapshot soon, so a new member's first snapshot
     #: already lists it.
     snapshot_due: bool = False
+    snapshot_running: bool = False
     pending_announce: bool = field(default=False)
 
 
@@ -468,9 +470,9 @@ class NodeRuntime:
                     if w.ready.snapshot is not None:
                         self.snapshots_installed += 1
                         # An installed snapshot is this replica's newest: none to take now.
-                        self._groups[w.replica.group_id].last_snapshot_index = (
-                            w.ready.snapshot.metadata.index
-                        )
+                        self._groups[
+                            w.replica.group_id
+                        ].last_snapshot_index = w.ready.snapshot.metadata.index
                 for w in works:
                     w.finish()
                 for g in self._groups.values():
@@ -505,31 +507,59 @@ class NodeRuntime:
             self._snapshot(g)
 
     def _snapshot(self, g: _GroupState) -> None:
-        """Snapshot the applied state and compact the log behind it (on the loop thread,
-        right after a write, so the view holds exactly the applied index)."""
+        """Start a snapshot of the applied state; the log is compacted behind it when done.
+
+        The view is taken on the loop right after a write, so it holds exactly the applied
+        index; serialising it runs in the storage thread pool (it reads every key), so the
+        loop keeps serving meanwhile. One snapshot per group at a time."""
         replica = g.replica
         index = replica.applied_index
+        if g.snapshot_running:
+            return
         if index <= g.storage.snapshot_index:
             g.last_snapshot_index = index
             return
         view = self._engine.consistent_view()
-        try:
-            if read_applied_index(view, replica.group_id) != index:
-                return
-            data = build_snapshot_data(view, replica.group_id)
-        finally:
+        if read_applied_index(view, replica.group_id) != index:
             view.close()
-        batch = WriteBatch()
-        g.storage.stage_create_snapshot(index, replica.raw.conf_state(), data, batch)
-        compact_to = index - self.settings.compaction_margin_entries
-        if compact_to > g.storage.first_index():
-            g.storage.stage_compact(compact_to, batch)
+            return
+        conf_state = replica.raw.conf_state()
+        g.snapshot_running = True
+        g.last_snapshot_index = index  # do not start another for this interval
+
+        def build() -> bytes:
+            try:
+                return build_snapshot_data(view, replica.group_id)
+            finally:
+                view.close()
+
+        future = asyncio.get_running_loop().run_in_executor(self._executor, build)
+        future.add_done_callback(lambda fut: self._snapshot_built(g, index, conf_state, fut))
+
+    def _snapshot_built(
+        self, g: _GroupState, index: int, conf_state: ConfState, fut: asyncio.Future[bytes]
+    ) -> None:
+        g.snapshot_running = False
+        try:
+            data = fut.result()
+            batch = WriteBatch()
+            g.storage.stage_create_snapshot(index, conf_state, data, batch)
+            compact_to = index - self.settings.compaction_margin_entries
+            if compact_to > g.storage.first_index():
+                g.storage.stage_compact(compact_to, batch)
+        except RaftStorageError as exc:  # e.g. a newer snapshot was installed meanwhile
+            log.info("snapshot_skipped", group=g.replica.group_id, index=index, reason=str(exc))
+            return
+        except Exception as exc:
+            self._failed = exc
+            log.critical("node_runtime_failed", error=repr(exc))
+            self.on_fatal(exc)
+            return
         self._engine.write(batch)
         crashpoints.reached("compaction")
         g.storage.on_written()
-        g.last_snapshot_index = index
         self.snapshots_taken += 1
-        log.info("snapshot_taken", group=replica.group_id, index=index, bytes=len(data))
+        log.info("snapshot_taken", group=g.replica.group_id, index=index, bytes=len(data))
 
     def _best_transferee(self, g: _GroupState) -> int:
         status = g.replica.raw.status()
