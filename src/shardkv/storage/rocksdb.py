@@ -30,6 +30,24 @@ between its per-column captures (never more than one when called on the writing 
 WRITE_BUFFER_BUDGET_BYTES = 64 * 1024 * 1024
 
 
+def _scan(it: Any, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
+    """Up to ``limit`` pairs from ``start`` (inclusive) to ``end`` (exclusive) of a
+    rocksdict iterator, which is left positioned wherever the scan stopped."""
+    if limit <= 0:
+        raise ValueError("scan limit must be positive")
+    it.seek(start)
+    out: list[tuple[bytes, bytes]] = []
+    while it.valid():
+        key = it.key()
+        if end is not None and key >= end:
+            break
+        out.append((key, it.value()))
+        if len(out) >= limit:
+            break
+        it.next()
+    return out
+
+
 def _options() -> rocksdict.Options:
     opts = rocksdict.Options(raw_mode=True)
     opts.create_if_missing(True)
@@ -73,20 +91,7 @@ class RocksDBEngine:
     def scan(
         self, column: str, start: bytes, end: bytes | None, limit: int
     ) -> list[tuple[bytes, bytes]]:
-        if limit <= 0:
-            raise ValueError("scan limit must be positive")
-        it = self._cfs[column].iter()
-        it.seek(start)
-        out: list[tuple[bytes, bytes]] = []
-        while it.valid():
-            key = it.key()
-            if end is not None and key >= end:
-                break
-            out.append((key, it.value()))
-            if len(out) >= limit:
-                break
-            it.next()
-        return out
+        return _scan(self._cfs[column].iter(), start, end, limit)
 
     def write(self, batch: WriteBatch) -> None:
         if self._closed:
@@ -177,20 +182,7 @@ class RocksDBView:
     def scan(
         self, column: str, start: bytes, end: bytes | None, limit: int
     ) -> list[tuple[bytes, bytes]]:
-        if limit <= 0:
-            raise ValueError("scan limit must be positive")
-        it = self._iter(column)
-        it.seek(start)
-        out: list[tuple[bytes, bytes]] = []
-        while it.valid():
-            key = it.key()
-            if end is not None and key >= end:
-                break
-            out.append((key, it.value()))
-            if len(out) >= limit:
-                break
-            it.next()
-        return out
+        return _scan(self._iter(column), start, end, limit)
 
     def close(self) -> None:
         """Release the iterators (and the old data they pin). Idempotent."""
