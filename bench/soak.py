@@ -18,11 +18,11 @@ and open-fd counts, the size of its RocksDB directory, and its Raft view from
 ``/v1/status`` (role, applied, first/last log index). The slope is fitted over the samples
 taken at or after ``--warmup-s``.
 
-At the end of the warm-up every node starts tracing allocations
-(``POST /v1/debug/tracemalloc/baseline`` on its admin port); at the end the top growth
-sites since then (``GET /v1/debug/tracemalloc/top``) are printed per node and saved as
-``tracemalloc-<node>.json``. Tracing slows the nodes, so the load after warm-up is lighter
-than an untraced run's.
+At the end of the warm-up every node takes an allocation baseline
+(``POST /v1/debug/tracemalloc/baseline`` on its admin port; soak.sh starts the nodes with
+``PYTHONTRACEMALLOC=1`` so tracing, and its cost, runs from the start); at the end the top
+growth sites since then (``GET /v1/debug/tracemalloc/top``) are printed per node and saved
+as ``tracemalloc-<node>.json``.
 """
 
 from __future__ import annotations

@@ -23,9 +23,9 @@
 # column shows when data reaches SST files). Check `uptime` first: other heavy work on
 # the machine distorts the load, not the memory.
 #
-# tracemalloc: at the end of the warm-up every node starts tracing allocations (admin
-# endpoint /v1/debug/tracemalloc/baseline); at the end the top growth sites per node are
-# printed and saved as tracemalloc-<node>.json beside rss.csv.
+# tracemalloc: nodes trace allocations from the start (PYTHONTRACEMALLOC=1); at the end of
+# the warm-up each takes a baseline (admin endpoint /v1/debug/tracemalloc/baseline); at the
+# end the top growth sites since then are printed and saved as tracemalloc-<node>.json.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -127,7 +127,9 @@ trap 'exit 143' TERM
 MEMBERS="1=127.0.0.1:$((BASE_PORT + 101)),2=127.0.0.1:$((BASE_PORT + 102)),3=127.0.0.1:$((BASE_PORT + 103))"
 NODE_ARGS=()
 for i in 1 2 3; do
-  python3 -m shardkv server --node-id "$i" --bind 127.0.0.1 \
+  # Allocation tracing (1 frame) from the start: its cost is part of the warm-up, so the
+  # slope after it is not the tracer filling up; the baseline is taken after the warm-up.
+  PYTHONTRACEMALLOC=1 python3 -m shardkv server --node-id "$i" --bind 127.0.0.1 \
     --port $((BASE_PORT + i)) --peer-port $((BASE_PORT + 100 + i)) \
     --admin-port $((BASE_PORT + 200 + i)) --data-dir "$DATA/node-$i" \
     --initial-cluster "$MEMBERS" --log-format json --log-level warning \

@@ -228,19 +228,31 @@ class NodeRuntime:
     async def stop(self, transfer_timeout_s: float = 2.0) -> None:
         """Hand leadership away (so clients see no election gap), then stop the loop."""
         self._stopping = True
-        deadline = time.monotonic() + transfer_timeout_s
+        started = time.monotonic()
+        deadline = started + transfer_timeout_s
+        transfers: dict[int, int] = {}
         for g in self._groups.values():
             raw = g.replica.raw
             if raw.role is Role.LEADER and len(raw.conf_state().voters) > 1:
                 target = self._best_transferee(g)
                 if target:
                     raw.transfer_leader(target)
+                    transfers[g.replica.group_id] = target
                     self._wake.set()
         while time.monotonic() < deadline and any(
             g.replica.is_leader and len(g.replica.raw.conf_state().voters) > 1
             for g in self._groups.values()
         ):
             await asyncio.sleep(0.02)
+        for group_id, target in transfers.items():
+            replica = self._groups[group_id].replica
+            log.info(
+                "leadership_transferred" if not replica.is_leader else "leadership_kept",
+                group=group_id,
+                to=target,
+                new_leader=replica.leader_id,
+                elapsed_ms=round((time.monotonic() - started) * 1000),
+            )
         for task in (self._tick_task, self._loop_task):
             if task is not None:
                 task.cancel()

@@ -304,10 +304,10 @@ class Server:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _http_tracemalloc_baseline(self, request: web.Request) -> web.Response:
-        """Start tracing allocations (25 frames) if off, and remember a baseline snapshot.
-        Tracing slows the server: for soak runs, not production."""
+        """Start tracing allocations (1 frame: the line) if off, and remember a baseline
+        snapshot. Tracing slows the server: for soak runs, not production."""
         if not tracemalloc.is_tracing():
-            tracemalloc.start(25)
+            tracemalloc.start(1)
         self._tracemalloc_baseline = tracemalloc.take_snapshot()
         return web.json_response({"tracing": True})
 

@@ -28,6 +28,30 @@ between its per-column captures (never more than one when called on the writing 
 #: budget each column family may hold up to several 64 MiB buffers, so RSS climbs for
 #: minutes under writes before it levels off (seen in the soak run).
 WRITE_BUFFER_BUDGET_BYTES = 64 * 1024 * 1024
+#: One LRU cache per database for data blocks AND the index and filter blocks of every SST
+#: file, with the memtables charged to it too: RocksDB's native memory stays under this
+#: bound. (Left outside a cache, index and filter blocks grow with the data on disk: the
+#: 10-minute soak showed RSS climbing ~5 MiB/min while the Python heap stayed flat.)
+BLOCK_CACHE_BYTES = 128 * 1024 * 1024
+
+
+def _options(
+    cache: rocksdict.Cache, write_buffers: rocksdict.WriteBufferManager
+) -> rocksdict.Options:
+    opts = rocksdict.Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.create_missing_column_families(True)
+    # Reads are point lookups and short ordered scans; a bloom filter saves disk reads.
+    table = rocksdict.BlockBasedOptions()
+    table.set_bloom_filter(10, False)
+    table.set_block_cache(cache)
+    table.set_cache_index_and_filter_blocks(True)
+    table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+    opts.set_block_based_table_factory(table)
+    opts.set_keep_log_file_num(4)
+    opts.set_write_buffer_manager(write_buffers)
+    opts.set_write_buffer_size(WRITE_BUFFER_BUDGET_BYTES // 4)
+    return opts
 
 
 def _scan(it: Any, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
@@ -48,30 +72,20 @@ def _scan(it: Any, start: bytes, end: bytes | None, limit: int) -> list[tuple[by
     return out
 
 
-def _options() -> rocksdict.Options:
-    opts = rocksdict.Options(raw_mode=True)
-    opts.create_if_missing(True)
-    opts.create_missing_column_families(True)
-    # Reads are point lookups and short ordered scans; a bloom filter saves disk reads.
-    table = rocksdict.BlockBasedOptions()
-    table.set_bloom_filter(10, False)
-    opts.set_block_based_table_factory(table)
-    opts.set_keep_log_file_num(4)
-    opts.set_db_write_buffer_size(WRITE_BUFFER_BUDGET_BYTES)
-    opts.set_write_buffer_size(WRITE_BUFFER_BUDGET_BYTES // 4)
-    return opts
-
-
 class RocksDBEngine:
     def __init__(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
         self.path = path
-        opts = _options()
+        cache = rocksdict.Cache(BLOCK_CACHE_BYTES)
+        write_buffers = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
+            WRITE_BUFFER_BUDGET_BYTES, False, cache
+        )
+        opts = _options(cache, write_buffers)
         try:
             self._db = rocksdict.Rdict(
                 path,
                 options=opts,
-                column_families={c: _options() for c in ALL_COLUMNS},
+                column_families={c: _options(cache, write_buffers) for c in ALL_COLUMNS},
             )
         except Exception as exc:  # rocksdict raises plain Exception subclasses
             raise StorageError(f"cannot open RocksDB at {path}: {exc}") from exc
