@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import click
+
+# gRPC's C core logs INFO lines (goaway, handshake failures) straight to stderr, bypassing
+# our structured logs; keep only its errors unless the operator asks for more.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from shardkv import __version__
 
