@@ -189,24 +189,12 @@ class Replica:
     def leader_id(self) -> int:
         return self.raw.lead
 
-    def propose(self, commands: list[list[bytes]], now_ms: int, on_done: ReplyCallback) -> None:
-        """Propose ``commands`` as one entry; ``on_done`` gets one reply per command once
-        the entry is applied and durable. Raises `NotLeaderError` (nothing proposed)."""
-        try:
-            proposed = self.raw.propose(encode_proposal(now_ms, commands))
-        except NotLeaderError:
-            raise
-        except ProposalDroppedError:
-            on_done([PROPOSAL_DROPPED] * len(commands))
-            return
-        self._waiters[proposed.last_index] = _Waiter(
-            proposed.term, on_done, len(commands), self._monotonic_s()
-        )
-
     def queue_write(self, commands: list[list[bytes]], on_done: ReplyCallback) -> None:
-        """Queue a connection's group of commands; `flush_writes` proposes every group
-        queued in this loop iteration as one log entry (one entry per iteration, not per
-        client: the Raft and storage cost per command shrinks as load grows)."""
+        """Queue a group of commands (a connection's, or the node's own expiry sweep and
+        leader announcement); `flush_writes` proposes every group queued in this loop
+        iteration as one log entry (one entry per iteration, not per client: the Raft and
+        storage cost per command shrinks as load grows). ``on_done`` gets one reply per
+        command once the entry is applied."""
         self._queued_writes.append((commands, on_done))
         self._queued_write_commands += len(commands)
 
@@ -358,7 +346,7 @@ class Replica:
                         self.client_addresses[int(args[1])] = args[2].decode()
                         replies.append(0)
                     else:
-                        replies.append(machine.execute(list(args), now_ms))
+                        replies.append(machine.execute(args, now_ms))
             if waiter is not None:
                 if waiter.term == entry.term:
                     work.answers.append((waiter.on_done, replies))

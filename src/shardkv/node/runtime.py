@@ -19,12 +19,11 @@ structure is keyed by group id for the multi-group step that follows.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from shardkv.core.cluster.slots import key_slot
@@ -102,14 +101,11 @@ class _GroupState:
     replica: Replica
     storage: RaftLogStorage
     last_snapshot_index: int = 0
-    was_leader: bool = False
     announced_term: int = 0
-    sweep_requested: bool = False
     #: A membership change was applied: snapshot soon, so a new member's first snapshot
     #: already lists it.
     snapshot_due: bool = False
     snapshot_running: bool = False
-    pending_announce: bool = field(default=False)
 
 
 class NodeRuntime:
@@ -277,18 +273,27 @@ class NodeRuntime:
             self._wake.set()
 
     def submit(
-        self, commands: list[list[bytes]], on_done: ReplyCallback, *, allow_stale: bool = False
+        self,
+        commands: list[list[bytes]],
+        on_done: ReplyCallback,
+        *,
+        allow_stale: bool = False,
+        has_write: bool | None = None,
     ) -> None:
         """Route a connection's group of data commands (in order) to its Raft group.
 
         ``allow_stale`` (a connection that sent READONLY, as in Redis Cluster): a group of
         reads on a follower is served from this replica's state at once, possibly behind
-        the leader; writes are still redirected."""
+        the leader; writes are still redirected. ``has_write``: whether any command writes,
+        when the caller already knows it from the command table (the client connection
+        does); None looks it up here."""
         if self._failed is not None:
             on_done([ErrorReply("ERR storage failure: this node stopped serving")] * len(commands))
             return
         replica = self._groups[DEFAULT_GROUP_ID].replica
-        all_reads = all(_is_read(args) for args in commands)
+        if has_write is None:
+            has_write = any(_is_write(args) for args in commands)
+        all_reads = not has_write
         if not replica.is_leader:
             if allow_stale and all_reads:
                 now_ms = self._clock_ms()
@@ -404,12 +409,7 @@ class NodeRuntime:
         for g in self._groups.values():
             # Only when something can expire: an idle cluster writes no log entries.
             if g.replica.is_leader and g.replica.machine.expires_count() > 0:
-                try:
-                    g.replica.propose(
-                        [[SWEEP_COMMAND, str(max_keys).encode()]], self._clock_ms(), _ignore
-                    )
-                except NotLeaderError:
-                    continue
+                g.replica.queue_write([[SWEEP_COMMAND, str(max_keys).encode()]], _ignore)
         self._wake.set()
 
     # -- views -----------------------------------------------------------------------------
@@ -481,10 +481,6 @@ class NodeRuntime:
                         self.leader_changes += 1
                     if w.ready.snapshot is not None:
                         self.snapshots_installed += 1
-                        # An installed snapshot is this replica's newest: none to take now.
-                        self._groups[
-                            w.replica.group_id
-                        ].last_snapshot_index = w.ready.snapshot.metadata.index
                 for w in works:
                     w.finish()
                 for g in self._groups.values():
@@ -507,12 +503,8 @@ class NodeRuntime:
             # A new leader tells every replica its client address, through the log.
             g.announced_term = raw.term
             address = self.settings.client_address.encode()
-            with contextlib.suppress(NotLeaderError):
-                replica.propose(
-                    [[ANNOUNCE_COMMAND, str(self.node_id).encode(), address]],
-                    self._clock_ms(),
-                    _ignore,
-                )
+            replica.queue_write([[ANNOUNCE_COMMAND, str(self.node_id).encode(), address]], _ignore)
+            self._wake.set()
         interval = self.settings.snapshot_interval_entries
         if g.snapshot_due or replica.applied_index - g.last_snapshot_index >= interval:
             g.snapshot_due = False
@@ -529,6 +521,8 @@ class NodeRuntime:
         if g.snapshot_running:
             return
         if index <= g.storage.snapshot_index:
+            # Nothing newer to save (e.g. the applied state IS a snapshot just installed from
+            # the leader); count the interval from here.
             g.last_snapshot_index = index
             return
         view = self._engine.consistent_view()
@@ -588,6 +582,6 @@ def _ignore(replies: list[Reply]) -> None:
     pass
 
 
-def _is_read(args: list[bytes]) -> bool:
+def _is_write(args: list[bytes]) -> bool:
     spec: CommandSpec | None = lookup(args[0])
-    return spec is not None and spec.kind is CommandKind.DATA and not spec.is_write
+    return spec is None or spec.kind is not CommandKind.DATA or spec.is_write

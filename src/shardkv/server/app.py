@@ -388,7 +388,11 @@ class Server:
         else:
             command = [b"GET", key]
         fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
-        self.committer.submit([command], lambda r: fut.done() or fut.set_result(r))
+        self.committer.submit(
+            [command],
+            lambda r: fut.done() or fut.set_result(r),
+            has_write=request.method != "GET",
+        )
         reply = (await fut)[0]
         if isinstance(reply, ErrorReply):
             code = reply.message.split(" ", 1)[0]

@@ -173,9 +173,14 @@ class ClusterFrontend:
         return 0
 
     def submit(
-        self, commands: list[list[bytes]], on_done: ReplyCallback, *, allow_stale: bool = False
+        self,
+        commands: list[list[bytes]],
+        on_done: ReplyCallback,
+        *,
+        allow_stale: bool = False,
+        has_write: bool | None = None,
     ) -> None:
-        self.runtime.submit(commands, on_done, allow_stale=allow_stale)
+        self.runtime.submit(commands, on_done, allow_stale=allow_stale, has_write=has_write)
 
     def submit_sweep(self, max_keys: int) -> None:
         self.runtime.submit_sweep(max_keys)

@@ -100,7 +100,12 @@ class Committer:
         return self._pending_commands
 
     def submit(
-        self, commands: list[list[bytes]], on_done: ReplyCallback, *, allow_stale: bool = False
+        self,
+        commands: list[list[bytes]],
+        on_done: ReplyCallback,
+        *,
+        allow_stale: bool = False,
+        has_write: bool | None = None,
     ) -> None:
         """Queue ``commands`` (data commands only) to be applied in order; ``on_done`` gets
         the replies, on the loop thread, once they are safe to show.
@@ -108,8 +113,8 @@ class Committer:
         ``on_done`` may get fewer replies than commands: once a group's replies pass
         ``max_group_reply_bytes`` the rest of the group is not run, so that one pipeline of
         large GETs cannot fill memory with replies. The caller submits the rest later (after
-        its client read the first replies). ``allow_stale`` changes nothing on one node: every
-        read is current."""
+        its client read the first replies). ``allow_stale`` and ``has_write`` change nothing on
+        one node: every read is current, and the batch itself tells whether to sync."""
         if self._failed is not None:
             on_done([STORAGE_FAILURE] * len(commands))
             return

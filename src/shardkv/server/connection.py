@@ -166,6 +166,7 @@ class ClientConnection(asyncio.Protocol):
         data_kind = CommandKind.DATA
         group: list[list[bytes]] = []
         names: list[str] = []
+        has_write = False
         self.last_command_s = time.monotonic()
         while queue:
             args = queue[0]
@@ -181,6 +182,7 @@ class ClientConnection(asyncio.Protocol):
                 continue
             assert not isinstance(spec, ErrorReply)
             if spec.kind is data_kind:
+                has_write = has_write or spec.is_write
                 group.append(queue.popleft())
                 names.append(spec.name)
                 self.last_command = args[0]
@@ -219,7 +221,7 @@ class ClientConnection(asyncio.Protocol):
             if not self._in_process and not self._closing:
                 self._process()
 
-        self.server.committer.submit(group, done, allow_stale=self.readonly)
+        self.server.committer.submit(group, done, allow_stale=self.readonly, has_write=has_write)
 
     def _write(self, out: bytearray) -> None:
         if self._closing or self._transport is None:

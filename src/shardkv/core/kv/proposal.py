@@ -29,7 +29,7 @@ class ProposalDecodeError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Proposal:
     now_ms: int
-    commands: tuple[tuple[bytes, ...], ...]
+    commands: tuple[list[bytes], ...]
 
 
 def encode_proposal(now_ms: int, commands: list[list[bytes]]) -> bytes:
@@ -54,7 +54,7 @@ def decode_proposal(data: bytes) -> Proposal:
             raise ProposalDecodeError(f"unknown proposal format version {version}")
         pos = _HEADER.size
         unpack = _U32.unpack_from
-        commands: list[tuple[bytes, ...]] = []
+        commands: list[list[bytes]] = []
         for _ in range(count):
             (argc,) = unpack(data, pos)
             pos += 4
@@ -67,7 +67,7 @@ def decode_proposal(data: bytes) -> Proposal:
                     raise ProposalDecodeError("argument runs past the end of the entry")
                 args.append(data[pos:end])
                 pos = end
-            commands.append(tuple(args))
+            commands.append(args)
     except struct.error as exc:
         raise ProposalDecodeError(f"truncated proposal: {exc}") from exc
     if pos != len(data):
