@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from shardkv.cli.local_cluster import find_leader_admin
 from shardkv.core.engine import DATA, RAFT_STATE, WriteBatch
 from shardkv.storage import RocksDBEngine, StorageError
 from shardkv.storage.kv_snapshot import KVSnapshotError, stage_install, verify_snapshot_data
@@ -34,26 +35,12 @@ class BackupError(Exception):
     """The backup could not be made or restored; the message says why and what to do."""
 
 
-def _status(admin: str) -> dict[str, object] | None:
-    try:
-        with urllib.request.urlopen(f"http://{admin}/v1/status", timeout=3) as resp:
-            data: dict[str, object] = json.load(resp)
-            return data
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-
-
 def create_backup(directory: str, admins: list[str]) -> dict[str, object]:
     """Write a backup of the cluster reachable through ``admins`` into ``directory``."""
     out = Path(directory)
     if out.exists() and any(out.iterdir()):
         raise BackupError(f"{out} is not empty: choose a new directory for the backup")
-    source = None
-    for admin in admins:
-        st = _status(admin)
-        if st is not None and st.get("role") in ("leader", "standalone"):
-            source = admin
-            break
+    source = find_leader_admin(admins, roles=("leader", "standalone"))
     if source is None:
         raise BackupError(
             f"no leader among {', '.join(admins)}: is the cluster up and does it have a leader?"

@@ -104,6 +104,16 @@ def fetch_status(admin: str, timeout_s: float = 2.0) -> dict[str, object] | None
         return None
 
 
+def find_leader_admin(admins: list[str], roles: tuple[str, ...] = ("leader",)) -> str | None:
+    """The first admin address whose node reports one of ``roles`` (a standalone node
+    reports "standalone"), or None."""
+    for admin in admins:
+        st = fetch_status(admin)
+        if st is not None and st.get("role") in roles:
+            return admin
+    return None
+
+
 def print_status(admins: list[str]) -> int:
     rows = [(a, fetch_status(a)) for a in admins]
     leader_commit = max(

@@ -230,13 +230,12 @@ def member() -> None:
 
 
 def _leader_admin(admins: str) -> str:
-    from shardkv.cli.local_cluster import fetch_status
+    from shardkv.cli.local_cluster import find_leader_admin
 
-    for admin in (a.strip() for a in admins.split(",") if a.strip()):
-        st = fetch_status(admin)
-        if st is not None and st.get("role") == "leader":
-            return admin
-    raise click.ClickException(f"no leader among {admins}: is the cluster up?")
+    leader = find_leader_admin([a.strip() for a in admins.split(",") if a.strip()])
+    if leader is None:
+        raise click.ClickException(f"no leader among {admins}: is the cluster up?")
+    return leader
 
 
 def _admin_call(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

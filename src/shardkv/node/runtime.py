@@ -52,7 +52,7 @@ from shardkv.node.replica import (
 from shardkv.observability.logging import get_logger
 from shardkv.storage import Engine
 from shardkv.storage.kv_snapshot import (
-    build_snapshot_data,
+    build_and_close,
     read_applied_index,
     stage_applied_index,
 )
@@ -196,11 +196,7 @@ class NodeRuntime:
         batch = WriteBatch()
         stage_applied_index(group_id, boot_index, batch)
         engine.write(batch)
-        view = engine.consistent_view()
-        try:
-            data = build_snapshot_data(view, group_id)
-        finally:
-            view.close()
+        data = build_and_close(engine.consistent_view(), group_id)
         voters = ConfState.of(list(self.settings.initial_members))
         batch = WriteBatch()
         storage = RaftLogStorage.bootstrap(
@@ -532,14 +528,9 @@ class NodeRuntime:
         conf_state = replica.raw.conf_state()
         g.snapshot_running = True
         g.last_snapshot_index = index  # do not start another for this interval
-
-        def build() -> bytes:
-            try:
-                return build_snapshot_data(view, replica.group_id)
-            finally:
-                view.close()
-
-        future = asyncio.get_running_loop().run_in_executor(self._executor, build)
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, build_and_close, view, replica.group_id
+        )
         future.add_done_callback(lambda fut: self._snapshot_built(g, index, conf_state, fut))
 
     def _snapshot_built(

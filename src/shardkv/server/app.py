@@ -38,7 +38,7 @@ from shardkv.server.config import ServerConfig
 from shardkv.server.connection import ClientConnection
 from shardkv.server.tls import TLSStream, server_context
 from shardkv.storage import Engine, open_engine
-from shardkv.storage.kv_snapshot import build_snapshot_data
+from shardkv.storage.kv_snapshot import build_and_close
 
 log = get_logger(__name__)
 
@@ -422,12 +422,11 @@ class Server:
                 await self.cluster.runtime.barrier(group_id)
             except NotLeaderError:
                 return web.json_response({"error": "not the leader"}, status=409)
-        assert self._engine is not None
-        view = self._engine.consistent_view()
-        try:
-            data = build_snapshot_data(view, group_id)
-        finally:
-            view.close()
+        assert self._engine is not None and self._executor is not None
+        view = self._engine.consistent_view()  # on the loop: the writing thread
+        data = await asyncio.get_running_loop().run_in_executor(
+            self._executor, build_and_close, view, group_id
+        )
         return web.Response(
             body=data,
             content_type="application/octet-stream",

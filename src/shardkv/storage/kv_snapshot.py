@@ -48,6 +48,7 @@ from typing import Final
 
 from shardkv.core.engine import DATA, EXPIRY, META, ReadView, WriteBatch
 from shardkv.core.kv.codec import DATA_END, EXPIRY_END
+from shardkv.storage.engine import ConsistentView
 
 MAGIC: Final = b"SKVS"
 FORMAT_VERSION: Final = 1
@@ -161,6 +162,16 @@ def iter_snapshot_data(
             start = page[-1][0] + b"\x00"
     tail = _TRAILER_HEAD.pack(_END_TAG, count)
     yield tail + _CRC.pack(zlib.crc32(tail, crc))
+
+
+def build_and_close(view: ConsistentView, group_id: int) -> bytes:
+    """`build_snapshot_data` over a consistent view, closing the view however it ends.
+    The view must be taken on the thread that writes (see `Engine.consistent_view`); this
+    may then run on any thread."""
+    try:
+        return build_snapshot_data(view, group_id)
+    finally:
+        view.close()
 
 
 def build_snapshot_data(view: ReadView, group_id: int) -> bytes:
