@@ -20,6 +20,64 @@ def free_port() -> int:
         return port
 
 
+def make_certs(directory: Path, ca: str, names: list[str]) -> None:
+    """A CA ``<ca>.crt``/``<ca>.key`` in ``directory`` and, for each name, ``<name>.crt`` and
+    ``<name>.key`` signed by it, valid for 127.0.0.1 and localhost (openssl)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(
+            ["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=60
+        )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={ca}",
+        "-keyout",
+        f"{ca}.key",
+        "-out",
+        f"{ca}.crt",
+    )
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in names:
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            f"{ca}.crt",
+            "-CAkey",
+            f"{ca}.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            f"{name}.crt",
+        )
+
+
 class ServerProcess:
     """One ``shardkv server`` subprocess. Use as a context manager or call ``stop()``."""
 
@@ -62,6 +120,15 @@ class ServerProcess:
         if wait:
             self.wait_ready(timeout_s)
         return self
+
+    def again(self, env: dict[str, str] | None = None) -> ServerProcess:
+        """A new process (not started) on the same disk, flags and ports; ``env`` replaces
+        this one's extra environment when given."""
+        node = ServerProcess(
+            self.data_dir, *self.extra, port=self.port, env=self.env if env is None else env
+        )
+        node.admin_port = self.admin_port
+        return node
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -133,9 +133,21 @@ class ServerProcess:
 def shardkv_server_command(port: int, *extra_args: str) -> list[str]:
     """ShardKV on 127.0.0.1:port with the in-memory engine (an empty store at each start)."""
     return [
-        sys.executable, "-m", "shardkv", "server", "--port", str(port), "--admin-port", "0",
-        "--storage-engine", "memory", "--data-dir", f"/tmp/shardkv-client-test-{port}",
-        "--log-level", "warning", *extra_args,
+        sys.executable,
+        "-m",
+        "shardkv",
+        "server",
+        "--port",
+        str(port),
+        "--admin-port",
+        "0",
+        "--storage-engine",
+        "memory",
+        "--data-dir",
+        f"/tmp/shardkv-client-test-{port}",
+        "--log-level",
+        "warning",
+        *extra_args,
     ]
 
 

@@ -41,11 +41,9 @@ class Cluster:
         for node in self.nodes.values():
             node.wait_ready()
 
-    def restart(self, i: int) -> None:
-        old = self.nodes[i]
-        self.nodes[i] = ServerProcess(old.data_dir, *old.extra, port=old.port)
-        self.nodes[i].admin_port = old.admin_port
-        self.nodes[i].start()
+    def restart(self, i: int, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        """Start node i again on its disk and ports (``env``: see `ServerProcess.again`)."""
+        self.nodes[i] = self.nodes[i].again(env).start(wait=wait)
 
     def leader(self, timeout_s: float = 10.0) -> int:
         deadline = time.monotonic() + timeout_s

@@ -3,76 +3,20 @@ certificate from another CA cannot join the conversation."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from redis.cluster import RedisCluster
 
+from tests.integration.harness import make_certs
 from tests.integration.test_cluster import Cluster
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def make_ca(d: Path, name: str, nodes: list[str]) -> None:
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        f"/CN={name}",
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.crt",
-        cwd=d,
-    )
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for node in nodes:
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            f"/CN={node}",
-            "-keyout",
-            f"{node}.key",
-            "-out",
-            f"{node}.csr",
-            cwd=d,
-        )
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{node}.csr",
-            "-CA",
-            f"{name}.crt",
-            "-CAkey",
-            f"{name}.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            f"{node}.crt",
-            cwd=d,
-        )
 
 
 def test_nodes_replicate_over_mutual_tls(tmp_path: Path) -> None:
     certs = tmp_path / "certs"
     certs.mkdir()
-    make_ca(certs, "ca", ["n1", "n2", "n3"])
+    make_certs(certs, "ca", ["n1", "n2", "n3"])
     cluster = Cluster(tmp_path / "c")
     for i, node in cluster.nodes.items():
         node.extra += [
@@ -101,10 +45,10 @@ def test_nodes_replicate_over_mutual_tls(tmp_path: Path) -> None:
 def test_a_node_with_a_foreign_certificate_gets_no_votes_and_no_data(tmp_path: Path) -> None:
     certs = tmp_path / "certs"
     certs.mkdir()
-    make_ca(certs, "ca", ["n1", "n2"])
+    make_certs(certs, "ca", ["n1", "n2"])
     other = tmp_path / "other"
     other.mkdir()
-    make_ca(other, "rogue", ["n3"])
+    make_certs(other, "rogue", ["n3"])
     cluster = Cluster(tmp_path / "c")
     for i, node in cluster.nodes.items():
         d = certs if i < 3 else other

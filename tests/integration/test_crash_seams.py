@@ -55,10 +55,7 @@ def write_until(ports: list[int], stop: threading.Event, acked: set[str], prefix
 
 def restart_plain(cluster: Cluster, i: int) -> None:
     """Start node i again, same disk and ports, without any crash point."""
-    old = cluster.nodes[i]
-    node = ServerProcess(old.data_dir, *old.extra, port=old.port, env=SMALL_LOG)
-    node.admin_port = old.admin_port
-    cluster.nodes[i] = node.start()
+    cluster.restart(i, env=SMALL_LOG)
 
 
 def wait_dead(node: ServerProcess, timeout_s: float) -> None:
@@ -96,15 +93,7 @@ def test_a_crash_at_a_seam_loses_no_acknowledged_write(
         if on_leader:
             # Restart the leader with the crash point armed, then load it until it dies.
             cluster.nodes[victim].stop(signal.SIGKILL)
-            old = cluster.nodes[victim]
-            armed = ServerProcess(
-                old.data_dir,
-                *old.extra,
-                port=old.port,
-                env={**SMALL_LOG, "SHARDKV_CRASH_POINT": seam},
-            )
-            armed.admin_port = old.admin_port
-            cluster.nodes[victim] = armed.start()
+            cluster.restart(victim, env={**SMALL_LOG, "SHARDKV_CRASH_POINT": seam})
         else:
             # A follower that misses enough of the log to need a snapshot crashes installing it.
             cluster.nodes[victim].stop(signal.SIGKILL)
@@ -112,15 +101,7 @@ def test_a_crash_at_a_seam_loses_no_acknowledged_write(
             for i in range(400):
                 rc.set(f"while-down-{i}", f"while-down-{i}")
                 acked.add(f"while-down-{i}")
-            old = cluster.nodes[victim]
-            armed = ServerProcess(
-                old.data_dir,
-                *old.extra,
-                port=old.port,
-                env={**SMALL_LOG, "SHARDKV_CRASH_POINT": seam},
-            )
-            armed.admin_port = old.admin_port
-            cluster.nodes[victim] = armed.start(wait=False)
+            cluster.restart(victim, env={**SMALL_LOG, "SHARDKV_CRASH_POINT": seam}, wait=False)
         for t in range(4):
             th = threading.Thread(
                 target=write_until, args=(ports, stop, acked, f"w{t}"), daemon=True
