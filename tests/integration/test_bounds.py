@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 from tests.integration.harness import ServerProcess
@@ -85,3 +86,32 @@ def test_a_client_that_never_reads_replies_is_paused_then_dropped(tmp_path: Path
         assert srv.client().ping()
         assert r.get("big") == b"v" * 100_000
         assert "output_stalled" in srv.log()
+
+
+def test_idle_clients_are_closed_after_idle_timeout_and_active_ones_are_not(
+    tmp_path: Path,
+) -> None:
+    """Redis's ``timeout``: a client that sends nothing for idle_timeout_s is closed; one
+    that keeps talking stays, however long it lives."""
+    with ServerProcess(
+        tmp_path / "data",
+        "--idle-timeout-s",
+        "1",
+        env={"SHARDKV_IDLE_CHECK_INTERVAL_S": "0.2"},
+    ) as srv:
+        assert srv.client().config_get("timeout") == {"timeout": "1"}
+        with (
+            socket.create_connection(("127.0.0.1", srv.port)) as idle,
+            socket.create_connection(("127.0.0.1", srv.port)) as active,
+        ):
+            idle.settimeout(10)
+            active.settimeout(5)
+            deadline = time.monotonic() + 2.5
+            while time.monotonic() < deadline:
+                active.sendall(b"PING\r\n")
+                assert active.recv(100) == b"+PONG\r\n"
+                time.sleep(0.2)
+            # The idle one was closed by the server: EOF, not a timeout.
+            assert idle.recv(100) == b""
+            active.sendall(b"PING\r\n")
+            assert active.recv(100) == b"+PONG\r\n"

@@ -99,6 +99,12 @@ def main() -> None:
     help="Drop a client that reads no replies for this long. [60]",
 )
 @click.option(
+    "--idle-timeout-s",
+    type=float,
+    default=None,
+    help="Close a client idle for this long, as Redis's `timeout`; 0 never. [0]",
+)
+@click.option(
     "--shutdown-deadline-s",
     type=float,
     default=None,

@@ -62,6 +62,7 @@ class Server:
         self._listener: asyncio.AbstractServer | None = None
         self._admin_runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._idle_closer: asyncio.Task[None] | None = None
         self._ssl: ssl.SSLContext | None = None
         self._tracemalloc_baseline: tracemalloc.Snapshot | None = None
         self.committer: Committer | ClusterFrontend
@@ -108,6 +109,8 @@ class Server:
         self.port = sock.getsockname()[1]
         await self._start_admin()
         self._sweeper = asyncio.create_task(self._sweep_expired())
+        if cfg.idle_timeout_s > 0:
+            self._idle_closer = asyncio.create_task(self._close_idle_clients())
         log.info(
             "server_listening",
             bind=cfg.bind,
@@ -156,8 +159,9 @@ class Server:
             self._listener.close()
         for conn in list(self._clients.values()):
             conn.stop_reading()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in (self._sweeper, self._idle_closer):
+            if task is not None:
+                task.cancel()
         try:
             await asyncio.wait_for(self.committer.wait_idle(), cfg.shutdown_deadline_s)
         except TimeoutError:
@@ -274,6 +278,19 @@ class Server:
             await asyncio.sleep(interval_s)
             if self.committer.pending_commands < self.config.max_pending_commands // 2:
                 self.committer.submit_sweep(self.config.expire_sweep_max_keys)
+
+    async def _close_idle_clients(self) -> None:
+        """Redis's ``timeout``: close clients that sent nothing for ``idle_timeout_s``.
+
+        A client waiting for its own command's reply is not idle, whatever its age.
+        """
+        timeout_s = self.config.idle_timeout_s
+        while True:
+            await asyncio.sleep(min(self.config.idle_check_interval_s, timeout_s))
+            now_s = time.monotonic()
+            for conn in list(self._clients.values()):
+                if conn.idle and now_s - conn.last_input_s > timeout_s:
+                    conn.close_idle()
 
     async def _start_admin(self) -> None:
         app = web.Application()

@@ -57,7 +57,10 @@ class ServerConfig:
     expire_sweep_interval_ms: int = 100
     expire_sweep_max_keys: int = 1000
     shutdown_deadline_s: float = 10.0
-    idle_timeout_s: float = 0.0  # 0: never close idle clients (Redis's default)
+    #: Close a client that sent nothing for this long (Redis's ``timeout``); 0: never.
+    idle_timeout_s: float = 0.0
+    #: How often idle clients are looked for; a client is closed at most this late.
+    idle_check_interval_s: float = 1.0
     # Cluster mode (a Raft group of processes): on when initial_cluster is set.
     node_id: int = 1
     peer_port: int = 7380
@@ -101,6 +104,14 @@ class ServerConfig:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ConfigError(f"{name} must be a TCP port (0-65535), got {value}")
+        if self.idle_timeout_s < 0:
+            raise ConfigError(
+                f"idle_timeout_s must be 0 (never) or positive, got {self.idle_timeout_s}"
+            )
+        if self.idle_check_interval_s <= 0:
+            raise ConfigError(
+                f"idle_check_interval_s must be positive, got {self.idle_check_interval_s}"
+            )
         if self.log_format not in ("json", "console"):
             raise ConfigError(f"log_format must be 'json' or 'console', got {self.log_format!r}")
         if self.storage_engine not in ("rocksdb", "memory"):

@@ -50,6 +50,7 @@ class ClientConnection(asyncio.Protocol):
         self.local = "?"
         self.created_s = time.monotonic()
         self.last_command_s = self.created_s
+        self.last_input_s = self.created_s  # when bytes last arrived (idle timeout)
         self.last_command = b"NULL"
         self.readonly = False
         self.protocol = 2  # HELLO 3 switches this connection to RESP3 encoding
@@ -90,6 +91,7 @@ class ClientConnection(asyncio.Protocol):
         if self._closing:
             return
         self.server.metrics.bytes_in.inc(len(data))
+        self.last_input_s = time.monotonic()
         try:
             self._parser.feed(data)
         except RespProtocolError as exc:
@@ -278,6 +280,14 @@ class ClientConnection(asyncio.Protocol):
         )
         self._closing = True
         self._transport.abort()
+
+    def close_idle(self) -> None:
+        """Close a client that exceeded ``idle_timeout_s`` (Redis closes it silently)."""
+        if self._transport is not None and not self._closing:
+            self.server.metrics.connections_dropped.labels(reason="idle_timeout").inc()
+            log.info("client_idle_timeout", peer=self.peer)
+            self._closing = True
+            self._transport.close()
 
     def close_for_shutdown(self) -> None:
         if self._transport is not None and not self._closing:
