@@ -121,7 +121,8 @@ def test_the_check_names_an_undeclared_import_and_a_test_only_package_used_by_sr
     (tmp_path / "src" / "pkg" / "a.py").write_text("import json\nimport yaml\nfrom . import b\n")
     (tmp_path / "src" / "pkg" / "b.py").write_text("import pytest\n")
     (tmp_path / "tests" / "t.py").write_text(
-        "import pytest\nimport helper\nfrom shardkv import core\n\ndef f():\n    import notdeclared\n"
+        "import pytest\nimport helper\nfrom shardkv import core\n\n"
+        "def f():\n    import notdeclared\n"
     )
     (tmp_path / "tests" / "helper.py").write_text("")
     module_dists = {"yaml": ["PyYAML"], "pytest": ["pytest"]}
