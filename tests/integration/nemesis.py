@@ -642,11 +642,20 @@ class FaultCluster:
     async def wait_converged(
         self, timeout_s: float = SETTLE_TIMEOUT_S
     ) -> dict[int, dict[str, Any]]:
-        """Until every member reports the same term, leader, commit and applied index."""
+        """Until every member reports, for every shard, the same term, leader, commit and
+        applied index."""
         deadline = time.monotonic() + timeout_s
         while True:
             found = await self.statuses()
-            views = {(s["term"], s["leader"], s["commit"], s["applied"]) for s in found.values()}
+            views = {
+                tuple(
+                    (sh["shard"], sh["term"], sh["leader"], sh["commit"], sh["applied"])
+                    for sh in s.get("shards") or [s]
+                )
+                if s.get("shards")
+                else (s["term"], s["leader"], s["commit"], s["applied"])
+                for s in found.values()
+            }
             if len(found) == len(self.ids) and len(views) == 1:
                 return found
             if time.monotonic() >= deadline:

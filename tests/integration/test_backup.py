@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 import redis
 from redis.cluster import RedisCluster
 
@@ -21,8 +22,11 @@ def shardkv(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_backup_under_load_restores_every_acknowledged_write(tmp_path: Path) -> None:
-    source = Cluster(tmp_path / "source")
+@pytest.mark.parametrize("shards", [1, 4])
+def test_backup_under_load_restores_every_acknowledged_write(tmp_path: Path, shards: int) -> None:
+    """One snapshot per shard from its leader; the restored cluster keeps the shard map
+    (whatever its own --shards says) and every write acknowledged before the backup."""
+    source = Cluster(tmp_path / "source", 3, "--shards", str(shards))
     restored: Cluster | None = None
     try:
         source.start()
@@ -49,7 +53,8 @@ def test_backup_under_load_restores_every_acknowledged_write(tmp_path: Path) -> 
         writer.join(10)
         assert made.returncode == 0, made.stderr
         manifest = json.loads((tmp_path / "bk" / "manifest.json").read_text())
-        assert manifest["groups"][0]["keys"] >= 300
+        assert len(manifest["groups"]) == shards
+        assert sum(g["keys"] for g in manifest["groups"]) >= 300
 
         # A data dir in use is refused with a clear message.
         assert (
@@ -71,6 +76,8 @@ def test_backup_under_load_restores_every_acknowledged_write(tmp_path: Path) -> 
             assert done.returncode == 0, done.stderr
         restored.start()
         new = RedisCluster(host="127.0.0.1", port=restored.nodes[restored.leader()].port)
+        probe = redis.Redis(port=restored.nodes[1].port)
+        assert len(probe.execute_command("CLUSTER", "SHARDS")) == shards
         missing = [k for k in sorted(acked_before) if new.get(k) is None]
         assert missing == []
         assert new.set("after-restore", "ok") and new.get("after-restore") == b"ok"
@@ -87,10 +94,11 @@ def test_a_damaged_backup_is_refused(tmp_path: Path) -> None:
     (bk / "manifest.json").write_text(
         json.dumps(
             {
-                "format": "shardkv-backup/1",
+                "format": "shardkv-backup/2",
                 "groups": [
                     {
                         "group_id": 1,
+                        "slot_ranges": [[0, 16383]],
                         "applied_index": 1,
                         "file": "group-1.snap",
                         "bytes": 14,

@@ -1,7 +1,8 @@
 """Jepsen-style fault test of a real 3-process cluster (DESIGN.md section 8, item 5).
 
-Ten clients run SET/GET/INCR/APPEND on a few keys for SHARDKV_NEMESIS_SECONDS (60 by
-default) while a seeded nemesis SIGKILLs and restarts members, SIGSTOPs and SIGCONTs them,
+Ten clients run SET/GET/INCR/APPEND on a few keys, spread over the 4 shards of the cluster
+(so they follow -MOVED between leaders on different members), for SHARDKV_NEMESIS_SECONDS
+(60 by default) while a seeded nemesis SIGKILLs and restarts members, SIGSTOPs and SIGCONTs them,
 and isolates them through the transport's test-only partition call, one fault at a time.
 Then every fault is undone, the whole cluster is SIGKILLed and restarted from disk, and each
 key is read once more. The recorded history must be linearizable (the final reads included)
@@ -27,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from shardkv.core.cluster.shardmap import initial_layout
+from shardkv.core.cluster.slots import key_slot
 from shardkv.core.raft import Message, MessageType
 from shardkv.core.resp import OK, ErrorReply, Reply
 from shardkv.node.runtime import DEFAULT_GROUP_ID
@@ -53,6 +56,9 @@ from tests.integration.nemesis import (
 LOAD_SECONDS = float(os.environ.get("SHARDKV_NEMESIS_SECONDS", "60"))
 SEED = int(os.environ.get("SHARDKV_NEMESIS_SEED", "5417"))
 CLIENT_COUNT = 10
+#: Shards of the cluster under test: the workload's keys spread over all of them, so the
+#: clients follow -MOVED between leaders on different members.
+SHARDS = 4
 #: A check that gives up before a verdict fails: the history must be decided, not assumed.
 CHECKER_TIMEOUT_S = 30.0
 #: Below this many acknowledged writes the run proved nothing (the cluster never served).
@@ -114,7 +120,13 @@ async def test_under_kills_pauses_and_partitions_histories_are_linearizable_and_
     nemesis_rng = random.Random(rng.getrandbits(64))
     history = History()
     cluster = FaultCluster(
-        tmp_path, history, extra_args=_config_args(tmp_path, SNAPSHOT_INTERVAL_ENTRIES)
+        tmp_path,
+        history,
+        extra_args=[
+            *_config_args(tmp_path, SNAPSHOT_INTERVAL_ENTRIES),
+            "--shards",
+            str(SHARDS),
+        ],
     )
     try:
         await cluster.start()
@@ -138,6 +150,9 @@ async def test_under_kills_pauses_and_partitions_histories_are_linearizable_and_
         _write_history(history, tmp_path / "history.txt")
         history.dump(tmp_path / "history.jsonl")
 
+    shard_of = initial_layout({1: "", 2: "", 3: ""}, SHARDS).shard_id_of_slot
+    touched = {shard_of(key_slot(r.key.encode())) for r in history.ops}
+    assert touched == set(range(1, SHARDS + 1)), f"the workload touched shards {touched} only"
     logged = cluster.log_event_counts(LOGGED_EVENTS)
     operations = history.operations()
     checker_started_s = time.monotonic()

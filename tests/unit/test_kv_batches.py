@@ -106,8 +106,8 @@ def test_read_only_batches_and_unchanged_counts_write_nothing() -> None:
 def test_counts_are_written_to_meta_when_they_change() -> None:
     h = Harness()
     h.run("SET", "a", "1", "EX", 10)
-    assert h.view.get(META, codec.KEY_COUNT_KEY) == codec.encode_count(1)
-    assert h.view.get(META, codec.EXPIRES_COUNT_KEY) == codec.encode_count(1)
+    assert h.view.get(META, codec.key_count_key(1)) == codec.encode_count(1)
+    assert h.view.get(META, codec.expires_count_key(1)) == codec.encode_count(1)
     # A fresh machine over the same state reads the counts back.
     fresh = KVStateMachine(h.view)
     assert fresh.key_count() == 1

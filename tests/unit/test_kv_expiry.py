@@ -204,7 +204,7 @@ class TestSweep:
     def test_sweep_ignores_index_entries_that_do_not_match_the_data(self, h: Harness) -> None:
         h.run("SET", "k", "v", "PX", 500)
         stale = WriteBatch()
-        stale.put(EXPIRY, codec.expiry_key(h.now_ms - 1, codec.data_key(b"k")), b"")
+        stale.put(EXPIRY, codec.expiry_key(1, h.now_ms - 1, codec.data_key(b"k")), b"")
         h.view.apply(stale)
         h.machine.begin_batch()
         assert h.machine.expire_sweep(h.now_ms, 10) == 0

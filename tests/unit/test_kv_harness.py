@@ -3,13 +3,16 @@
 ``MemoryView`` implements the ``ReadView`` contract with a dict per column (sorted on
 scan) and applies ``WriteBatch``es; ``Harness`` drives a ``KVStateMachine`` over it the
 way the node will: one batch per call, applied before the next, with the storage
-invariants (counts, expiry index) checked after every batch.
+invariants (counts, expiry index) checked after every batch. Several harnesses may share
+one view, each with its own ``KeyScope``, as shards share one engine on a node: each one's
+invariants cover its own scope only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from shardkv.core.cluster.slots import slot_of_prefixed
 from shardkv.core.engine import (
     ALL_COLUMNS,
     DATA,
@@ -19,7 +22,7 @@ from shardkv.core.engine import (
     Put,
     WriteBatch,
 )
-from shardkv.core.kv import KVStateMachine, codec
+from shardkv.core.kv import KeyScope, KVStateMachine, codec
 from shardkv.core.resp.replies import Reply
 
 #: An arbitrary but fixed "now": 2023-11-14T22:13:20Z.
@@ -68,11 +71,19 @@ class MemoryView:
 
 
 class Harness:
-    """One command per batch unless ``batch()`` is used; time is explicit."""
+    """One command per batch unless ``batch()`` is used; time is explicit. ``scope`` and
+    ``view`` default to every slot (group 1) and a fresh store."""
 
-    def __init__(self, now_ms: int = START_MS) -> None:
-        self.view = MemoryView()
-        self.machine = KVStateMachine(self.view)
+    def __init__(
+        self,
+        now_ms: int = START_MS,
+        *,
+        scope: KeyScope | None = None,
+        view: MemoryView | None = None,
+    ) -> None:
+        self.view = MemoryView() if view is None else view
+        self.scope = KeyScope.whole() if scope is None else scope
+        self.machine = KVStateMachine(self.view, scope=self.scope)
         self.now_ms = now_ms
 
     def run(self, *args: Arg) -> Reply:
@@ -101,19 +112,30 @@ class Harness:
         self.now_ms += ms
 
     def stored_keys(self) -> set[bytes]:
-        """User keys physically stored, expired or not."""
-        return {codec.user_key(k) for k in self.view.columns[DATA]}
+        """User keys of this scope physically stored, expired or not."""
+        return {codec.user_key(k) for k in self.scope_data()}
+
+    def scope_data(self) -> dict[bytes, bytes]:
+        """The DATA records of this scope's slots."""
+        owned = self.scope.owns
+        return {k: v for k, v in self.view.columns[DATA].items() if owned(slot_of_prefixed(k))}
+
+    def scope_index(self) -> set[bytes]:
+        """The EXPIRY keys of this scope's group."""
+        start, end = codec.expiry_group_range(self.scope.group_id)
+        return {k for k in self.view.columns[EXPIRY] if start <= k < end}
 
     def check_invariants(self) -> None:
-        """META counts equal a brute-force recount; the expiry index matches the data."""
-        data = self.view.columns[DATA]
-        index = self.view.columns[EXPIRY]
+        """For this scope: META counts equal a brute-force recount; the group's expiry
+        index matches the data."""
+        data = self.scope_data()
+        index = self.scope_index()
         expected_index = set()
         for dkey, value in data.items():
             _, expire_at = codec.decode_header(value)
             if expire_at:
-                expected_index.add(codec.expiry_key(expire_at, dkey))
-        assert set(index) == expected_index
+                expected_index.add(codec.expiry_key(self.scope.group_id, expire_at, dkey))
+        assert index == expected_index
         assert self.machine.key_count() == len(data)
         assert self.machine.expires_count() == len(index)
 

@@ -4,6 +4,8 @@ consistent views it is built from.
 Built from one engine and installed into another, a snapshot reproduces every key, value,
 TTL, count and the applied index, and nothing else in META is touched; corrupt data is
 refused before anything is staged. Every test runs on the in-memory engine and RocksDB.
+These tests use one group owning every slot; snapshots of one shard among several sharing
+an engine are in ``test_kv_scope.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from shardkv.core.engine import DATA, EXPIRY, META, ReadView, WriteBatch
-from shardkv.core.kv import codec
+from shardkv.core.kv import KeyScope, codec
 from shardkv.core.kv.machine import KVStateMachine
 from shardkv.core.resp.replies import ErrorReply
 from shardkv.storage import Engine, MemoryEngine, RocksDBEngine
@@ -39,6 +41,7 @@ from shardkv.storage.kv_snapshot import (
 
 GROUP = 3
 OTHER_GROUP = 4
+SCOPE = KeyScope.whole(GROUP)
 NOW_MS = 1_700_000_000_000
 
 EngineFactory = Callable[[], Engine]
@@ -64,7 +67,7 @@ def new_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engin
 
 def run(engine: Engine, commands: list[list[bytes]], *, applied: int | None = None) -> None:
     """Apply ``commands`` as one state-machine batch (plus the applied index) to ``engine``."""
-    machine = KVStateMachine(engine)
+    machine = KVStateMachine(engine, scope=SCOPE)
     machine.begin_batch()
     for args in commands:
         reply = machine.execute(args, NOW_MS)
@@ -108,7 +111,7 @@ def kv_records(view: ReadView) -> dict[str, list[tuple[bytes, bytes]]]:
 
 def observed(engine: Engine) -> tuple[object, ...]:
     """What clients can see: DBSIZE, and per key its value and remaining TTL."""
-    machine = KVStateMachine(engine)
+    machine = KVStateMachine(engine, scope=SCOPE)
     keys = [codec.user_key(k) for k, _ in engine.scan(DATA, b"", None, 10**6)]
     return (
         machine.execute([b"DBSIZE"], NOW_MS),
@@ -179,7 +182,7 @@ def test_an_empty_snapshot_empties_the_target(new_engine: EngineFactory) -> None
     info = install(target, build(source))
     assert info == SnapshotInfo(GROUP, 0, 0, 0, 0)
     assert kv_records(target) == {DATA: [], EXPIRY: [], META: []}
-    assert KVStateMachine(target).execute([b"DBSIZE"], NOW_MS) == 0
+    assert KVStateMachine(target, scope=SCOPE).execute([b"DBSIZE"], NOW_MS) == 0
 
 
 def test_the_stream_is_produced_page_by_page_and_concatenates_to_the_snapshot(
@@ -249,11 +252,16 @@ def frame(
     *,
     applied: int = 1,
     magic: bytes = MAGIC,
-    version: int = 1,
+    version: int = 2,
     count: int | None = None,
+    ranges: list[tuple[int, int]] | None = None,
+    range_count: int | None = None,
 ) -> bytes:
     """The format, written out independently of the module, with a valid CRC."""
-    body = struct.pack(">4sBQQ", magic, version, GROUP, applied)
+    ranges = [(0, 16383)] if ranges is None else ranges
+    n = len(ranges) if range_count is None else range_count
+    body = struct.pack(">4sBQQH", magic, version, GROUP, applied, n)
+    body += b"".join(struct.pack(">HH", first, last) for first, last in ranges)
     for tag, key, value in records:
         body += struct.pack(">BII", tag, len(key), len(value)) + key + value
     body += struct.pack(">BQ", 0xFF, len(records) if count is None else count)
@@ -268,8 +276,21 @@ def refused(data: bytes, error: type[Exception] = CorruptSnapshotError, **expect
 
 
 def test_the_independent_framing_is_what_the_module_reads() -> None:
-    data = frame([(1, b"\x00\x01k", b"v"), (3, b"kv/key_count", b"\x00" * 8)], applied=5)
-    assert verify_snapshot_data(data) == SnapshotInfo(GROUP, 5, 1, 0, 1)
+    group = struct.pack(">I", GROUP)
+    data = frame(
+        [
+            (1, b"\x00\x01k", b"v"),
+            (2, group + struct.pack(">Q", NOW_MS) + b"\x00\x01k", b""),
+            (3, b"kv/expires_count/" + group, b"\x00" * 7 + b"\x01"),
+            (3, b"kv/key_count/" + group, b"\x00" * 7 + b"\x01"),
+        ],
+        applied=5,
+    )
+    assert verify_snapshot_data(data) == SnapshotInfo(GROUP, 5, 1, 1, 2, ((0, 16383),))
+    partial = frame([(1, b"\x01\x00k", b"v")], ranges=[(10, 20), (256, 300)])
+    info = verify_snapshot_data(partial)
+    assert info.slot_ranges == ((10, 20), (256, 300))
+    assert info.scope == KeyScope(GROUP, ((10, 20), (256, 300)))
 
 
 def test_any_flipped_bit_truncation_or_trailing_byte_is_refused() -> None:
@@ -291,7 +312,8 @@ def test_any_flipped_bit_truncation_or_trailing_byte_is_refused() -> None:
     ("case", "data"),
     [
         ("bad magic", frame([], magic=b"SKVX")),
-        ("unknown version", frame([], version=2)),
+        ("unknown version", frame([], version=3)),
+        ("version 1, before scopes", frame([], version=1)),
         ("count too high", frame([(1, b"\x00\x01k", b"v")], count=2)),
         ("count too low", frame([(1, b"\x00\x01k", b"v")], count=0)),
         ("unknown tag", frame([(9, b"\x00\x01k", b"v")])),
@@ -300,6 +322,18 @@ def test_any_flipped_bit_truncation_or_trailing_byte_is_refused() -> None:
         ("columns out of order", frame([(2, b"\x00" * 8, b""), (1, b"\x00\x01k", b"v")])),
         ("data key beyond the slots", frame([(1, b"\x40\x00k", b"v")])),
         ("meta key not the KV's", frame([(3, b"raft/applied/x", b"v")])),
+        ("node-wide counter of version 1", frame([(3, b"kv/key_count", b"\x00" * 8)])),
+        ("counter of another group", frame([(3, b"kv/key_count/\x00\x00\x00\x04", b"v")])),
+        ("expiry entry of another group", frame([(2, b"\x00\x00\x00\x04" + b"\x00" * 8, b"")])),
+        ("data key outside the slot ranges", frame([(1, b"\x00\x05k", b"v")], ranges=[(6, 9)])),
+        (
+            "data key between two slot ranges",
+            frame([(1, b"\x00\x05k", b"v")], ranges=[(1, 4), (6, 9)]),
+        ),
+        ("overlapping slot ranges", frame([], ranges=[(1, 5), (5, 9)])),
+        ("unsorted slot ranges", frame([], ranges=[(6, 9), (1, 4)])),
+        ("slot out of bounds", frame([], ranges=[(0, 16384)])),
+        ("range count overrunning the data", frame([], range_count=1000)),
     ],
 )
 def test_well_checksummed_but_malformed_snapshots_are_refused(case: str, data: bytes) -> None:

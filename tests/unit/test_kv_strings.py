@@ -374,8 +374,8 @@ def _counts_batch(keys: int, expires: int) -> WriteBatch:
     from shardkv.core.engine import META
 
     batch = WriteBatch()
-    batch.put(META, codec.KEY_COUNT_KEY, codec.encode_count(keys))
-    batch.put(META, codec.EXPIRES_COUNT_KEY, codec.encode_count(expires))
+    batch.put(META, codec.key_count_key(1), codec.encode_count(keys))
+    batch.put(META, codec.expires_count_key(1), codec.encode_count(expires))
     return batch
 
 

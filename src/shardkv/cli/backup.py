@@ -1,16 +1,21 @@
 """``shardkv backup create`` and ``shardkv backup restore``.
 
-A backup is a directory with one snapshot file per Raft group and ``manifest.json``::
+A backup is a directory with one snapshot file per shard (Raft group) and
+``manifest.json``::
 
-    {"format": "shardkv-backup/1", "created_at": "...", "source": "127.0.0.1:7381",
-     "groups": [{"group_id": 1, "applied_index": 5123, "file": "group-1.snap",
-                 "bytes": 10485, "sha256": "..."}]}
+    {"format": "shardkv-backup/2", "created_at": "...", "source": "127.0.0.1:7381",
+     "shard_map": "<the cluster map, ShardMap.encode()>",
+     "groups": [{"group_id": 1, "slot_ranges": [[0, 1023]], "applied_index": 5123,
+                 "file": "group-1.snap", "bytes": 10485, "sha256": "...", "source": ...}]}
 
-``create`` asks the leader (found through the admin ports' ``/v1/status``) for a snapshot
-taken after a ReadIndex round, so it holds every write acknowledged before the backup
-began. ``restore`` checks the checksums, then writes the data into a new, empty data
-directory; run it once per member of the new cluster, then start the members with
-``--initial-cluster``: the group starts its log at the backup's applied index.
+``create`` reads every node's ``/v1/status`` for the shards and their leaders, then asks
+each shard's leader for a snapshot taken after a ReadIndex round, so every shard's file
+holds every write acknowledged before the backup began. (Shards are snapshotted one after
+another: the backup is consistent per shard, as every per-key guarantee is; it is not one
+cluster-wide instant.) ``restore`` checks the checksums, then writes every shard's data
+and the cluster map into a new, empty data directory; run it once per member of the new
+cluster, then start the members with ``--initial-cluster``: each shard starts its log at
+the backup's applied index, and the cluster keeps the backup's map.
 """
 
 from __future__ import annotations
@@ -23,16 +28,38 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from shardkv.cli.local_cluster import find_leader_admin
-from shardkv.core.engine import DATA, RAFT_STATE, WriteBatch
+from shardkv.cli.local_cluster import fetch_status
+from shardkv.core.cluster.shardmap import ShardMap
+from shardkv.core.engine import DATA, META, RAFT_STATE, WriteBatch
+from shardkv.core.kv.scope import KeyScope
+from shardkv.node.runtime import SHARD_MAP_KEY
 from shardkv.storage import RocksDBEngine, StorageError
 from shardkv.storage.kv_snapshot import KVSnapshotError, stage_install, verify_snapshot_data
 
-FORMAT: str = "shardkv-backup/1"
+FORMAT: str = "shardkv-backup/2"
 
 
 class BackupError(Exception):
     """The backup could not be made or restored; the message says why and what to do."""
+
+
+def _leaders(admins: list[str]) -> tuple[dict[int, tuple[str, list[list[int]]]], str | None]:
+    """shard id -> (admin address of its leader, slot ranges), and the cluster map, from
+    every reachable node's status. A standalone node counts as the leader of shard 1."""
+    leaders: dict[int, tuple[str, list[list[int]]]] = {}
+    shard_map = None
+    for admin in admins:
+        st = fetch_status(admin)
+        if st is None:
+            continue
+        if st.get("role") == "standalone":
+            leaders[1] = (admin, [[0, 16383]])
+            continue
+        shard_map = shard_map or st.get("shard_map")
+        for shard in st.get("shards") or []:  # type: ignore[attr-defined]
+            if shard["role"] == "leader":
+                leaders[int(shard["shard"])] = (admin, shard["slots"])
+    return leaders, shard_map  # type: ignore[return-value]
 
 
 def create_backup(directory: str, admins: list[str]) -> dict[str, object]:
@@ -40,39 +67,57 @@ def create_backup(directory: str, admins: list[str]) -> dict[str, object]:
     out = Path(directory)
     if out.exists() and any(out.iterdir()):
         raise BackupError(f"{out} is not empty: choose a new directory for the backup")
-    source = find_leader_admin(admins, roles=("leader", "standalone"))
-    if source is None:
+    leaders, shard_map = _leaders(admins)
+    if not leaders:
         raise BackupError(
             f"no leader among {', '.join(admins)}: is the cluster up and does it have a leader?"
         )
-    request = urllib.request.Request(f"http://{source}/v1/backup", method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=300) as resp:
-            data = resp.read()
-            group_id = int(resp.headers["X-ShardKV-Group"])
-    except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
-        raise BackupError(f"the leader at {source} did not return a snapshot: {exc}") from exc
-    try:
-        info = verify_snapshot_data(data)
-    except KVSnapshotError as exc:
-        raise BackupError(f"the snapshot from {source} is corrupt: {exc}") from exc
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"group-{group_id}.snap"
-    (out / name).write_bytes(data)
-    manifest: dict[str, object] = {
-        "format": FORMAT,
-        "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        "source": source,
-        "groups": [
+    if shard_map is not None:
+        missing = sorted(set(ShardMap.decode(shard_map.encode()).shards) - set(leaders))
+        if missing:
+            raise BackupError(
+                f"shards {missing} have no leader among {', '.join(admins)}: list every "
+                "node's admin address with --admin, or retry once they elected one"
+            )
+    groups = []
+    files: list[tuple[str, bytes]] = []
+    for group_id, (source, slot_ranges) in sorted(leaders.items()):
+        url = f"http://{source}/v1/backup?group={group_id}"
+        request = urllib.request.Request(url, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=300) as resp:
+                data = resp.read()
+        except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
+            raise BackupError(
+                f"the leader of shard {group_id} at {source} did not return a snapshot: {exc}"
+            ) from exc
+        try:
+            info = verify_snapshot_data(data)
+        except KVSnapshotError as exc:
+            raise BackupError(f"the snapshot from {source} is corrupt: {exc}") from exc
+        name = f"group-{group_id}.snap"
+        files.append((name, data))
+        groups.append(
             {
                 "group_id": group_id,
+                "slot_ranges": slot_ranges,
                 "applied_index": info.applied_index,
                 "file": name,
                 "bytes": len(data),
                 "sha256": hashlib.sha256(data).hexdigest(),
                 "keys": info.data_records,
+                "source": source,
             }
-        ],
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in files:
+        (out / name).write_bytes(data)
+    manifest: dict[str, object] = {
+        "format": FORMAT,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "source": ",".join(sorted({g["source"] for g in groups})),  # type: ignore[misc]
+        "shard_map": shard_map,
+        "groups": groups,
     }
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -106,10 +151,19 @@ def restore_backup(directory: str, data_dir: str) -> dict[str, object]:
         if engine.scan(DATA, b"", None, 1) or engine.scan(RAFT_STATE, b"", None, 1):
             raise BackupError(f"{data_dir} already holds data: restore into a new directory")
         batch = WriteBatch()
+        if manifest.get("shard_map"):
+            batch.put(META, SHARD_MAP_KEY, str(manifest["shard_map"]).encode())
         for group, data in snapshots:
+            scope = KeyScope(
+                group["group_id"], tuple((int(a), int(b)) for a, b in group["slot_ranges"])
+            )
             try:
                 stage_install(
-                    data, batch, group_id=group["group_id"], applied_index=group["applied_index"]
+                    data,
+                    batch,
+                    group_id=group["group_id"],
+                    applied_index=group["applied_index"],
+                    scope=scope,
                 )
             except KVSnapshotError as exc:
                 raise BackupError(f"{group['file']} cannot be installed: {exc}") from exc

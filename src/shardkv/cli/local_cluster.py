@@ -20,7 +20,9 @@ def node_ports(base_port: int, node: int) -> tuple[int, int, int]:
     return base_port + node, base_port + 100 + node, base_port + 200 + node
 
 
-def run_local_cluster(nodes: int, base_port: int, data_dir: str, bind: str) -> int:
+def run_local_cluster(
+    nodes: int, base_port: int, data_dir: str, bind: str, shards: int = 16, replicas: int = 3
+) -> int:
     """Start ``nodes`` server processes, stream their logs, stop them all on Ctrl-C or
     SIGTERM. Returns 0 when every node exited cleanly."""
     if nodes < 1:
@@ -51,6 +53,10 @@ def run_local_cluster(nodes: int, base_port: int, data_dir: str, bind: str) -> i
             str(node_dir),
             "--initial-cluster",
             members,
+            "--shards",
+            str(shards),
+            "--replicas",
+            str(replicas),
         ]
         procs.append(
             subprocess.Popen(
@@ -115,30 +121,50 @@ def find_leader_admin(admins: list[str], roles: tuple[str, ...] = ("leader",)) -
 
 
 def print_status(admins: list[str]) -> int:
+    """A node table, then a shard table merged from every reachable node's view: a shard's
+    leader, epoch and applied index come from the node that leads it; lag is how far the
+    slowest replica's applied index is behind the leader's."""
     rows = [(a, fetch_status(a)) for a in admins]
-    leader_commit = max(
-        (int(s["commit"]) for _, s in rows if s and s.get("role") == "leader"),  # type: ignore[call-overload]
-        default=None,
-    )
-    table = Table(title="ShardKV cluster")
-    for col in ("admin", "node", "role", "term", "leader", "commit", "applied", "lag", "client"):
-        table.add_column(col)
+    nodes = Table(title="ShardKV nodes")
+    for col in ("admin", "node", "client", "state", "shards", "leads"):
+        nodes.add_column(col)
+    shards: dict[int, list[dict[str, object]]] = {}
     for admin, s in rows:
         if s is None:
-            table.add_row(admin, "-", "[red]down[/red]", "", "", "", "", "", "")
+            nodes.add_row(admin, "-", "", "[red]down[/red]", "", "")
             continue
-        applied = int(s["applied"])  # type: ignore[call-overload]
-        lag = "" if leader_commit is None else str(max(0, leader_commit - applied))
-        table.add_row(
+        hosted = s.get("shards") or []
+        assert isinstance(hosted, list)
+        for sh in hosted:
+            shards.setdefault(int(sh["shard"]), []).append({**sh, "node": s["node_id"]})
+        led = sum(1 for sh in hosted if sh["role"] == "leader")
+        nodes.add_row(
             admin,
             str(s["node_id"]),
-            str(s["role"]),
-            str(s["term"]),
-            str(s["leader"]),
-            str(s["commit"]),
-            str(applied),
-            lag,
             str(s["client_address"]),
+            "up" if s.get("ready", True) else "starting",
+            str(len(hosted)),
+            str(led),
         )
-    Console().print(table)
+    Console().print(nodes)
+    if shards:
+        table = Table(title="ShardKV shards")
+        for col in ("shard", "slots", "epoch", "leader", "replicas", "applied", "lag", "keys"):
+            table.add_column(col)
+        for shard_id, views in sorted(shards.items()):
+            leader = next((v for v in views if v["role"] == "leader"), None)
+            applied = [int(str(v["applied"])) for v in views]
+            ref = leader or views[0]
+            slots = ",".join(f"{a}-{b}" for a, b in ref["slots"])  # type: ignore[attr-defined]
+            table.add_row(
+                str(shard_id),
+                slots,
+                str(ref["epoch"]),
+                str(leader["node"]) if leader else "[red]none[/red]",
+                ",".join(str(n) for n in ref["replicas"]),  # type: ignore[attr-defined]
+                str(ref["applied"]),
+                str(max(applied) - min(applied)),
+                str(ref["keys"]) if leader else "",
+            )
+        Console().print(table)
     return 0 if any(s is not None for _, s in rows) else 1

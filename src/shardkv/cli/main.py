@@ -87,6 +87,18 @@ def main() -> None:
     help="Start as a member of a Raft cluster: 1=HOST:PEERPORT,2=HOST:PEERPORT,...",
 )
 @click.option(
+    "--shards",
+    type=int,
+    default=None,
+    help="Shards (Raft groups) of a NEW cluster; read only when it is first created. [1]",
+)
+@click.option(
+    "--replicas",
+    type=int,
+    default=None,
+    help="Replicas per shard of a new cluster, capped by the member count. [3]",
+)
+@click.option(
     "--advertise-host", default=None, help="Host clients are redirected to for this node. [--bind]"
 )
 @click.option("--peer-tls-cert", default=None, help="PEM certificate for mutual TLS between nodes.")
@@ -162,11 +174,17 @@ def cluster() -> None:
     help="Node i keeps its data in DATA_DIR/node-i.",
 )
 @click.option("--bind", default="127.0.0.1", show_default=True)
-def cluster_up(nodes: int, base_port: int, data_dir: str, bind: str) -> None:
+@click.option(
+    "--shards", type=int, default=16, show_default=True, help="Shards of the new cluster."
+)
+@click.option("--replicas", type=int, default=3, show_default=True, help="Replicas per shard.")
+def cluster_up(
+    nodes: int, base_port: int, data_dir: str, bind: str, shards: int, replicas: int
+) -> None:
     """Run a local cluster in the foreground; Ctrl-C stops every node cleanly."""
     from shardkv.cli.local_cluster import run_local_cluster
 
-    sys.exit(run_local_cluster(nodes, base_port, data_dir, bind))
+    sys.exit(run_local_cluster(nodes, base_port, data_dir, bind, shards, replicas))
 
 
 @cluster.command("status")
@@ -178,7 +196,8 @@ def cluster_up(nodes: int, base_port: int, data_dir: str, bind: str) -> None:
     help="Comma-separated admin HTTP addresses of the nodes.",
 )
 def cluster_status(admins: str) -> None:
-    """A table of every node: role, term, commit and applied index, lag behind the leader."""
+    """A table of every node, then of every shard: slots, epoch, leader, replicas, applied
+    index, lag and keys."""
     from shardkv.cli.local_cluster import print_status
 
     sys.exit(print_status([a.strip() for a in admins.split(",") if a.strip()]))

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from shardkv.core.cluster.routing import KEYLESS, command_slot
 from shardkv.core.engine import WriteBatch
 from shardkv.core.kv import KVStateMachine
 from shardkv.core.kv.proposal import decode_proposal, encode_proposal
@@ -54,8 +55,10 @@ ReplyCallback = Callable[[list[Reply]], None]
 #: only forwards commands found in the command table, and these names are not in it).
 #: ``expire-sweep <max_keys>``: delete expired keys, with the proposer's time.
 SWEEP_COMMAND: Final = b"\x00expire-sweep"
-#: ``announce <node id> <client host:port>``: a new leader tells every replica where
-#: clients should be sent (the address in -MOVED replies).
+#: ``announce <node id> <client host:port> [<node id> <client host:port> ...]``: a leader
+#: tells every replica where clients should be sent (the addresses in -MOVED replies): its
+#: own, and every other node's it knows, so each node learns every address through the
+#: groups it hosts.
 ANNOUNCE_COMMAND: Final = b"\x00announce"
 SendMessages = Callable[[list[Message]], None]
 
@@ -178,6 +181,16 @@ class Replica:
         #: Called on the loop thread when a membership change entry is applied (the core
         #: applies its effect on the configuration itself, in ``advance``).
         self.on_conf_change: Callable[[ConfChange, WriteBatch], None] = lambda c, b: None
+        #: Called with the slot of every client command this replica executes (tests and
+        #: the simulator check that only the owning group serves a slot).
+        self.on_serve: Callable[[int], None] | None = None
+        #: Whether commands for slots outside this group's scope are refused (the epoch
+        #: fence). Only a planted-bug test turns it off.
+        self.fenced = True
+        self._owned_slots = machine.scope.slot_mask()
+        #: Called when a leader's announcement (node id, client address) is applied, to
+        #: stage it durably: a restarted node knows every leader's address at once.
+        self.on_announce: Callable[[int, bytes, WriteBatch], None] = lambda n, a, b: None
 
     # -- client requests ---------------------------------------------------------------
 
@@ -321,7 +334,9 @@ class Replica:
     def install_snapshot(self, data: bytes, index: int, batch: WriteBatch) -> None:
         """Stage the replacement of this group's KV data by a snapshot's ``data`` (taken at
         ``index``), in the same batch as the snapshot's log metadata."""
-        stage_install(data, batch, group_id=self.group_id, applied_index=index)
+        stage_install(
+            data, batch, group_id=self.group_id, applied_index=index, scope=self.machine.scope
+        )
 
     def _apply(self, rd: Ready, batch: WriteBatch, work: ReadyWork) -> None:
         machine = self.machine
@@ -343,10 +358,12 @@ class Replica:
                     if args[0] == SWEEP_COMMAND:
                         replies.append(machine.expire_sweep(now_ms, int(args[1])))
                     elif args[0] == ANNOUNCE_COMMAND:
-                        self.client_addresses[int(args[1])] = args[2].decode()
+                        for i in range(1, len(args) - 1, 2):
+                            self.client_addresses[int(args[i])] = args[i + 1].decode()
+                            self.on_announce(int(args[i]), args[i + 1], batch)
                         replies.append(0)
                     else:
-                        replies.append(machine.execute(args, now_ms))
+                        replies.append(self.execute_owned(args, now_ms))
             if waiter is not None:
                 if waiter.term == entry.term:
                     work.answers.append((waiter.on_done, replies))
@@ -368,6 +385,23 @@ class Replica:
             w = self._waiters.pop(index)
             work.answers.append((w.on_done, [PROPOSAL_UNKNOWN] * w.commands))
 
+    def execute_owned(self, args: list[bytes], now_ms: int) -> Reply:
+        """Execute a client command if this group owns its slot in its applied scope; else
+        answer ``-TRYAGAIN`` (the slot belongs to another shard now: the client refreshes
+        its slot map and retries there). Keyless commands run on this group's slots only."""
+        slot = command_slot(args)
+        if type(slot) is ErrorReply:
+            return slot
+        if slot != KEYLESS:
+            if self.fenced and not self._owned_slots[slot]:
+                return ErrorReply(
+                    f"TRYAGAIN slot {slot} is not served by shard {self.group_id} at its "
+                    "current epoch; refresh the slot map and retry"
+                )
+            if self.on_serve is not None:
+                self.on_serve(slot)
+        return self.machine.execute(args, now_ms)
+
     def serve_reads(self) -> None:
         """Answer reads whose read index is applied (call after the batch is durable)."""
         if not self._ready_reads:
@@ -380,5 +414,5 @@ class Replica:
             # Reads see expiry by this leader's clock; writes carry their proposer's stamp.
             now_ms = self._clock_ms()
             for r in reads:
-                r.on_done([self.machine.execute(args, now_ms) for args in r.commands])
+                r.on_done([self.execute_owned(args, now_ms) for args in r.commands])
         self._ready_reads = still

@@ -26,6 +26,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shardkv.core.kv import KVStateMachine
+from shardkv.core.kv.scope import KeyScope
 from shardkv.core.raft import NotLeaderError
 from shardkv.core.resp import ErrorReply, Reply
 from shardkv.node.runtime import MembershipError
@@ -87,7 +88,7 @@ class Server:
             self.cluster.runtime.on_fatal = self._on_storage_failure
             await self.cluster.start()
             self.committer = self.cluster
-            self._machine = self.cluster.runtime.replica().machine
+            self._machines = [r.machine for _, r in self.cluster.runtime.groups()]
         else:
             machine = KVStateMachine(self._engine)
             self.committer = Committer(
@@ -100,7 +101,7 @@ class Server:
                 max_group_reply_bytes=cfg.output_high_water_bytes,
                 on_fatal=self._on_storage_failure,
             )
-            self._machine = machine
+            self._machines = [machine]
         factory: Any = self._accept_tls if self._ssl is not None else self._accept_plain
         self._listener = await loop.create_server(
             factory, host=cfg.bind, port=cfg.port, backlog=cfg.backlog, reuse_address=True
@@ -240,7 +241,9 @@ class Server:
 
     def info_sections(self) -> dict[str, dict[str, str]]:
         rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        machine = self._machine
+        # INFO keyspace counts every shard hosted here (DBSIZE: only those this node leads).
+        keys = sum(m.key_count() for m in self._machines)
+        expires = sum(m.expires_count() for m in self._machines)
         stats = self.metrics.commands.counts
         return {
             "server": conn_commands.server_info_fields(self),
@@ -263,11 +266,7 @@ class Server:
                 "expired_keys": str(self.committer.expired_keys),
             },
             "cluster": {"cluster_enabled": "1" if self.cluster is not None else "0"},
-            "keyspace": {
-                "db0": f"keys={machine.key_count()},expires={machine.expires_count()},avg_ttl=0"
-            }
-            if machine.key_count()
-            else {},
+            "keyspace": {"db0": f"keys={keys},expires={expires},avg_ttl=0"} if keys else {},
         }
 
     # -- background work -----------------------------------------------------------------
@@ -433,16 +432,26 @@ class Server:
         """A consistent snapshot of the KV data (``shardkv backup create``). In a cluster,
         only the leader answers, after a ReadIndex round: the snapshot then holds every
         write acknowledged before the request."""
-        group_id = 1
+        try:
+            group_id = int(request.query.get("group", "1"))
+        except ValueError:
+            return web.json_response({"error": "group must be a shard id"}, status=400)
+        scope = KeyScope.whole(1)
         if self.cluster is not None:
+            hosted = {shard.shard_id: shard for shard, _ in self.cluster.runtime.groups()}
+            if group_id not in hosted:
+                return web.json_response({"error": f"shard {group_id} is not here"}, status=404)
+            scope = hosted[group_id].scope
             try:
                 await self.cluster.runtime.barrier(group_id)
             except NotLeaderError:
                 return web.json_response({"error": "not the leader"}, status=409)
+        elif group_id != 1:
+            return web.json_response({"error": "a standalone node has shard 1 only"}, status=404)
         assert self._engine is not None and self._executor is not None
         view = self._engine.consistent_view()  # on the loop: the writing thread
         data = await asyncio.get_running_loop().run_in_executor(
-            self._executor, build_and_close, view, group_id
+            self._executor, build_and_close, view, group_id, scope
         )
         return web.Response(
             body=data,
@@ -463,7 +472,29 @@ class Server:
                 applied=0,
             )
         else:
-            replica = self.cluster.runtime.replica()
+            shards = []
+            for shard, r in self.cluster.runtime.groups():
+                rst = r.raw.status()
+                shards.append(
+                    {
+                        "shard": shard.shard_id,
+                        "slots": [list(x) for x in shard.slot_ranges],
+                        "epoch": shard.epoch,
+                        "role": rst.role.name.lower(),
+                        "leader": rst.lead,
+                        "replicas": list(shard.replicas),
+                        "term": rst.term,
+                        "commit": rst.commit,
+                        "applied": r.applied_index,
+                        "lag": rst.commit - r.applied_index,
+                        "keys": r.machine.key_count(),
+                    }
+                )
+            body["shards"] = shards
+            shard_map = self.cluster.runtime.shard_map
+            body["shard_map"] = shard_map.encode().decode() if shard_map else None
+            body["ready"] = self.cluster.runtime.routing_ready()
+            replica = self.cluster.runtime.groups()[0][1]
             st = replica.raw.status()
             body.update(
                 node_id=st.node_id,
@@ -494,8 +525,12 @@ class Server:
         return web.json_response({"blocked": sorted(blocked)})
 
     async def _http_health(self, request: web.Request) -> web.Response:
+        """``ok`` once this node can route every request: it has the cluster map and knows
+        the leader of every shard it hosts (or knows it has none). ``starting`` before."""
         if self._stop.is_set():
             return web.json_response({"status": "stopping"}, status=503)
+        if self.cluster is not None and not self.cluster.runtime.routing_ready():
+            return web.json_response({"status": "starting", "port": self.port}, status=503)
         return web.json_response({"status": "ok", "port": self.port})
 
 

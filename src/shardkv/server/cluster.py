@@ -18,10 +18,11 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from shardkv.core.cluster.shardmap import ShardInfo
 from shardkv.core.cluster.slots import SLOT_COUNT, key_slot
 from shardkv.core.raft import Message, Role
 from shardkv.core.resp import ErrorReply, MapReply, Reply
-from shardkv.node.runtime import DEFAULT_GROUP_ID, ClusterSettings, NodeRuntime, ReplyCallback
+from shardkv.node.runtime import ClusterSettings, NodeRuntime, ReplyCallback
 from shardkv.observability.logging import get_logger
 from shardkv.observability.metrics import LATENCY_BUCKETS_S
 from shardkv.server.config import ServerConfig
@@ -39,30 +40,59 @@ def redis_node_id(node_id: int) -> str:
 class RaftCollector(Collector):
     """Raft state at scrape time: ``shardkv_raft_*`` gauges and counters per group."""
 
-    def __init__(self, runtime: NodeRuntime) -> None:
+    def __init__(self, runtime: NodeRuntime, max_shard_series: int = 64) -> None:
         self._runtime = runtime
+        self._max_shard_series = max_shard_series
 
     def collect(self) -> Iterator[Metric]:
         rt = self._runtime
-        replica = rt.replica(DEFAULT_GROUP_ID)
-        st = replica.raw.status()
-        group = str(DEFAULT_GROUP_ID)
+        groups = rt.groups()
+        led = sum(1 for _, replica in groups if replica.is_leader)
+        leaderless = sum(1 for _, replica in groups if replica.leader_id == 0)
+        for name, doc, value in (
+            ("shardkv_shards_hosted", "Shards with a replica on this node.", len(groups)),
+            ("shardkv_shards_led", "Shards this node leads.", led),
+            ("shardkv_shards_without_leader", "Hosted shards that know no leader.", leaderless),
+        ):
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], float(value))
+            yield g
+        # Per-shard series only while their number stays small: past the bound, only the
+        # node-wide figures above (a 1000-shard node would export 13,000 series).
+        per_shard = groups[: self._max_shard_series]
         role = GaugeMetricFamily(
             "shardkv_raft_role", "1 for this replica's current role.", labels=["group", "role"]
         )
-        for r in Role:
-            role.add_metric([group, r.name.lower()], 1.0 if st.role is r else 0.0)
+        statuses = [
+            (str(shard.shard_id), replica, replica.raw.status()) for shard, replica in per_shard
+        ]
+        for group, _, st in statuses:
+            for r in Role:
+                role.add_metric([group, r.name.lower()], 1.0 if st.role is r else 0.0)
         yield role
-        for name, doc, value in (
-            ("shardkv_raft_term", "Current Raft term.", st.term),
-            ("shardkv_raft_commit_index", "Highest committed log index.", st.commit),
-            ("shardkv_raft_applied_index", "Highest applied log index.", replica.applied_index),
-            ("shardkv_raft_first_index", "First log index still on disk.", st.first_index),
-            ("shardkv_raft_last_index", "Last log index on disk.", st.last_index),
-            ("shardkv_raft_leader", "Node id of the known leader (0: none).", st.lead),
+        for name, doc, pick in (
+            ("shardkv_raft_term", "Current Raft term.", lambda r, st: st.term),
+            ("shardkv_raft_commit_index", "Highest committed log index.", lambda r, st: st.commit),
+            (
+                "shardkv_raft_applied_index",
+                "Highest applied log index.",
+                lambda r, st: r.applied_index,
+            ),
+            (
+                "shardkv_raft_first_index",
+                "First log index still on disk.",
+                lambda r, st: st.first_index,
+            ),
+            ("shardkv_raft_last_index", "Last log index on disk.", lambda r, st: st.last_index),
+            (
+                "shardkv_raft_leader",
+                "Node id of the known leader (0: none).",
+                lambda r, st: st.lead,
+            ),
         ):
             g = GaugeMetricFamily(name, doc, labels=["group"])
-            g.add_metric([group], float(value))
+            for group, replica, st in statuses:
+                g.add_metric([group], float(pick(replica, st)))
             yield g
         for name, doc, value in (
             ("shardkv_raft_leader_changes", "Role or leader changes seen.", rt.leader_changes),
@@ -78,8 +108,8 @@ class RaftCollector(Collector):
                 rt.snapshots_installed,
             ),
         ):
-            c = CounterMetricFamily(name, doc, labels=["group"])
-            c.add_metric([group], float(value))
+            c = CounterMetricFamily(name, doc)
+            c.add_metric([], float(value))
             yield c
 
 
@@ -106,6 +136,8 @@ class ClusterFrontend:
             snapshot_interval_entries=config.snapshot_interval_entries,
             compaction_margin_entries=config.compaction_margin_entries,
             join=config.join,
+            shard_count=config.shards,
+            replicas=config.replicas,
         )
         tls = None
         if config.peer_tls_cert and config.peer_tls_key and config.peer_tls_ca:
@@ -126,6 +158,8 @@ class ClusterFrontend:
             on_snapshot=lambda _from, message: self.runtime.step([message]),
             on_snapshot_status=self.runtime.report_snapshot,
             on_peer_unreachable=self.runtime.report_unreachable,
+            client_address=config.client_address,
+            on_peer_client_address=self.runtime.learn_client_address,
             tls=tls,
             rng=random.Random(),
         )
@@ -144,7 +178,7 @@ class ClusterFrontend:
                 registry=registry,
             )
             self.runtime.observe_sync_s = fsync.observe
-            self.runtime.observe_proposal_s = proposal.observe
+            self.runtime.driver.observe_proposal_s = proposal.observe
             registry.register(RaftCollector(self.runtime))
             registry.register(TransportCollector(self.transport))
 
@@ -190,80 +224,124 @@ class ClusterFrontend:
 
     # -- CLUSTER commands -------------------------------------------------------------------
 
-    def _known_addresses(self) -> dict[int, str]:
-        replica = self.runtime.replica(DEFAULT_GROUP_ID)
-        known = dict(replica.client_addresses)
-        known[self.node_id] = self.config.client_address
-        return known
+    def shard_leaders(self) -> list[tuple[ShardInfo, int, int]]:
+        """(shard, leader node id or 0, applied index here or 0) for every shard of the map.
+        A shard with no replica on this node is reported with its preferred leader (a hint:
+        that node redirects precisely)."""
+        rt = self.runtime
+        assert rt.shard_map is not None
+        hosted = {shard.shard_id: replica for shard, replica in rt.groups()}
+        out = []
+        for shard_id, shard in sorted(rt.shard_map.shards.items()):
+            replica = hosted.get(shard_id)
+            if replica is not None:
+                out.append((shard, replica.leader_id, replica.applied_index))
+            else:
+                out.append((shard, shard.preferred_leader, 0))
+        return out
 
     def cluster_command(self, args: list[bytes]) -> Reply:
+        """CLUSTER MYID, KEYSLOT, INFO, SLOTS, SHARDS, NODES, from this node's copy of the
+        map and what it knows of each shard's leader.
+
+        Redis Cluster has one master per slot range and replicas that follow one master.
+        Here every node leads some shards and follows others, so SLOTS and SHARDS list,
+        per shard, its leader as the master and its other replicas as replicas; NODES
+        lists every node as a master with the slots of the shards it leads (which is what
+        redis-benchmark --cluster and redis-cli read)."""
         sub = args[1].upper() if len(args) > 1 else b""
-        replica = self.runtime.replica(DEFAULT_GROUP_ID)
-        leader = replica.leader_id
-        addresses = self._known_addresses()
-        voters = replica.raw.conf_state().voters
         if sub == b"MYID":
             return redis_node_id(self.node_id).encode()
         if sub == b"KEYSLOT" and len(args) == 3:
             return key_slot(args[2])
+        addresses = self.runtime.client_addresses()
+        leaders = self.shard_leaders()
+
+        def endpoint(node: int) -> tuple[bytes, int]:
+            host, _, port = addresses.get(node, ":0").rpartition(":")
+            return host.encode(), int(port)
+
         if sub == b"INFO":
-            state = "ok" if leader and leader in addresses else "fail"
+            served = sum(
+                s.scope.slot_count for s, leader, _ in leaders if leader and leader in addresses
+            )
+            state = "ok" if served == SLOT_COUNT else "fail"
+            masters = {leader for _, leader, _ in leaders if leader}
+            epoch = max((s.epoch for s, _, _ in leaders), default=0)
             lines = [
                 f"cluster_state:{state}",
-                "cluster_slots_assigned:16384",
-                f"cluster_slots_ok:{16384 if state == 'ok' else 0}",
+                f"cluster_slots_assigned:{SLOT_COUNT}",
+                f"cluster_slots_ok:{served}",
                 "cluster_slots_pfail:0",
-                "cluster_slots_fail:0",
-                f"cluster_known_nodes:{len(voters)}",
-                "cluster_size:1",
-                f"cluster_current_epoch:{replica.raw.term}",
-                f"cluster_my_epoch:{replica.raw.term}",
+                f"cluster_slots_fail:{SLOT_COUNT - served}",
+                f"cluster_known_nodes:{len(addresses)}",
+                f"cluster_size:{len(masters)}",
+                f"cluster_current_epoch:{epoch}",
+                f"cluster_my_epoch:{epoch}",
+                f"cluster_shards:{len(leaders)}",
             ]
             return ("\r\n".join(lines) + "\r\n").encode()
-        # Nodes in the order a client should try them: the leader first.
-        order = sorted(addresses, key=lambda n: (n != leader, n))
         if sub == b"SLOTS":
-            if not leader or leader not in addresses:
-                return []
-            entry: list[Reply] = [0, SLOT_COUNT - 1]
-            for n in order:
-                host, _, port = addresses[n].rpartition(":")
-                entry.append([host.encode(), int(port), redis_node_id(n).encode()])
-            return [entry]
+            entries: list[Reply] = []
+            for shard, leader, _ in leaders:
+                if not leader or leader not in addresses:
+                    # No leader known yet: name the preferred one, so clients that insist
+                    # on full coverage start; it answers -MOVED or -TRYAGAIN until elected.
+                    leader = shard.preferred_leader
+                    if leader not in addresses:
+                        continue
+                order = [leader] + [n for n in shard.replicas if n != leader and n in addresses]
+                for first, last in shard.slot_ranges:
+                    entry: list[Reply] = [first, last]
+                    for n in order:
+                        host, port = endpoint(n)
+                        entry.append([host, port, redis_node_id(n).encode()])
+                    entries.append(entry)
+            return entries
         if sub == b"SHARDS":
-            nodes: list[Reply] = []
-            for n in order:
-                host, _, port = addresses[n].rpartition(":")
-                nodes.append(
-                    MapReply(
-                        (
-                            (b"id", redis_node_id(n).encode()),
-                            (b"port", int(port)),
-                            (b"ip", host.encode()),
-                            (b"endpoint", host.encode()),
-                            (b"role", b"master" if n == leader else b"replica"),
-                            (b"replication-offset", replica.applied_index),
-                            (b"health", b"online"),
+            shards: list[Reply] = []
+            for shard, leader, applied in leaders:
+                nodes: list[Reply] = []
+                order = sorted(shard.replicas, key=lambda n: (n != leader, n))
+                for n in order:
+                    host, port = endpoint(n)
+                    nodes.append(
+                        MapReply(
+                            (
+                                (b"id", redis_node_id(n).encode()),
+                                (b"port", port),
+                                (b"ip", host),
+                                (b"endpoint", host),
+                                (b"role", b"master" if n == leader else b"replica"),
+                                (b"replication-offset", applied),
+                                (b"health", b"online" if n in addresses else b"loading"),
+                            )
                         )
                     )
-                )
-            return [MapReply(((b"slots", [0, SLOT_COUNT - 1]), (b"nodes", nodes)))]
+                slots: list[Reply] = [x for r in shard.slot_ranges for x in r]
+                shards.append(MapReply(((b"slots", slots), (b"nodes", nodes))))
+            return shards
         if sub == b"NODES":
+            led: dict[int, list[str]] = {}
+            for shard, leader, _ in leaders:
+                for first, last in shard.slot_ranges:
+                    led.setdefault(leader, []).append(
+                        f"{first}-{last}" if first != last else str(first)
+                    )
+            epoch = max((s.epoch for s, _, _ in leaders), default=0)
             lines = []
-            for n in order:
+            assert self.runtime.shard_map is not None
+            peers = self.runtime.shard_map.nodes
+            for n in sorted(addresses):
                 host, _, port = addresses[n].rpartition(":")
-                flags = ("myself," if n == self.node_id else "") + (
-                    "master" if n == leader else "slave"
-                )
-                master = "-" if n == leader else redis_node_id(leader) if leader else "-"
-                slots = f" 0-{SLOT_COUNT - 1}" if n == leader else ""
+                bus = peers[n].peer_address.rpartition(":")[2] if n in peers else "0"
+                flags = ("myself," if n == self.node_id else "") + "master"
+                slot_text = "".join(" " + r for r in led.get(n, []))
                 lines.append(
-                    f"{redis_node_id(n)} {host}:{port}@{self.config.peer_port} {flags} {master} "
-                    f"0 0 {replica.raw.term} connected{slots}"
+                    f"{redis_node_id(n)} {host}:{port}@{bus} {flags} - "
+                    f"0 0 {epoch} connected{slot_text}"
                 )
             return ("\n".join(lines) + "\n").encode()
-        if sub == b"COUNTKEYSINSLOT":
-            return ErrorReply("ERR CLUSTER COUNTKEYSINSLOT is not supported by ShardKV")
         return ErrorReply(
             f"ERR CLUSTER {args[1].decode(errors='replace').upper()} is not supported by ShardKV"
         )

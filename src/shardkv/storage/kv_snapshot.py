@@ -1,18 +1,17 @@
-"""The data of a Raft snapshot of the KV state machine: building it, checking it,
+"""The data of a Raft snapshot of one shard's KV state machine: building it, checking it,
 installing it; and where a group's applied index lives.
 
-What a snapshot holds: every record the KV state machine owns (``shardkv.core.kv``:
-the ``DATA`` column below ``DATA_END``, the ``EXPIRY`` column below ``EXPIRY_END``, and the
-``META`` records under ``b"kv/"``, i.e. the key and expiry counts) plus the applied index of
-the group it was taken from. Installing it replaces exactly those ranges and sets that
-group's applied index, in the caller's batch, so a crash leaves either the old state or
-the new one. Other META records (other groups' applied indexes) are left alone.
-
-Scope: today one KV state machine owns the whole DATA/EXPIRY columns and node-wide counts,
-so a snapshot covers all of them. When one engine hosts several shards, a snapshot must
-cover only its shard's slot ranges (keys are slot-prefixed, so each is one contiguous
-range) and the counts must become per shard: that is a new format version with the
-ranges in the header.
+Several shards (Raft groups) share one engine; a snapshot covers one shard's
+``KeyScope`` (``shardkv.core.kv.scope``: its group id and slot ranges) and nothing else.
+What it holds (layout in ``shardkv.core.kv.codec``): the ``DATA`` keys of the scope's
+slot ranges (one contiguous key range per slot range), the group's ``EXPIRY`` entries
+(one range: the group-id prefix), the group's two ``META`` counters (key and expiry
+counts), and the group's applied index. Installing it replaces exactly those ranges and
+records and sets that group's applied index, in the caller's batch, so a crash leaves
+either the old state or the new one. Every other group's DATA, EXPIRY and META records in
+the same engine are left alone. The scope's slot ranges are in the header: the installer
+states which scope it expects, and a snapshot of other ranges is refused (a shard's map
+moved on, or a bug), never silently installed.
 
 The applied index is stored in ``META`` under ``applied_index_key(group_id)``
 (``b"raft/applied/"`` + group id, 8 bytes big-endian) as 8 bytes big-endian; the runtime
@@ -21,21 +20,26 @@ passes it as ``Config.applied_index`` when it restarts the group.
 
 Format (integers big-endian)::
 
-    header   magic b"SKVS" | version (1) | group id (8) | applied index (8)
+    header   magic b"SKVS" | version (1) = 2 | group id (8) | applied index (8)
+             | range count (2) | per slot range: first slot (2) | last slot (2)
     records  column tag (1) | key length (4) | value length (4) | key | value
              in column order DATA (1), EXPIRY (2), META (3), keys strictly increasing
-             within a column
+             within a column, every key inside the header's scope (DATA: one of the slot
+             ranges; EXPIRY: the group's prefix; META: one of the group's counters)
     trailer  end tag 0xFF (1) | record count (8) | CRC-32 (4) of every byte before it
+
+Version 1 (whole DATA/EXPIRY columns and node-wide counters, no ranges) is refused.
 
 Incremental use. The producer (`iter_snapshot_data`) needs only the applied index before
 the first record, emits records in key order page by page from a `ConsistentView`, keeps a
 running ``zlib.crc32`` and emits the trailer last: it never holds more than a page, and
 needs neither the record count nor the size in advance. A consumer can parse the same
-stream as it arrives, cut anywhere (each record is self-delimiting: a 9-byte head, then
-its lengths), updating the running CRC. Since records come sorted, it can feed them to
-one SST file writer per column (or to a staging key range) and make them visible (ingest,
-or one batch) only once the trailer's count and CRC match: a truncated or corrupt stream
-then changes nothing, as `stage_install` guarantees for whole buffers.
+stream as it arrives, cut anywhere (the header is self-delimiting by its range count;
+each record by its 9-byte head, then its lengths), updating the running CRC. Since
+records come sorted, it can feed them to one SST file writer per column (or to a staging
+key range) and make them visible (ingest, or one batch) only once the trailer's count and
+CRC match: a truncated or corrupt stream then changes nothing, as `stage_install`
+guarantees for whole buffers.
 """
 
 from __future__ import annotations
@@ -46,14 +50,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from shardkv.core.cluster.slots import SLOT_COUNT
 from shardkv.core.engine import DATA, EXPIRY, META, ReadView, WriteBatch
-from shardkv.core.kv.codec import DATA_END, EXPIRY_END
+from shardkv.core.kv.codec import (
+    data_ranges,
+    expires_count_key,
+    expiry_group_range,
+    key_count_key,
+)
+from shardkv.core.kv.scope import KeyScope, SlotRange
 from shardkv.storage.engine import ConsistentView
 
 MAGIC: Final = b"SKVS"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 
-#: META records owned by the KV state machine (``codec.KEY_COUNT_KEY``, ...).
+#: META records owned by KV state machines, every group's (``codec.key_count_key``, ...).
 KV_META_START: Final = b"kv/"
 KV_META_END: Final = b"kv0"  # b"kv/" with its last byte incremented
 
@@ -64,7 +75,8 @@ SCAN_PAGE_ENTRIES: Final = 1024
 MAX_KEY_BYTES: Final = 1 << 20
 """Largest key a record may carry; longer means a corrupt length field."""
 
-_HEADER: Final = struct.Struct(">4sBQQ")
+_HEADER: Final = struct.Struct(">4sBQQH")  # magic, version, group, applied, range count
+_SLOT_RANGE: Final = struct.Struct(">HH")
 _RECORD: Final = struct.Struct(">BII")
 _TRAILER_HEAD: Final = struct.Struct(">BQ")  # end tag, record count
 _CRC: Final = struct.Struct(">I")
@@ -72,12 +84,35 @@ _TRAILER_BYTES: Final = _TRAILER_HEAD.size + _CRC.size
 _U64: Final = struct.Struct(">Q")
 _END_TAG: Final = 0xFF
 
-#: Column tag -> (column, start of its range, exclusive end), in stream order.
-_COLUMNS: Final = {
-    1: (DATA, b"", DATA_END),
-    2: (EXPIRY, b"", EXPIRY_END),
-    3: (META, KV_META_START, KV_META_END),
-}
+_DATA_TAG: Final = 1
+_EXPIRY_TAG: Final = 2
+_META_TAG: Final = 3
+#: Column of each record tag.
+_COLUMNS: Final = {_DATA_TAG: DATA, _EXPIRY_TAG: EXPIRY, _META_TAG: META}
+_WHOLE: Final = ((0, SLOT_COUNT - 1),)
+
+_Range = tuple[int, str, bytes, bytes]
+"""``(tag, column, start, exclusive end)`` of records a snapshot may hold."""
+
+
+def _scope_ranges(scope: KeyScope) -> tuple[_Range, ...]:
+    """Every key range a snapshot of ``scope`` holds, in stream order (tag, then key). The
+    META counters are one-key ranges."""
+    ranges: list[_Range] = [
+        (_DATA_TAG, DATA, start, end) for start, end in data_ranges(scope.slot_ranges)
+    ]
+    ranges.append((_EXPIRY_TAG, EXPIRY, *expiry_group_range(scope.group_id)))
+    for key in sorted((key_count_key(scope.group_id), expires_count_key(scope.group_id))):
+        ranges.append((_META_TAG, META, key, key + b"\x00"))
+    return tuple(ranges)
+
+
+def _resolve_scope(group_id: int, scope: KeyScope | None) -> KeyScope:
+    if scope is None:
+        return KeyScope.whole(group_id)
+    if scope.group_id != group_id:
+        raise ValueError(f"scope of group {scope.group_id} given for group {group_id}")
+    return scope
 
 
 class KVSnapshotError(Exception):
@@ -90,7 +125,8 @@ class CorruptSnapshotError(KVSnapshotError):
 
 
 class SnapshotMismatchError(KVSnapshotError):
-    """A well-formed snapshot of another group or another applied index than expected."""
+    """A well-formed snapshot of another group, another applied index or other slot ranges
+    than expected."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +138,12 @@ class SnapshotInfo:
     data_records: int
     expiry_records: int
     meta_records: int
+    slot_ranges: tuple[SlotRange, ...] = _WHOLE
+
+    @property
+    def scope(self) -> KeyScope:
+        """The group and slot ranges the snapshot covers."""
+        return KeyScope(self.group_id, self.slot_ranges)
 
 
 # -- applied index ---------------------------------------------------------------------------
@@ -131,19 +173,29 @@ def read_applied_index(view: ReadView, group_id: int) -> int:
 
 
 def iter_snapshot_data(
-    view: ReadView, group_id: int, *, page_entries: int = SCAN_PAGE_ENTRIES
+    view: ReadView,
+    group_id: int,
+    scope: KeyScope | None = None,
+    *,
+    page_entries: int = SCAN_PAGE_ENTRIES,
 ) -> Iterator[bytes]:
-    """The snapshot of the KV records in ``view`` taken as ``group_id``'s, as pieces whose
-    concatenation is `build_snapshot_data`'s result. ``view`` must not change while this
-    runs: pass an engine's ``consistent_view()`` (or a quiescent engine)."""
+    """The snapshot of ``scope``'s KV records in ``view`` (default: every slot of
+    ``group_id``), with ``group_id``'s applied index, as pieces whose concatenation is
+    `build_snapshot_data`'s result. ``view`` must not change while this runs: pass an
+    engine's ``consistent_view()`` (or a quiescent engine). Raises ``ValueError`` if
+    ``scope`` is another group's."""
+    scope = _resolve_scope(group_id, scope)
     if page_entries < 1:
         raise ValueError("page_entries must be positive")
-    head = _HEADER.pack(MAGIC, FORMAT_VERSION, group_id, read_applied_index(view, group_id))
+    ranges = scope.slot_ranges
+    head = _HEADER.pack(
+        MAGIC, FORMAT_VERSION, group_id, read_applied_index(view, group_id), len(ranges)
+    ) + b"".join(_SLOT_RANGE.pack(first, last) for first, last in ranges)
     crc = zlib.crc32(head)
     count = 0
     yield head
     pack = _RECORD.pack
-    for tag, (column, start, end) in _COLUMNS.items():
+    for tag, column, start, end in _scope_ranges(scope):
         while True:
             page = view.scan(column, start, end, page_entries)
             if not page:
@@ -164,19 +216,20 @@ def iter_snapshot_data(
     yield tail + _CRC.pack(zlib.crc32(tail, crc))
 
 
-def build_and_close(view: ConsistentView, group_id: int) -> bytes:
+def build_and_close(view: ConsistentView, group_id: int, scope: KeyScope | None = None) -> bytes:
     """`build_snapshot_data` over a consistent view, closing the view however it ends.
     The view must be taken on the thread that writes (see `Engine.consistent_view`); this
     may then run on any thread."""
     try:
-        return build_snapshot_data(view, group_id)
+        return build_snapshot_data(view, group_id, scope)
     finally:
         view.close()
 
 
-def build_snapshot_data(view: ReadView, group_id: int) -> bytes:
-    """The whole snapshot of the KV records in ``view`` (see `iter_snapshot_data`)."""
-    return b"".join(iter_snapshot_data(view, group_id))
+def build_snapshot_data(view: ReadView, group_id: int, scope: KeyScope | None = None) -> bytes:
+    """The whole snapshot of ``scope``'s KV records in ``view`` (default: every slot of
+    ``group_id``; see `iter_snapshot_data`)."""
+    return b"".join(iter_snapshot_data(view, group_id, scope))
 
 
 # -- checking and installing ------------------------------------------------------------
@@ -191,15 +244,28 @@ def _parse(data: bytes) -> tuple[SnapshotInfo, list[tuple[str, bytes, bytes]]]:
     expected_crc = _CRC.unpack_from(view, size - _CRC.size)[0]
     if zlib.crc32(view[: size - _CRC.size]) != expected_crc:
         raise CorruptSnapshotError("snapshot checksum mismatch")
-    magic, version, group_id, applied = _HEADER.unpack_from(view)
+    magic, version, group_id, applied, range_count = _HEADER.unpack_from(view)
     if magic != MAGIC:
         raise CorruptSnapshotError(f"not a KV snapshot (magic {bytes(magic)!r})")
     if version != FORMAT_VERSION:
         raise CorruptSnapshotError(f"unknown KV snapshot format version {version}")
-    records: list[tuple[str, bytes, bytes]] = []
-    counts = dict.fromkeys(_COLUMNS, 0)
     position = _HEADER.size
     body_end = size - _TRAILER_BYTES
+    if position + range_count * _SLOT_RANGE.size > body_end:
+        raise CorruptSnapshotError(f"{range_count} slot ranges overrun the snapshot")
+    slot_ranges = tuple(
+        _SLOT_RANGE.unpack_from(view, position + i * _SLOT_RANGE.size) for i in range(range_count)
+    )
+    position += range_count * _SLOT_RANGE.size
+    try:
+        scope = KeyScope(group_id, slot_ranges)
+    except ValueError as exc:
+        raise CorruptSnapshotError(f"bad scope in the header: {exc}") from exc
+    # Records come in stream order, so the range each must fall in only moves forward.
+    allowed = _scope_ranges(scope)
+    current = 0
+    records: list[tuple[str, bytes, bytes]] = []
+    counts = dict.fromkeys(_COLUMNS, 0)
     last_tag = 0
     last_key = b""
     while position < body_end:
@@ -215,11 +281,18 @@ def _parse(data: bytes) -> tuple[SnapshotInfo, list[tuple[str, bytes, bytes]]]:
         position += key_len
         value = bytes(view[position : position + value_len])
         position += value_len
-        column, start, end = _COLUMNS[tag]
+        column = _COLUMNS[tag]
         if tag < last_tag or (tag == last_tag and key <= last_key):
             raise CorruptSnapshotError(f"record {column}/{key!r} is out of order")
-        if not start <= key < end:
-            raise CorruptSnapshotError(f"record {column}/{key!r} is outside the KV range")
+        while current < len(allowed) and (
+            allowed[current][0] < tag or (allowed[current][0] == tag and key >= allowed[current][3])
+        ):
+            current += 1
+        if current == len(allowed) or allowed[current][0] != tag or key < allowed[current][2]:
+            raise CorruptSnapshotError(
+                f"record {column}/{key!r} is outside group {group_id}'s KV ranges"
+                f" (slots {scope.describe()})"
+            )
         last_tag, last_key = tag, key
         counts[tag] += 1
         records.append((column, key, value))
@@ -228,13 +301,20 @@ def _parse(data: bytes) -> tuple[SnapshotInfo, list[tuple[str, bytes, bytes]]]:
         raise CorruptSnapshotError(
             f"trailer announces {count} records, found {len(records)} (tag {end_tag:#x})"
         )
-    info = SnapshotInfo(group_id, applied, counts[1], counts[2], counts[3])
+    info = SnapshotInfo(
+        group_id,
+        applied,
+        counts[_DATA_TAG],
+        counts[_EXPIRY_TAG],
+        counts[_META_TAG],
+        scope.slot_ranges,
+    )
     return info, records
 
 
 def verify_snapshot_data(data: bytes) -> SnapshotInfo:
-    """Check ``data`` completely (framing, order, count, CRC) without staging anything.
-    Raises `CorruptSnapshotError`."""
+    """Check ``data`` completely (framing, order, ranges, count, CRC) without staging
+    anything. Raises `CorruptSnapshotError`."""
     return _parse(data)[0]
 
 
@@ -244,17 +324,23 @@ def stage_install(
     *,
     group_id: int | None = None,
     applied_index: int | None = None,
+    scope: KeyScope | None = None,
 ) -> SnapshotInfo:
-    """Stage replacing the KV records with the snapshot ``data``, and the snapshot's
-    group's applied index, into ``batch``. Returns what was installed.
+    """Stage replacing ``scope``'s KV records with the snapshot ``data``, and the
+    snapshot's group's applied index, into ``batch``. Returns what was installed.
 
     ``group_id`` / ``applied_index``, when given, must match the snapshot's (the runtime
     passes its group and ``Ready.snapshot.metadata.index``), else `SnapshotMismatchError`.
-    Corrupt data raises `CorruptSnapshotError`. On any error ``batch`` is left unchanged.
-    The caller must write ``batch`` atomically, in the same batch as the Raft storage's
-    snapshot metadata (`RaftLogStorage.stage_ready`), so the applied index never falls
-    below the log's start after a crash.
+    ``scope`` (default: every slot of the snapshot's group) must be the snapshot's group
+    and slot ranges exactly, else `SnapshotMismatchError`: only those ranges are replaced,
+    every other group's records stay as they are. Corrupt data raises
+    `CorruptSnapshotError`. On any error ``batch`` is left unchanged. The caller must write
+    ``batch`` atomically, in the same batch as the Raft storage's snapshot metadata
+    (`RaftLogStorage.stage_ready`), so the applied index never falls below the log's start
+    after a crash. Raises ``ValueError`` if ``scope`` and ``group_id`` disagree.
     """
+    if scope is not None and group_id is not None and scope.group_id != group_id:
+        raise ValueError(f"scope of group {scope.group_id} given for group {group_id}")
     info, records = _parse(data)
     if group_id is not None and info.group_id != group_id:
         raise SnapshotMismatchError(f"snapshot of group {info.group_id}, expected group {group_id}")
@@ -262,8 +348,17 @@ def stage_install(
         raise SnapshotMismatchError(
             f"snapshot at applied index {info.applied_index}, expected {applied_index}"
         )
-    for column, start, end in _COLUMNS.values():
-        batch.delete_range(column, start, end)
+    expected = KeyScope.whole(info.group_id) if scope is None else scope
+    if expected != info.scope:
+        raise SnapshotMismatchError(
+            f"snapshot of group {info.group_id} slots {info.scope.describe()}, expected"
+            f" group {expected.group_id} slots {expected.describe()}"
+        )
+    for tag, column, start, end in _scope_ranges(expected):
+        if tag == _META_TAG:
+            batch.delete(column, start)  # a one-key range: no range tombstone for a counter
+        else:
+            batch.delete_range(column, start, end)
     for column, key, value in records:
         batch.put(column, key, value)
     stage_applied_index(info.group_id, info.applied_index, batch)

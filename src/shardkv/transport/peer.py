@@ -150,6 +150,7 @@ class PeerSender:
         backoff: Backoff,
         is_blocked: Callable[[], bool],
         on_unreachable: Callable[[], None],
+        on_hello: Callable[[str], None] = lambda client_address: None,
     ) -> None:
         self.node_id = node_id
         self._address = address
@@ -159,6 +160,7 @@ class PeerSender:
         self._backoff = backoff
         self._is_blocked = is_blocked
         self._on_unreachable = on_unreachable
+        self._on_hello = on_hello
         self._queue: deque[tuple[int, Message]] = deque()
         self._queued_bytes = 0
         self._wakeup = asyncio.Event()
@@ -345,6 +347,8 @@ class PeerSender:
             self._failing = False
             self._backoff.reset()
             log.info("peer_connected", peer=self.node_id, address=address)
+            if hello.client_address:
+                self._on_hello(hello.client_address)
             await self._pump(call)
             self._stats.disconnects += 1
         finally:

@@ -124,6 +124,8 @@ class PeerTransport:
         on_snapshot: OnSnapshot,
         on_snapshot_status: OnSnapshotStatus | None = None,
         on_peer_unreachable: OnPeerUnreachable | None = None,
+        client_address: str = "",
+        on_peer_client_address: Callable[[int, str], None] | None = None,
         tls: PeerTLS | None = None,
         max_queue_messages: int = 4096,
         max_queue_bytes: int = 64 << 20,
@@ -167,6 +169,10 @@ class PeerTransport:
         self.listen_addr = listen_addr
         self._initial_peers = dict(peers)
         self._on_messages = on_messages
+        #: Sent in the hello of every stream this node accepts: peers learn where Redis
+        #: clients reach this node without waiting for it to lead a shard.
+        self._client_address = client_address
+        self._on_peer_client_address = on_peer_client_address or (lambda node_id, addr: None)
         self._on_snapshot = on_snapshot
         self._on_snapshot_status = on_snapshot_status
         self._on_peer_unreachable = on_peer_unreachable
@@ -315,6 +321,7 @@ class PeerTransport:
             ),
             is_blocked=lambda: node_id in self._blocked,
             on_unreachable=lambda: self._report_unreachable(node_id),
+            on_hello=lambda client_address: self._on_peer_client_address(node_id, client_address),
         )
         self._peers[node_id] = sender
         sender.start()
@@ -500,7 +507,7 @@ class PeerTransport:
         requests: Any,
         context: grpc.aio.ServicerContext[pb.MessageBatch, pb.Ack],
     ) -> None:
-        await context.write(pb.Ack(node_id=self.node_id))
+        await context.write(pb.Ack(node_id=self.node_id, client_address=self._client_address))
         token = object()
         from_node: int | None = None
         stats = self._stats

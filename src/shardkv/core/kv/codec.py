@@ -1,18 +1,33 @@
 """Storage encoding of the KV state machine: what lives under which key in which column.
 
+Several shards (Raft groups) share one engine; each group's state machine owns a
+``KeyScope`` (``shardkv.core.kv.scope``): its group id and its slot ranges. Every record
+below belongs to exactly one group, and each group's records form a few contiguous key
+ranges, so a group's FLUSHALL, sweep, snapshot and install are range operations that never
+touch another group's records.
+
 Column ``DATA`` (see ``shardkv.core.engine``):
     key   = slot prefix (2 bytes, big-endian) + user key
     value = type tag (1 byte) + expire-at (8 bytes, big-endian, absolute unix milliseconds,
             0 = no expiry) + payload (for strings: the string itself)
+    A group owns the keys of its slots: for each of its inclusive slot ranges
+    ``(first, last)``, the one key range ``[slot_prefix(first), slot_prefix(last + 1))``
+    (``SLOTS_END`` for the last slot): see `data_range` / `data_ranges`.
 
 Column ``EXPIRY`` (an index to find expired keys without scanning the data):
-    key   = expire-at (8 bytes, big-endian) + data key
+    key   = group id (4 bytes, big-endian) + expire-at (8 bytes, big-endian) + data key
     value = b""
-    There is exactly one entry per data value whose expire-at is non-zero, and none other.
+    There is exactly one entry per data value whose expire-at is non-zero, under the group
+    owning that data key, and none other. A group's entries are the range
+    `expiry_group_range` (expire-at < 2**63, so the byte after the group id is < 0x80),
+    ordered by expire-at: the sweep is one range scan from the group's prefix.
 
-Column ``META``:
-    ``KEY_COUNT_KEY``     -> number of entries in DATA (8 bytes, big-endian)
-    ``EXPIRES_COUNT_KEY`` -> number of entries in EXPIRY (8 bytes, big-endian)
+Column ``META``, per group (group id 4 bytes, big-endian):
+    `key_count_key` ``b"kv/key_count/" + group id``         -> number of the group's
+                                                                entries in DATA
+    `expires_count_key` ``b"kv/expires_count/" + group id`` -> number of the group's
+                                                                entries in EXPIRY
+    (counts 8 bytes, big-endian; a missing entry is 0).
 
 These counts include keys that are logically expired but not yet removed by the expiry
 sweep, as Redis's DBSIZE does. This module owns the byte layout only; it never reads or
@@ -22,9 +37,10 @@ writes storage.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from typing import Final
 
-from shardkv.core.cluster.slots import SLOTS_END, prefixed_key
+from shardkv.core.cluster.slots import SLOT_COUNT, SLOTS_END, prefixed_key, slot_prefix
 
 #: Type tag of a string value. Other Redis types will get other tags.
 TYPE_STRING: Final = 0
@@ -37,25 +53,38 @@ HEADER_BYTES: Final = 1 + EXPIRE_AT_BYTES
 #: Largest representable expire-at (Redis stores it as a signed 64-bit integer).
 MAX_EXPIRE_AT_MS: Final = 2**63 - 1
 
+#: Size of the group id in EXPIRY keys and META counter keys.
+GROUP_ID_BYTES: Final = 4
+#: Largest group id the layout can hold.
+MAX_GROUP_ID: Final = 2 ** (8 * GROUP_ID_BYTES) - 1
+#: Bytes before the data key in an EXPIRY key.
+EXPIRY_HEAD_BYTES: Final = GROUP_ID_BYTES + EXPIRE_AT_BYTES
+
 _HEADER: Final = struct.Struct(">BQ")
 _EXPIRE_AT: Final = struct.Struct(">Q")
+_GROUP: Final = struct.Struct(">I")
+_EXPIRY_HEAD: Final = struct.Struct(">IQ")
 
 #: Header of a string without expiry: the common case, shared rather than rebuilt.
 STRING_NO_EXPIRY_HEADER: Final = _HEADER.pack(TYPE_STRING, 0)
 
-KEY_COUNT_KEY: Final = b"kv/key_count"
-EXPIRES_COUNT_KEY: Final = b"kv/expires_count"
+KEY_COUNT_PREFIX: Final = b"kv/key_count/"
+EXPIRES_COUNT_PREFIX: Final = b"kv/expires_count/"
 
 #: Exclusive upper bound of every DATA key (every slot prefix is below it).
 DATA_END: Final = SLOTS_END
-#: Exclusive upper bound of every EXPIRY key (expire-at < 2**63, so the first byte < 0x80).
-EXPIRY_END: Final = b"\x80"
+#: Within one group's EXPIRY prefix, every key is below prefix + this (expire-at < 2**63).
+_EXPIRY_GROUP_END: Final = b"\x80"
 
 data_key = prefixed_key
 """``data_key(user_key) -> bytes``: the DATA column key of a user key."""
 
 decode_header = _HEADER.unpack_from
 """``decode_header(value) -> (type_tag, expire_at_ms)`` of a DATA value."""
+
+expiry_key_head = _EXPIRY_HEAD.pack
+"""``expiry_key_head(group_id, expire_at_ms) -> bytes``: an EXPIRY key without its data key
+(the hot path concatenates the data key itself)."""
 
 
 def user_key(data_key: bytes) -> bytes:
@@ -75,19 +104,64 @@ def payload(value: bytes) -> bytes:
     return value[HEADER_BYTES:]
 
 
-def expiry_key(expire_at_ms: int, data_key: bytes) -> bytes:
-    """The EXPIRY column key for a data key that expires at ``expire_at_ms``."""
-    return _EXPIRE_AT.pack(expire_at_ms) + data_key
+# -- DATA ranges ---------------------------------------------------------------------------
 
 
-def expiry_range_end(now_ms: int) -> bytes:
-    """Exclusive EXPIRY range end covering every key with expire-at <= ``now_ms``."""
-    return _EXPIRE_AT.pack(min(max(now_ms, -1), MAX_EXPIRE_AT_MS) + 1)
+def data_range(first: int, last: int) -> tuple[bytes, bytes]:
+    """``[start, end)`` of the DATA keys of the inclusive slot range ``(first, last)``."""
+    end = SLOTS_END if last + 1 >= SLOT_COUNT else slot_prefix(last + 1)
+    return slot_prefix(first), end
 
 
-def decode_expiry_key(key: bytes) -> tuple[int, bytes]:
-    """``(expire_at_ms, data_key)`` of an EXPIRY column key."""
-    return _EXPIRE_AT.unpack_from(key)[0], key[EXPIRE_AT_BYTES:]
+def data_ranges(slot_ranges: Iterable[tuple[int, int]]) -> tuple[tuple[bytes, bytes], ...]:
+    """The DATA key ranges of sorted, disjoint, inclusive slot ranges, in key order."""
+    return tuple(data_range(first, last) for first, last in slot_ranges)
+
+
+# -- EXPIRY ----------------------------------------------------------------------------------
+
+
+def expiry_prefix(group_id: int) -> bytes:
+    """The prefix of every EXPIRY key of ``group_id``."""
+    return _GROUP.pack(group_id)
+
+
+def expiry_group_range(group_id: int) -> tuple[bytes, bytes]:
+    """``[start, end)`` holding exactly ``group_id``'s EXPIRY keys."""
+    prefix = _GROUP.pack(group_id)
+    return prefix, prefix + _EXPIRY_GROUP_END
+
+
+def expiry_key(group_id: int, expire_at_ms: int, data_key: bytes) -> bytes:
+    """The EXPIRY key of ``group_id``'s data key that expires at ``expire_at_ms``."""
+    return _EXPIRY_HEAD.pack(group_id, expire_at_ms) + data_key
+
+
+def expiry_range_end(group_id: int, now_ms: int) -> bytes:
+    """Exclusive EXPIRY range end covering every key of ``group_id`` with expire-at <=
+    ``now_ms`` (the range starts at `expiry_prefix`), never beyond `expiry_group_range`."""
+    if now_ms >= MAX_EXPIRE_AT_MS:
+        return _GROUP.pack(group_id) + _EXPIRY_GROUP_END
+    return _EXPIRY_HEAD.pack(group_id, max(now_ms, -1) + 1)
+
+
+def decode_expiry_key(key: bytes) -> tuple[int, int, bytes]:
+    """``(group_id, expire_at_ms, data_key)`` of an EXPIRY column key."""
+    group_id, expire_at = _EXPIRY_HEAD.unpack_from(key)
+    return group_id, expire_at, key[EXPIRY_HEAD_BYTES:]
+
+
+# -- META counters -----------------------------------------------------------------------------
+
+
+def key_count_key(group_id: int) -> bytes:
+    """The META key of ``group_id``'s key count (DBSIZE)."""
+    return KEY_COUNT_PREFIX + _GROUP.pack(group_id)
+
+
+def expires_count_key(group_id: int) -> bytes:
+    """The META key of ``group_id``'s count of keys with an expiry."""
+    return EXPIRES_COUNT_PREFIX + _GROUP.pack(group_id)
 
 
 def encode_count(count: int) -> bytes:

@@ -14,33 +14,30 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Final
 
-from shardkv.core.cluster.slots import (
-    SLOT_COUNT,
-    SLOTS_END,
-    pattern_slot,
-    slot_of_prefixed,
-    slot_prefix,
-)
+from shardkv.core.cluster.slots import SLOT_COUNT, key_slot, pattern_slot, slot_of_prefixed
 from shardkv.core.commands import COMMANDS, CommandKind, lookup, unknown_command_error
 from shardkv.core.engine import DATA, EXPIRY, META, Delete, DeleteRange, Put, ReadView, WriteBatch
 from shardkv.core.kv.codec import (
-    DATA_END,
-    EXPIRES_COUNT_KEY,
-    EXPIRY_END,
     HEADER_BYTES,
-    KEY_COUNT_KEY,
     STRING_NO_EXPIRY_HEADER,
     TYPE_NAMES,
     TYPE_STRING,
     data_key,
+    data_range,
+    data_ranges,
     decode_count,
     decode_expiry_key,
     encode_count,
+    expires_count_key,
+    expiry_group_range,
+    expiry_key_head,
     expiry_range_end,
+    key_count_key,
     user_key,
 )
 from shardkv.core.kv.glob import GlobPattern
 from shardkv.core.kv.longdouble import add_long_double, format_long_double, parse_long_double
+from shardkv.core.kv.scope import KeyScope, SlotRange
 from shardkv.core.resp.replies import OK, ErrorReply, Reply, SimpleString
 
 _Handler = Callable[[list[bytes], int], Reply]
@@ -59,7 +56,6 @@ _U64_MAX: Final = 2**64 - 1
 _MAX_SECONDS: Final = _I64_MAX // 1000
 _MIN_SECONDS: Final = -(-_I64_MIN // 1000)
 
-_EXPIRE_AT: Final = struct.Struct(">Q")
 _expire_at_of = struct.Struct(">Q").unpack_from  # (value, 1) -> (expire_at_ms,)
 _pack_header = struct.Struct(">BQ").pack
 
@@ -156,9 +152,13 @@ class KVStateMachine:
 
     Contract:
 
-    1. Construct with a ``ReadView`` of committed state. The machine owns the DATA and
-       EXPIRY columns of that view and its two META counters (``codec``); nothing else
-       may write them.
+    1. Construct with a ``ReadView`` of committed state and the ``KeyScope`` the machine
+       owns (default: every slot, group 1). It owns, in that view, the DATA keys of the
+       scope's slots, the group's EXPIRY entries and the group's two META counters
+       (``codec``); nothing else may write them. Other groups' records may share the
+       engine: no command reads, counts, scans, flushes or sweeps them. Routing a key to
+       the group owning its slot is the caller's job (``owns_key``); the machine executes
+       single-key commands on whatever key it is given and counts it as its own.
     2. ``begin_batch()``, then ``execute(args, now_ms)`` for each command, in log order
        (and ``expire_sweep`` where the log says so), then ``finish_batch()``, which returns
        the ``WriteBatch`` of everything those commands wrote. The caller must apply that
@@ -184,40 +184,71 @@ class KVStateMachine:
     through the EXPIRY index; the leader proposes it like a command. A write to an expired
     key treats it as absent (and overwrites or removes the stale copy).
 
-    Counts: ``key_count()`` (DBSIZE) and ``expires_count()`` (INFO keyspace) are kept
-    exact in META by every batch. Like Redis's DBSIZE they include expired keys the sweep
-    has not removed yet.
+    Counts: ``key_count()`` (DBSIZE) and ``expires_count()`` (INFO keyspace) are the
+    group's, kept exact in META by every batch. Like Redis's DBSIZE they include expired
+    keys the sweep has not removed yet.
+
+    Scope: KEYS and SCAN list only the scope's slots; FLUSHALL deletes only the scope's
+    slots, the group's EXPIRY entries and zeroes the group's counts; the sweep reads only
+    the group's EXPIRY entries.
 
     SCAN cursors: storage keys are ordered by (slot, key), so the cursor is simply the next
-    slot to visit (0 starts, and 0 returned means done). Each call returns every key of
-    each slot it visits and stops after the slot in which COUNT keys were reached, so a
-    cursor always fits in 64 bits, needs no server-side state, and any key present for the
-    whole iteration is returned at least once (keys of a slot are returned together, never
+    slot to visit (0 starts, and 0 returned means done). Slots outside the scope are
+    skipped: a cursor in an unowned gap continues at the next owned slot, and the
+    iteration ends (0) after the last owned slot. Each call returns every key of each slot
+    it visits and stops after the slot in which COUNT keys were reached, so a cursor
+    always fits in 64 bits, needs no server-side state, and any key present for the whole
+    iteration is returned at least once (keys of a slot are returned together, never
     split across calls). COUNT is a hint: a slot holding many keys is returned whole.
-    A MATCH pattern pinned to one slot by a hash tag (``{user1}:*``) visits that slot only.
+    A MATCH pattern pinned to one slot by a hash tag (``{user1}:*``) visits that slot only,
+    and only if the scope owns it (else the reply is empty, cursor 0).
     """
 
     __slots__ = (
         "_data",
+        "_data_ranges",
         "_dispatch",
         "_expires_count",
+        "_expires_count_key",
         "_expiry",
+        "_expiry_range",
         "_flushed",
+        "_group_id",
         "_in_batch",
         "_key_count",
+        "_key_count_key",
         "_max_string_bytes",
+        "_owned",
+        "_scope",
         "_start_counts",
         "_view",
     )
 
-    def __init__(self, view: ReadView, *, max_string_bytes: int = DEFAULT_MAX_STRING_BYTES) -> None:
+    def __init__(
+        self,
+        view: ReadView,
+        *,
+        scope: KeyScope | None = None,
+        max_string_bytes: int = DEFAULT_MAX_STRING_BYTES,
+    ) -> None:
         self._view = view
         self._max_string_bytes = max_string_bytes
+        if scope is None:
+            scope = KeyScope.whole()
+        self._scope = scope
+        self._group_id = scope.group_id
+        self._owned = scope.slot_mask()
+        # FLUSHALL's DeleteRanges: one per slot range.
+        self._data_ranges = data_ranges(scope.slot_ranges)
+        self._expiry_range = expiry_group_range(scope.group_id)
+        self._key_count_key = key_count_key(scope.group_id)
+        self._expires_count_key = expires_count_key(scope.group_id)
         self._in_batch = False
         # Pending writes of the current batch: key -> value, or None for a deletion.
         self._data: dict[bytes, bytes | None] = {}
         self._expiry: dict[bytes, bytes | None] = {}
-        # FLUSHALL ran in this batch: the view's DATA and EXPIRY no longer count.
+        # FLUSHALL ran in this batch: the view's DATA keys of the scope and the group's
+        # EXPIRY entries no longer count (other groups' keys in the view still do).
         self._flushed = False
         self._key_count = 0
         self._expires_count = 0
@@ -233,8 +264,8 @@ class KVStateMachine:
         if self._in_batch:
             raise BatchStateError("begin_batch() while a batch is open")
         self._in_batch = True
-        self._key_count = decode_count(self._view.get(META, KEY_COUNT_KEY))
-        self._expires_count = decode_count(self._view.get(META, EXPIRES_COUNT_KEY))
+        self._key_count = decode_count(self._view.get(META, self._key_count_key))
+        self._expires_count = decode_count(self._view.get(META, self._expires_count_key))
         self._start_counts = (self._key_count, self._expires_count)
 
     def finish_batch(self) -> WriteBatch:
@@ -246,17 +277,25 @@ class KVStateMachine:
         ops = batch.ops
         flushed = self._flushed
         if flushed:
-            ops.append(DeleteRange(DATA, b"", DATA_END))
-            ops.append(DeleteRange(EXPIRY, b"", EXPIRY_END))
-        for column, pending in ((DATA, self._data), (EXPIRY, self._expiry)):
-            for key, value in pending.items():
-                if value is not None:
-                    ops.append(Put(column, key, value))
-                elif not flushed:
-                    ops.append(Delete(column, key))
+            for start, end in self._data_ranges:
+                ops.append(DeleteRange(DATA, start, end))
+            ops.append(DeleteRange(EXPIRY, *self._expiry_range))
+        owned = self._owned
+        for key, value in self._data.items():
+            if value is not None:
+                ops.append(Put(DATA, key, value))
+            elif not flushed or not owned[slot_of_prefixed(key)]:
+                # (A key outside the scope is not covered by FLUSHALL's ranges.)
+                ops.append(Delete(DATA, key))
+        # Every EXPIRY entry this machine writes is under its group's prefix.
+        for key, value in self._expiry.items():
+            if value is not None:
+                ops.append(Put(EXPIRY, key, value))
+            elif not flushed:
+                ops.append(Delete(EXPIRY, key))
         if (self._key_count, self._expires_count) != self._start_counts:
-            ops.append(Put(META, KEY_COUNT_KEY, encode_count(self._key_count)))
-            ops.append(Put(META, EXPIRES_COUNT_KEY, encode_count(self._expires_count)))
+            ops.append(Put(META, self._key_count_key, encode_count(self._key_count)))
+            ops.append(Put(META, self._expires_count_key, encode_count(self._expires_count)))
         self._reset_batch()
         return batch
 
@@ -274,17 +313,28 @@ class KVStateMachine:
     def in_batch(self) -> bool:
         return self._in_batch
 
+    @property
+    def scope(self) -> KeyScope:
+        """The group and slot ranges this machine owns."""
+        return self._scope
+
+    def owns_key(self, key: bytes) -> bool:
+        """Whether the user key ``key`` hashes to a slot of this machine's scope (the
+        caller routes keys; the machine itself does not check)."""
+        return self._owned[key_slot(key)] != 0
+
     def key_count(self) -> int:
-        """Keys stored (DBSIZE), pending writes of the open batch included."""
+        """The group's keys stored (DBSIZE), pending writes of the open batch included."""
         if self._in_batch:
             return self._key_count
-        return decode_count(self._view.get(META, KEY_COUNT_KEY))
+        return decode_count(self._view.get(META, self._key_count_key))
 
     def expires_count(self) -> int:
-        """Keys stored with an expiry, pending writes of the open batch included."""
+        """The group's keys stored with an expiry, pending writes of the open batch
+        included."""
         if self._in_batch:
             return self._expires_count
-        return decode_count(self._view.get(META, EXPIRES_COUNT_KEY))
+        return decode_count(self._view.get(META, self._expires_count_key))
 
     # ------------------------------------------------------------------------------------
     # Entry points
@@ -307,17 +357,20 @@ class KVStateMachine:
         return handler(args, now_ms)
 
     def expire_sweep(self, now_ms: int, max_keys: int) -> int:
-        """Delete up to ``max_keys`` keys whose expire-at is <= ``now_ms``, oldest expiry
-        first, and return how many were deleted. Must run inside a batch, like a write
-        command. An index entry that does not match its data (never written by this
-        machine) is removed without counting."""
+        """Delete up to ``max_keys`` of the group's keys whose expire-at is <= ``now_ms``,
+        oldest expiry first, and return how many were deleted. Must run inside a batch,
+        like a write command. Reads only the group's EXPIRY entries. An index entry that
+        does not match its data (never written by this machine) is removed without
+        counting."""
         if not self._in_batch:
             raise BatchStateError("expire_sweep() outside a batch")
         if max_keys <= 0:
             return 0
         due: list[tuple[bytes, int, bytes]] = []
-        for index_key, _ in self._iter_range(EXPIRY, b"", expiry_range_end(now_ms)):
-            expire_at, dkey = decode_expiry_key(index_key)
+        start = self._expiry_range[0]
+        end = expiry_range_end(self._group_id, now_ms)
+        for index_key, _ in self._iter_range(EXPIRY, start, end):
+            _, expire_at, dkey = decode_expiry_key(index_key)
             due.append((index_key, expire_at, dkey))
             if len(due) >= max_keys:
                 break
@@ -399,8 +452,8 @@ class KVStateMachine:
         data = self._data
         if dkey in data:
             return data[dkey]
-        if self._flushed:
-            return None
+        if self._flushed and self._owned[(dkey[0] << 8) | dkey[1]]:
+            return None  # FLUSHALL in this batch (a key outside the scope was not flushed)
         return self._view.get(DATA, dkey)
 
     def _read_live(self, dkey: bytes, now_ms: int) -> bytes | None:
@@ -419,10 +472,10 @@ class KVStateMachine:
             old_expire_at = _expire_at_of(old, 1)[0]
         if old_expire_at != expire_at:
             if old_expire_at:
-                self._expiry[_EXPIRE_AT.pack(old_expire_at) + dkey] = None
+                self._expiry[expiry_key_head(self._group_id, old_expire_at) + dkey] = None
                 self._expires_count -= 1
             if expire_at:
-                self._expiry[_EXPIRE_AT.pack(expire_at) + dkey] = b""
+                self._expiry[expiry_key_head(self._group_id, expire_at) + dkey] = b""
                 self._expires_count += 1
         if expire_at:
             self._data[dkey] = _pack_header(TYPE_STRING, expire_at) + payload
@@ -434,7 +487,7 @@ class KVStateMachine:
         self._key_count -= 1
         old_expire_at = _expire_at_of(old, 1)[0]
         if old_expire_at:
-            self._expiry[_EXPIRE_AT.pack(old_expire_at) + dkey] = None
+            self._expiry[expiry_key_head(self._group_id, old_expire_at) + dkey] = None
             self._expires_count -= 1
         self._data[dkey] = None
 
@@ -442,7 +495,9 @@ class KVStateMachine:
         self, column: str, start: bytes, end: bytes | None
     ) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs of ``column`` in ``[start, end)``, pending writes merged
-        over the view, ascending. The caller must not write while iterating."""
+        over the view, ascending. The caller must not write while iterating. The range
+        must lie inside what the machine owns (the scope's DATA ranges, the group's EXPIRY
+        range): after FLUSHALL in the batch the view is ignored entirely."""
         pending = self._data if column == DATA else self._expiry
         pending_keys = sorted(key for key in pending if key >= start and (end is None or key < end))
         position = 0
@@ -466,6 +521,12 @@ class KVStateMachine:
             if pending_value is not None:
                 yield pending_keys[position], pending_value
             position += 1
+
+    def _iter_slots(self, slot_ranges: tuple[SlotRange, ...]) -> Iterator[tuple[bytes, bytes]]:
+        """DATA (key, value) pairs of the inclusive slot ranges (sorted, disjoint, owned),
+        through the overlay, ascending."""
+        for first, last in slot_ranges:
+            yield from self._iter_range(DATA, *data_range(first, last))
 
     def _iter_view(
         self, column: str, start: bytes, end: bytes | None
@@ -808,9 +869,8 @@ class KVStateMachine:
     def _keys(self, args: list[bytes], now_ms: int) -> Reply:
         pattern = args[1]
         matcher = None if pattern == b"*" else GlobPattern(pattern)
-        start, end = _slot_range_of(pattern)
         keys: list[Reply] = []
-        for dkey, value in self._iter_range(DATA, start, end):
+        for dkey, value in self._iter_slots(self._slots_to_visit(pattern_slot(pattern), 0)):
             if _is_expired(value, now_ms):
                 continue
             key = user_key(dkey)
@@ -853,17 +913,13 @@ class KVStateMachine:
             )
         pinned_slot = None if pattern is None else pattern_slot(pattern)
         if pinned_slot is not None:
-            if cursor > pinned_slot:
-                return [b"0", []]
-            start, end = _slot_range_of(pattern or b"")
-            count = _I64_MAX  # one slot: return it whole, then done
-        else:
-            start, end = slot_prefix(cursor), None
+            count = _I64_MAX  # one slot (or none): return it whole, then done
+        slot_ranges = self._slots_to_visit(pinned_slot, cursor)
         keys: list[Reply] = []
         visited = 0
         current_slot = -1
         next_cursor = 0
-        for dkey, value in self._iter_range(DATA, start, end):
+        for dkey, value in self._iter_slots(slot_ranges):
             slot = slot_of_prefixed(dkey)
             if slot != current_slot:
                 if visited >= count:
@@ -879,6 +935,15 @@ class KVStateMachine:
             if matcher is None or matcher.matches(key):
                 keys.append(key)
         return [str(next_cursor).encode(), keys]
+
+    def _slots_to_visit(self, pinned_slot: int | None, cursor: int) -> tuple[SlotRange, ...]:
+        """The slots KEYS/SCAN must visit from slot ``cursor`` on: the owned ones, or only
+        ``pinned_slot`` (the one slot a pattern's hash tag pins) if the scope owns it."""
+        if pinned_slot is None:
+            return self._scope.ranges_from(cursor)
+        if pinned_slot < cursor or not self._owned[pinned_slot]:
+            return ()
+        return ((pinned_slot, pinned_slot),)
 
     # ------------------------------------------------------------------------------------
     # Expiry
@@ -1038,13 +1103,3 @@ def _expire_at_ms(expire_arg: bytes, flags: int, now_ms: int, command: str) -> i
     if value > _I64_MAX or value <= 0:
         return _invalid_expire(command)
     return value
-
-
-def _slot_range_of(pattern: bytes) -> tuple[bytes, bytes | None]:
-    """The DATA key range KEYS/SCAN must visit for ``pattern``: one slot if the pattern
-    pins it, else everything."""
-    slot = pattern_slot(pattern)
-    if slot is None:
-        return b"", None
-    end = slot_prefix(slot + 1) if slot + 1 < SLOT_COUNT else SLOTS_END
-    return slot_prefix(slot), end

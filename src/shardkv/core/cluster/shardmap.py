@@ -1,0 +1,192 @@
+"""The cluster map: which shard (Raft group) owns which slots, on which nodes, at which epoch.
+
+A shard is a Raft group that owns a set of slot ranges. Its *epoch* rises with every change
+of its slots or its replicas; a replica serves a slot only while its own applied map says
+the slot belongs to its shard at its current epoch, so after a move no two groups answer
+for one slot (DESIGN.md section 4).
+
+This module is the data and its pure arithmetic: the initial layout of a new cluster,
+slot lookup, validation and a stable byte encoding. Who stores the map (the placement
+group, META on every node) and who changes it live elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Final
+
+from shardkv.core.cluster.slots import SLOT_COUNT
+from shardkv.core.kv.scope import KeyScope, SlotRange
+
+#: Format version of `ShardMap.encode`.
+SHARD_MAP_VERSION: Final = 1
+#: Group id of the placement group; shard ids start at 1.
+PLACEMENT_GROUP_ID: Final = 0
+#: Shards a new cluster is split into when the operator does not say.
+DEFAULT_SHARD_COUNT: Final = 16
+#: Replicas per shard when the operator does not say (capped by the node count).
+DEFAULT_REPLICAS: Final = 3
+
+
+class ShardMapError(ValueError):
+    """A map that breaks an invariant (a slot owned twice or not at all, a replica on an
+    unknown node, ...), or settings that cannot produce a map. The message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A node as the map knows it. ``client_address`` is where Redis clients reach it
+    (``host:port``, the address in ``-MOVED``); empty until the node registered it."""
+
+    node_id: int
+    peer_address: str
+    client_address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    """One shard. ``replicas[0]`` is the preferred leader: leaders are spread by giving
+    each node an equal share of first places, and a leader hands over to the preferred
+    replica when it is healthy."""
+
+    shard_id: int
+    slot_ranges: tuple[SlotRange, ...]
+    replicas: tuple[int, ...]
+    epoch: int = 1
+
+    @property
+    def scope(self) -> KeyScope:
+        return KeyScope(self.shard_id, self.slot_ranges)
+
+    @property
+    def preferred_leader(self) -> int:
+        return self.replicas[0]
+
+
+@dataclass(slots=True)
+class ShardMap:
+    """Nodes and shards. Build with `initial_layout` or `decode`; call `validate` after
+    changing it by hand. ``shard_of_slot`` is derived (rebuilt by `validate`)."""
+
+    nodes: dict[int, NodeInfo]
+    shards: dict[int, ShardInfo]
+    _slot_owner: list[int] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ShardMapError` unless every slot belongs to exactly one shard and every
+        replica is a known node (at most once per shard)."""
+        owner = [0] * SLOT_COUNT
+        for shard in self.shards.values():
+            if shard.shard_id <= PLACEMENT_GROUP_ID:
+                raise ShardMapError(f"shard id must be >= 1, got {shard.shard_id}")
+            if not shard.replicas or len(set(shard.replicas)) != len(shard.replicas):
+                raise ShardMapError(f"shard {shard.shard_id} has replicas {shard.replicas}")
+            unknown = [n for n in shard.replicas if n not in self.nodes]
+            if unknown:
+                raise ShardMapError(f"shard {shard.shard_id} is on unknown nodes {unknown}")
+            KeyScope(shard.shard_id, shard.slot_ranges)  # checks bounds and order
+            for first, last in shard.slot_ranges:
+                for slot in range(first, last + 1):
+                    if owner[slot]:
+                        raise ShardMapError(
+                            f"slot {slot} is in shards {owner[slot]} and {shard.shard_id}"
+                        )
+                    owner[slot] = shard.shard_id
+        if self.shards and 0 in owner:
+            raise ShardMapError(f"slot {owner.index(0)} belongs to no shard")
+        self._slot_owner = owner
+
+    def shard_of_slot(self, slot: int) -> ShardInfo:
+        """The shard that owns ``slot`` (0 <= slot < 16384)."""
+        return self.shards[self._slot_owner[slot]]
+
+    def shard_id_of_slot(self, slot: int) -> int:
+        return self._slot_owner[slot]
+
+    def shards_on(self, node_id: int) -> list[ShardInfo]:
+        """Shards with a replica on ``node_id``, by shard id."""
+        return [s for _, s in sorted(self.shards.items()) if node_id in s.replicas]
+
+    def with_node(self, node: NodeInfo) -> ShardMap:
+        """A copy where ``node`` replaces the node with its id (or is added)."""
+        return ShardMap({**self.nodes, node.node_id: node}, dict(self.shards))
+
+    # -- encoding ------------------------------------------------------------------------
+
+    def encode(self) -> bytes:
+        """Stable bytes (sorted JSON): equal maps encode equally on every node."""
+        doc = {
+            "version": SHARD_MAP_VERSION,
+            "nodes": [
+                [n.node_id, n.peer_address, n.client_address] for _, n in sorted(self.nodes.items())
+            ],
+            "shards": [
+                [s.shard_id, [list(r) for r in s.slot_ranges], list(s.replicas), s.epoch]
+                for _, s in sorted(self.shards.items())
+            ],
+        }
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> ShardMap:
+        """Inverse of `encode`. Raises `ShardMapError` for anything else."""
+        try:
+            doc = json.loads(data)
+            if doc["version"] != SHARD_MAP_VERSION:
+                raise ShardMapError(f"shard map version {doc['version']} is not supported")
+            nodes = {int(n[0]): NodeInfo(int(n[0]), str(n[1]), str(n[2])) for n in doc["nodes"]}
+            shards = {
+                int(s[0]): ShardInfo(
+                    int(s[0]),
+                    tuple((int(a), int(b)) for a, b in s[1]),
+                    tuple(int(r) for r in s[2]),
+                    int(s[3]),
+                )
+                for s in doc["shards"]
+            }
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            if isinstance(exc, ShardMapError):
+                raise
+            raise ShardMapError(f"unreadable shard map: {exc}") from exc
+        return cls(nodes, shards)
+
+
+def equal_slot_ranges(shard_count: int) -> list[SlotRange]:
+    """``shard_count`` contiguous ranges covering every slot, sizes differing by at most 1."""
+    if not 1 <= shard_count <= SLOT_COUNT:
+        raise ShardMapError(f"shard count must be 1..{SLOT_COUNT}, got {shard_count}")
+    base, extra = divmod(SLOT_COUNT, shard_count)
+    ranges = []
+    first = 0
+    for i in range(shard_count):
+        size = base + (1 if i < extra else 0)
+        ranges.append((first, first + size - 1))
+        first += size
+    return ranges
+
+
+def initial_layout(
+    members: dict[int, str], shard_count: int = DEFAULT_SHARD_COUNT, replicas: int = 3
+) -> ShardMap:
+    """The map of a new cluster: ``shard_count`` shards of equal slot ranges, each on
+    ``min(replicas, len(members))`` nodes, the preferred leaders spread round-robin so each
+    node is first for ``shard_count / nodes`` shards (rounded up or down).
+
+    Deterministic: every member computes the same map from the same ``--initial-cluster``
+    and ``--shards``, which is what lets them bootstrap without talking first."""
+    if not members:
+        raise ShardMapError("a cluster needs at least one member")
+    if replicas < 1:
+        raise ShardMapError(f"replicas must be >= 1, got {replicas}")
+    node_ids = sorted(members)
+    count = min(replicas, len(node_ids))
+    shards = {}
+    for i, slot_range in enumerate(equal_slot_ranges(shard_count)):
+        placed = tuple(node_ids[(i + k) % len(node_ids)] for k in range(count))
+        shards[i + 1] = ShardInfo(i + 1, (slot_range,), placed, epoch=1)
+    nodes = {n: NodeInfo(n, members[n]) for n in node_ids}
+    return ShardMap(nodes, shards)

@@ -1,0 +1,80 @@
+"""Which part of the keyspace one KV state machine owns: its group and its slot ranges.
+
+Several shards (Raft groups) share one engine on a node. Each shard's state machine reads
+and writes only the DATA keys of its own slots, its own EXPIRY index entries and its own
+counters, so a snapshot, a FLUSHALL or a SCAN of one shard never touches another's data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shardkv.core.cluster.slots import SLOT_COUNT, key_slot
+from shardkv.core.kv.codec import MAX_GROUP_ID
+
+SlotRange = tuple[int, int]
+"""Inclusive ``(first, last)`` slots, ``0 <= first <= last < SLOT_COUNT``."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyScope:
+    """The group id and the sorted, disjoint, inclusive slot ranges a machine owns.
+
+    Raises ``ValueError`` on construction for a group id that does not fit the storage
+    layout (``0..codec.MAX_GROUP_ID``) or ranges that are out of bounds, unsorted or
+    overlapping: that is a bug in whoever computed the shard map, never client input.
+    No ranges at all is allowed (a group whose slots all moved away owns nothing).
+    """
+
+    group_id: int
+    slot_ranges: tuple[SlotRange, ...]
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.group_id <= MAX_GROUP_ID:
+            raise ValueError(f"group id must be in 0..{MAX_GROUP_ID}, got {self.group_id}")
+        # Lists are accepted (a shard map parsed from JSON) and stored as tuples, so that
+        # scopes compare and hash by value.
+        ranges = tuple((first, last) for first, last in self.slot_ranges)
+        object.__setattr__(self, "slot_ranges", ranges)
+        previous = -1
+        for first, last in ranges:
+            if not (0 <= first <= last < SLOT_COUNT) or first <= previous:
+                raise ValueError(f"bad slot ranges {ranges!r}")
+            previous = last
+
+    @classmethod
+    def whole(cls, group_id: int = 1) -> KeyScope:
+        """Every slot: a node with one group (standalone, or a one-shard cluster)."""
+        return cls(group_id, ((0, SLOT_COUNT - 1),))
+
+    def owns(self, slot: int) -> bool:
+        return any(first <= slot <= last for first, last in self.slot_ranges)
+
+    def owns_key(self, key: bytes) -> bool:
+        """Whether the user key ``key`` hashes to one of this scope's slots."""
+        return self.owns(key_slot(key))
+
+    def slot_mask(self) -> bytes:
+        """``SLOT_COUNT`` bytes, 1 at each owned slot and 0 elsewhere: an O(1) ``owns``
+        for hot paths (build it once, index it by slot)."""
+        mask = bytearray(SLOT_COUNT)
+        for first, last in self.slot_ranges:
+            mask[first : last + 1] = b"\x01" * (last - first + 1)
+        return bytes(mask)
+
+    def ranges_from(self, slot: int) -> tuple[SlotRange, ...]:
+        """The owned slots at or after ``slot``, as ranges (the first one clipped to start at
+        ``slot`` if ``slot`` falls inside it)."""
+        return tuple((max(first, slot), last) for first, last in self.slot_ranges if last >= slot)
+
+    def describe(self) -> str:
+        """The slot ranges for messages: ``"0-99,200,300-16383"`` (``"none"`` if empty)."""
+        if not self.slot_ranges:
+            return "none"
+        return ",".join(
+            str(first) if first == last else f"{first}-{last}" for first, last in self.slot_ranges
+        )
+
+    @property
+    def slot_count(self) -> int:
+        return sum(last - first + 1 for first, last in self.slot_ranges)

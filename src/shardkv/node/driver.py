@@ -1,0 +1,927 @@
+"""The multi-group node driver: every Raft group hosted by one node, without I/O.
+
+The same object runs inside the asyncio node runtime (``node/runtime.py``) and inside the
+deterministic simulator (``sim/shards.py``). It owns the replicas, routes client commands
+by slot, and gathers every group's Ready into one batch per cycle, but it never sleeps,
+syncs, or touches a socket or a clock: the caller does, in this order:
+
+1. Inputs, at any time: ``step`` (peer messages), ``tick``, ``submit`` (client commands),
+   ``report_unreachable`` / ``report_snapshot`` (transport outcomes). Each one that makes
+   work calls ``on_work`` so the caller knows to run a cycle.
+2. ``cycle = collect()``: propose the writes and start the ReadIndex rounds queued since
+   the last cycle, then take the Ready of every group that may have work (it tracks them;
+   it never scans every group) and stage their durable parts and applied effects into
+   ONE ``WriteBatch``. ``None``: nothing to do.
+3. Send ``take_messages()``: every group's messages that may leave before the sync,
+   together, so the transport sends one stream message per peer node.
+4. Write ``cycle.batch`` to the engine (unsynced), then ``written(cycle)``: answers the
+   clients whose entries were applied (committed, so durable on a quorum that includes
+   the leader; see ``node/replica.py``).
+5. If ``cycle.must_sync``, sync the engine: the one fsync of the cycle, for all groups.
+6. ``jobs = synced(cycle)``: send what promised durable state, serve reads, advance every
+   group. Send ``take_messages()`` again. Each returned `SnapshotJob` serialises a
+   snapshot (``job.build()``, slow: run it off the loop) and is finished with
+   ``snapshot_built(job, data)`` (or ``snapshot_failed``).
+
+Time comes in: ``clock_ms`` (wall milliseconds, stamped into proposals by leaders) and
+``monotonic_s`` (proposal timeouts); randomness as ``rng``. A storage error raised by any
+step is fatal: the caller must stop the node (fail-stop), never retry.
+
+Shards: the node hosts one replica of every shard the cluster map places on it (a new
+cluster's map is computed by every member alike from ``--initial-cluster`` and
+``--shards``, then kept in META). A request goes to the group that owns its slot; a replica
+serves a slot only while its own scope (its shard at its epoch) holds it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from shardkv.core.cluster.routing import CROSSSLOT, KEYLESS, command_slot
+from shardkv.core.cluster.shardmap import ShardInfo, ShardMap, initial_layout
+from shardkv.core.cluster.slots import SLOT_COUNT
+from shardkv.core.commands import CommandKind, CommandSpec, lookup
+from shardkv.core.engine import META, WriteBatch
+from shardkv.core.kv import KVStateMachine
+from shardkv.core.kv.machine import parse_scan_cursor
+from shardkv.core.raft import (
+    ConfChange,
+    ConfChangeType,
+    Config,
+    ConfState,
+    Message,
+    NotLeaderError,
+    Role,
+)
+from shardkv.core.raft import StorageError as RaftStorageError
+from shardkv.core.resp import OK, ErrorReply, Reply
+from shardkv.node import crashpoints
+from shardkv.node.replica import (
+    ANNOUNCE_COMMAND,
+    SWEEP_COMMAND,
+    ReadyWork,
+    Replica,
+    ReplyCallback,
+)
+from shardkv.observability.logging import get_logger
+from shardkv.storage import Engine
+from shardkv.storage.engine import ConsistentView
+from shardkv.storage.kv_snapshot import (
+    build_and_close,
+    read_applied_index,
+    stage_applied_index,
+)
+from shardkv.storage.raft_log import RaftLogStorage
+
+log = get_logger(__name__)
+
+#: The first shard: the only one of a one-shard cluster (and of one joined by `member add`).
+DEFAULT_GROUP_ID: Final = 1
+#: META key of this node's copy of the cluster map (`ShardMap.encode`).
+SHARD_MAP_KEY: Final = b"cluster/shard_map"
+#: META keys: node id (8 bytes) -> its client address, from applied leader announcements.
+CLIENT_ADDRESS_PREFIX: Final = b"cluster/client/"
+CLIENT_ADDRESS_PREFIX_END: Final = b"cluster/client0"
+#: META keys: member node id (8 bytes) -> its peer address, kept as changes apply.
+MEMBER_PREFIX: Final = b"raft/member/"
+MEMBER_PREFIX_END: Final = b"raft/member0"
+
+
+class MembershipError(Exception):
+    """A membership change was refused or did not complete; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """How this node takes part in its Raft group(s)."""
+
+    node_id: int
+    #: node id -> peer (gRPC) address of every initial member, this node included.
+    initial_members: dict[int, str]
+    #: host:port clients should be sent to for this node (-MOVED replies).
+    client_address: str
+    tick_interval_ms: int = 100
+    election_timeout_ticks: int = 10
+    heartbeat_interval_ticks: int = 1
+    #: Take a snapshot and compact the log after this many applied entries.
+    snapshot_interval_entries: int = 10_000
+    #: Entries kept behind a snapshot, so a slightly lagging follower needs no snapshot.
+    compaction_margin_entries: int = 1_000
+    max_pending_reads: int = 10_000
+    #: Join an existing group (added with ``shardkv member add``) instead of creating one.
+    join: bool = False
+    #: A learner is promoted once its log is within this many entries of the commit index.
+    promote_lag_entries: int = 100
+    #: A write not committed within this is answered -UNKNOWN (it may still commit).
+    proposal_timeout_s: float = 5.0
+    #: Shards and replicas per shard of a NEW cluster (ignored once the map exists).
+    shard_count: int = 1
+    replicas: int = 3
+    #: How often a leader checks whether to hand its shard to the preferred replica.
+    leader_balance_interval_ticks: int = 10
+
+
+@dataclass(slots=True)
+class _GroupState:
+    replica: Replica
+    storage: RaftLogStorage
+    shard: ShardInfo
+    last_snapshot_index: int = 0
+    announced_term: int = 0
+    #: ``NodeDriver._clients_version`` this group last announced as leader.
+    announced_clients: int = 0
+    #: Tick count when this replica last became leader (leader balancing waits a while,
+    #: so a node handing its leaders away on shutdown does not get them straight back).
+    leader_since_tick: int = 0
+    #: A membership change was applied: snapshot soon, so a new member's first snapshot
+    #: already lists it.
+    snapshot_due: bool = False
+    snapshot_running: bool = False
+
+
+@dataclass(slots=True)
+class Cycle:
+    """One cycle's staged work (see the module docstring)."""
+
+    batch: WriteBatch = field(default_factory=WriteBatch)
+    works: list[ReadyWork] = field(default_factory=list)
+
+    @property
+    def must_sync(self) -> bool:
+        return any(w.must_sync for w in self.works)
+
+
+@dataclass(slots=True)
+class SnapshotJob:
+    """A snapshot to serialise from ``view`` (taken at ``index``); see `NodeDriver`."""
+
+    shard: ShardInfo
+    index: int
+    conf_state: ConfState
+    view: ConsistentView
+
+    def build(self) -> bytes:
+        """Serialise the snapshot and close the view (slow: it reads every key)."""
+        return build_and_close(self.view, self.shard.shard_id, self.shard.scope)
+
+
+class NodeDriver:
+    """See the module docstring. Single-threaded: call every method from one thread."""
+
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        engine: Engine,
+        *,
+        clock_ms: Callable[[], int],
+        monotonic_s: Callable[[], float],
+        rng: random.Random,
+        on_work: Callable[[], None] = lambda: None,
+        add_peer: Callable[[int, str], None] = lambda node_id, address: None,
+        remove_peer: Callable[[int], None] = lambda node_id: None,
+    ) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id
+        self._engine = engine
+        self.add_peer = add_peer
+        self.remove_peer = remove_peer
+        self._clock_ms = clock_ms
+        self._monotonic_s = monotonic_s
+        self._rng = rng
+        self.on_work = on_work
+        self._groups: dict[int, _GroupState] = {}
+        self.shard_map: ShardMap | None = None
+        #: Slot -> group hosted here that owns it (None: another node's shard).
+        self._slot_group: list[_GroupState | None] = [None] * SLOT_COUNT
+        self._ticks = 0
+        #: node id -> client address, from applied announcements of every group (kept in
+        #: META, so it survives restarts and log compaction).
+        self._known_clients: dict[int, str] = {}
+        #: Bumped whenever ``_known_clients`` learns something: leaders re-announce.
+        self._clients_version = 0
+        self._clients_announced = 0
+        #: Groups that may have work: the loop visits these, never every group per wake.
+        self._active: dict[int, _GroupState] = {}
+        #: Messages produced in this iteration by every group, sent together: one stream
+        #: message per peer node, however many groups talk to it.
+        self._outbox: list[Message] = []
+        self.stopping = False
+        #: Set once a step failed (storage, invariant): the node serves nothing more.
+        self.failed: BaseException | None = None
+        #: Test and simulator hook: (group id, shard epoch, slot) for every command a
+        #: replica here executes for a client (applied writes, reads, stale reads).
+        self.on_serve: Callable[[int, int, int], None] | None = None
+        #: Observer for metrics (seconds): each applied proposal.
+        self.observe_proposal_s: Callable[[float], None] = lambda seconds: None
+        self.leader_changes = 0
+        self.snapshots_taken = 0
+        self.snapshots_installed = 0
+        self.proposals = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open (or bootstrap) the node's groups from the engine. Call before ``start``.
+
+        A new cluster's map comes from the settings (every member computes the same one);
+        a node that joins with ``member add`` hosts the single shard of a one-shard cluster
+        until its snapshot arrives."""
+        s = self.settings
+        raw_map = self._engine.get(META, SHARD_MAP_KEY)
+        if raw_map is not None:
+            shard_map = ShardMap.decode(raw_map)
+        else:
+            if s.join:  # `member add`: the one shard, on every member it lists
+                shard_map = initial_layout(s.initial_members, 1, len(s.initial_members))
+            else:
+                shard_map = initial_layout(s.initial_members, s.shard_count, s.replicas)
+            batch = WriteBatch()
+            batch.put(META, SHARD_MAP_KEY, shard_map.encode())
+            self._engine.write(batch)
+        self.shard_map = shard_map
+        fresh: set[int] = set()
+        for shard in shard_map.shards_on(self.node_id):
+            _, new = self._open_group(shard)
+            if new:
+                fresh.add(shard.shard_id)
+        for key, value in self._engine.scan(
+            META, CLIENT_ADDRESS_PREFIX, CLIENT_ADDRESS_PREFIX_END, 10_000
+        ):
+            self._known_clients[int.from_bytes(key[len(CLIENT_ADDRESS_PREFIX) :], "big")] = (
+                value.decode()
+            )
+        for key, value in self._engine.scan(META, MEMBER_PREFIX, MEMBER_PREFIX_END, 1000):
+            node_id = int.from_bytes(key[len(MEMBER_PREFIX) :], "big")
+            if node_id != self.node_id:
+                self.add_peer(node_id, value.decode())
+        for g in self._groups.values():
+            voters = g.replica.raw.conf_state().voters
+            # A one-node group elects itself at once; a new cluster's preferred leaders
+            # stand first, which spreads leaders without waiting for an election timeout.
+            alone = len(voters) == 1 and self.node_id in voters
+            if alone or (g.shard.shard_id in fresh and g.shard.preferred_leader == self.node_id):
+                g.replica.raw.campaign()
+
+    def _open_group(self, shard: ShardInfo) -> tuple[_GroupState, bool]:
+        group_id = shard.shard_id
+        storage = RaftLogStorage(self._engine, group_id)
+        new = storage.last_index() == 0 and storage.hard_state.term == 0
+        if new and not self.settings.join:
+            storage = self._bootstrap(shard)
+        applied = read_applied_index(self._engine, group_id)
+        s = self.settings
+        config = Config(
+            node_id=s.node_id,
+            group_id=group_id,
+            election_timeout_ticks=s.election_timeout_ticks,
+            heartbeat_interval_ticks=s.heartbeat_interval_ticks,
+            applied_index=applied,
+        )
+        replica = Replica(
+            config,
+            storage,
+            KVStateMachine(self._engine, scope=shard.scope),
+            random.Random(self._rng.getrandbits(64)),
+            self._outbox.extend,
+            self._clock_ms,
+            self._monotonic_s,
+            max_pending_reads=s.max_pending_reads,
+        )
+        replica.on_conf_change = self._on_conf_change
+        replica.on_announce = self._on_announce
+        replica.on_serve = self._serve_hook(shard)
+        g = _GroupState(replica, storage, shard, last_snapshot_index=applied)
+        self._groups[group_id] = g
+        for first, last in shard.slot_ranges:
+            for slot in range(first, last + 1):
+                self._slot_group[slot] = g
+        return g, new
+
+    def _bootstrap(self, shard: ShardInfo) -> RaftLogStorage:
+        """Create the shard's log. Its first snapshot is the KV data already on disk: empty
+        for a new cluster, or a restored backup (``shardkv backup restore``), whose applied
+        index becomes the log's starting point on every member alike."""
+        engine = self._engine
+        group_id = shard.shard_id
+        boot_index = max(1, read_applied_index(engine, group_id))
+        batch = WriteBatch()
+        stage_applied_index(group_id, boot_index, batch)
+        engine.write(batch)
+        data = build_and_close(engine.consistent_view(), group_id, shard.scope)
+        voters = ConfState.of(list(shard.replicas))
+        batch = WriteBatch()
+        storage = RaftLogStorage.bootstrap(
+            engine, group_id, voters, batch, index=boot_index, data=data
+        )
+        engine.write(batch)
+        storage.on_written()
+        engine.sync()
+        log.info(
+            "raft_group_bootstrapped", group=group_id, index=boot_index, voters=list(voters.voters)
+        )
+        return storage
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def step(self, messages: list[Message]) -> None:
+        groups = self._groups
+        active = self._active
+        for m in messages:
+            g = groups.get(m.group_id)
+            if g is not None:
+                g.replica.raw.step(m)
+                active[m.group_id] = g
+        self.on_work()
+
+    def report_unreachable(self, node_id: int) -> None:
+        for g in self._groups.values():
+            g.replica.raw.report_unreachable(node_id)
+
+    def report_snapshot(self, to: int, group_id: int, ok: bool) -> None:
+        g = self._groups.get(group_id)
+        if g is not None:
+            g.replica.raw.report_snapshot(to, success=ok)
+            self._active[group_id] = g
+            self.on_work()
+
+    def _activate(self, g: _GroupState) -> None:
+        self._active[g.replica.group_id] = g
+        self.on_work()
+
+    def submit(
+        self,
+        commands: list[list[bytes]],
+        on_done: ReplyCallback,
+        *,
+        allow_stale: bool = False,
+        has_write: bool | None = None,
+    ) -> None:
+        """Route a connection's group of data commands (in order) to its Raft group.
+
+        ``allow_stale`` (a connection that sent READONLY, as in Redis Cluster): a group of
+        reads on a follower is served from this replica's state at once, possibly behind
+        the leader; writes are still redirected. ``has_write``: whether any command writes,
+        when the caller already knows it from the command table (the client connection
+        does); None looks it up here."""
+        if self.failed is not None:
+            on_done([ErrorReply("ERR storage failure: this node stopped serving")] * len(commands))
+            return
+        if len(commands) == 1:
+            slot = command_slot(commands[0])
+            if type(slot) is int and slot != KEYLESS:
+                self._submit_to_slot(slot, commands, on_done, allow_stale, has_write)
+                return
+        self._submit_split(commands, on_done, allow_stale)
+
+    def _submit_to_slot(
+        self,
+        slot: int,
+        commands: list[list[bytes]],
+        on_done: ReplyCallback,
+        allow_stale: bool,
+        has_write: bool | None,
+    ) -> None:
+        """Commands that all name keys of ``slot``: run by the shard that owns it, here
+        if this node leads it, else answered ``-MOVED`` (or ``-TRYAGAIN``)."""
+        g = self._slot_group[slot]
+        if g is None:
+            on_done([self._moved(slot)] * len(commands))
+            return
+        replica = g.replica
+        if has_write is None:
+            has_write = any(_is_write(args) for args in commands)
+        if not replica.is_leader:
+            if allow_stale and not has_write:
+                now_ms = self._clock_ms()
+                on_done([replica.execute_owned(args, now_ms) for args in commands])
+                return
+            on_done([self._moved(slot)] * len(commands))
+            return
+        if has_write:
+            self.proposals += 1
+            replica.queue_write(commands, self._timed(on_done))
+        else:
+            replica.read(commands, on_done)
+        self._activate(g)
+
+    def _submit_split(
+        self, commands: list[list[bytes]], on_done: ReplyCallback, allow_stale: bool
+    ) -> None:
+        """A pipeline whose commands go to several shards (or a keyless command): each run
+        of consecutive commands for one slot goes to its shard; replies are joined back in
+        the order of ``commands``. Commands to different shards may run in parallel, as
+        they would on different Redis Cluster nodes; those to one shard keep their order."""
+        replies: list[Reply | None] = [None] * len(commands)
+        parts: list[tuple[int, int, list[list[bytes]]]] = []  # (slot, first position, run)
+        for pos, args in enumerate(commands):
+            slot = command_slot(args)
+            if type(slot) is ErrorReply:
+                replies[pos] = slot
+            elif slot == KEYLESS:
+                parts.append((KEYLESS, pos, [args]))
+            elif parts and parts[-1][0] == slot and parts[-1][1] + len(parts[-1][2]) == pos:
+                parts[-1][2].append(args)
+            else:
+                parts.append((int(slot), pos, [args]))
+        pending = len(parts)
+
+        def part_done(first: int, results: list[Reply]) -> None:
+            nonlocal pending
+            replies[first : first + len(results)] = results
+            pending -= 1
+            if pending == 0:
+                on_done([r if r is not None else CROSSSLOT for r in replies])
+
+        if pending == 0:
+            on_done([r if r is not None else CROSSSLOT for r in replies])
+            return
+        for slot, first, run in parts:
+            callback = _at(part_done, first)
+            if slot == KEYLESS:
+                self._submit_keyless(run[0], callback, allow_stale)
+            else:
+                self._submit_to_slot(slot, run, callback, allow_stale, None)
+
+    def _submit_keyless(self, args: list[bytes], on_done: ReplyCallback, allow_stale: bool) -> None:
+        """DBSIZE, KEYS, SCAN, FLUSHALL: over the shards this node leads (those it hosts,
+        with READONLY), as a Redis Cluster master answers for its own slots."""
+        name = args[0].lower()
+        groups = [
+            g
+            for _, g in sorted(self._groups.items())
+            if g.replica.is_leader or (allow_stale and not _is_write(args))
+        ]
+        if name == b"scan":
+            self._scan(args, groups, on_done)
+            return
+        if not groups:
+            on_done([0 if name == b"dbsize" else [] if name == b"keys" else OK])
+            return
+        results: list[Reply] = []
+
+        def one_done(replies: list[Reply]) -> None:
+            results.append(replies[0])
+            if len(results) < len(groups):
+                return
+            errors = [r for r in results if type(r) is ErrorReply]
+            if errors:
+                on_done([errors[0]])
+            elif name == b"dbsize":
+                on_done([sum(r for r in results if isinstance(r, int))])
+            elif name == b"keys":
+                on_done([k for r in results if isinstance(r, list) for k in r])
+            else:
+                on_done([results[0]])
+
+        for g in groups:
+            self._run_on_group(g, [args], one_done, allow_stale)
+
+    def _scan(self, args: list[bytes], groups: list[_GroupState], on_done: ReplyCallback) -> None:
+        """SCAN's cursor is the next slot to visit (see the KV machine): run it on the led
+        shard holding that slot (or the next one), and when that shard is done continue at
+        the first slot of the next led shard."""
+        cursor = parse_scan_cursor(args[1])
+        if cursor is None or not groups:
+            on_done([ErrorReply("ERR invalid cursor")] if cursor is None else [[b"0", []]])
+            return
+        starts = sorted((first, last, g) for g in groups for first, last in g.shard.slot_ranges)
+        for i, (first, last, g) in enumerate(starts):
+            if cursor > last:
+                continue
+            next_range = starts[i + 1][0] if i + 1 < len(starts) else 0
+            shard_args = [args[0], str(max(cursor, first)).encode(), *args[2:]]
+
+            def done(replies: list[Reply], last: int = last, next_range: int = next_range) -> None:
+                # The shard's cursor, unless it left this range: then the next led range.
+                # (A shard that ran into its own next range is revisited there: SCAN may
+                # return a key twice, never miss one.)
+                reply = replies[0]
+                if isinstance(reply, list) and len(reply) == 2 and isinstance(reply[0], bytes):
+                    returned = int(reply[0])
+                    if returned == 0 or returned > last:
+                        reply = [str(next_range).encode(), reply[1]]
+                on_done([reply])
+
+            self._run_on_group(g, [shard_args], done, True)
+            return
+        on_done([[b"0", []]])
+
+    def _run_on_group(
+        self, g: _GroupState, commands: list[list[bytes]], on_done: ReplyCallback, stale: bool
+    ) -> None:
+        replica = g.replica
+        writes = any(_is_write(args) for args in commands)
+        if replica.is_leader:
+            if writes:
+                self.proposals += 1
+                replica.queue_write(commands, self._timed(on_done))
+            else:
+                replica.read(commands, on_done)
+            self._activate(g)
+        elif stale and not writes:
+            now_ms = self._clock_ms()
+            on_done([replica.execute_owned(args, now_ms) for args in commands])
+        else:
+            on_done([self._no_leader()] * len(commands))
+
+    # -- membership ------------------------------------------------------------------------
+
+    def learn_client_address(self, node_id: int, address: str) -> None:
+        """A peer said where clients reach it (the transport's hello). Kept in memory and
+        passed on through the logs of the groups this node leads, so every node learns it,
+        even one that shares no group with that peer's shards."""
+        if node_id != self.node_id and self._known_clients.get(node_id) != address:
+            self._known_clients[node_id] = address
+            self._clients_version += 1
+            self.on_work()
+
+    def _on_announce(self, node_id: int, address: bytes, batch: WriteBatch) -> None:
+        if self._known_clients.get(node_id) != address.decode():
+            self._known_clients[node_id] = address.decode()
+            self._clients_version += 1
+            batch.put(META, CLIENT_ADDRESS_PREFIX + node_id.to_bytes(8, "big"), address)
+
+    def _on_conf_change(self, change: ConfChange, batch: WriteBatch) -> None:
+        for g in self._groups.values():
+            g.snapshot_due = True
+        key = MEMBER_PREFIX + change.node_id.to_bytes(8, "big")
+        if change.type is ConfChangeType.REMOVE_NODE:
+            batch.delete(META, key)
+            if change.node_id == self.node_id:
+                log.warning("this_node_removed_from_group", node_id=self.node_id)
+            else:
+                self.remove_peer(change.node_id)
+        elif change.context:
+            address = change.context.decode()
+            batch.put(META, key, change.context)
+            if change.node_id != self.node_id:
+                self.add_peer(change.node_id, address)
+        log.info(
+            "membership_changed",
+            change=change.type.name.lower(),
+            node=change.node_id,
+            address=change.context.decode(errors="replace"),
+        )
+
+    def propose_conf_change(self, change: ConfChange, on_done: ReplyCallback) -> None:
+        """Propose a membership change of the one group of a one-shard cluster; ``on_done``
+        gets ``[0]`` once applied or an error. Raises `MembershipError` on a sharded
+        cluster and `NotLeaderError` on a follower."""
+        self.single_group()
+        g = self._groups[DEFAULT_GROUP_ID]
+        g.replica.propose_conf_change(change, on_done)
+        self._activate(g)
+
+    def single_group(self) -> Replica:
+        """The replica of a one-shard cluster's group; raises `MembershipError` else."""
+        if len(self._groups) != 1 or DEFAULT_GROUP_ID not in self._groups:
+            raise MembershipError(
+                "member add/remove works on one-shard clusters only; nodes of a sharded "
+                "cluster join and leave through the placement scheduler"
+            )
+        return self._groups[DEFAULT_GROUP_ID].replica
+
+    def _timed(self, on_done: ReplyCallback) -> ReplyCallback:
+        started = self._monotonic_s()
+
+        def done(replies: list[Reply]) -> None:
+            self.observe_proposal_s(self._monotonic_s() - started)
+            on_done(replies)
+
+        return done
+
+    def read_barrier(self, group_id: int, on_done: ReplyCallback) -> None:
+        """``on_done`` runs once a ReadIndex round confirmed this node leads ``group_id``
+        and applied everything committed before the call (an error reply if not).
+        Raises `NotLeaderError` (and KeyError for a shard not hosted here)."""
+        g = self._groups[group_id]
+        replica = g.replica
+        if not replica.is_leader:
+            raise NotLeaderError(
+                f"node {self.node_id} does not lead group {group_id}", replica.leader_id
+            )
+        replica.read([[b"DBSIZE"]], on_done)
+        self._activate(g)
+
+    def submit_sweep(self, max_keys: int) -> None:
+        """Leader only: propose an expiry sweep stamped with this node's time."""
+        for g in self._groups.values():
+            # Only when something can expire: an idle cluster writes no log entries.
+            if g.replica.is_leader and g.replica.machine.expires_count() > 0:
+                g.replica.queue_write([[SWEEP_COMMAND, str(max_keys).encode()]], _ignore)
+                self._activate(g)
+
+    # -- views -----------------------------------------------------------------------------
+
+    def replica(self, group_id: int = DEFAULT_GROUP_ID) -> Replica:
+        return self._groups[group_id].replica
+
+    def leader_client_address(self, group_id: int = DEFAULT_GROUP_ID) -> str | None:
+        replica = self._groups[group_id].replica
+        if replica.leader_id == 0:
+            return None
+        if replica.leader_id == self.node_id:
+            return self.settings.client_address
+        return replica.client_addresses.get(replica.leader_id) or self._known_clients.get(
+            replica.leader_id
+        )
+
+    def _moved(self, slot: int) -> ErrorReply:
+        """Where a client should send a command for ``slot`` (which this node does not
+        lead): ``-MOVED`` to the leader of its shard, or ``-TRYAGAIN`` when none is known."""
+        g = self._slot_group[slot]
+        if g is not None:
+            address = self.leader_client_address(g.replica.group_id)
+        else:
+            address = self._remote_leader_address(slot)
+        if address is None:
+            return self._no_leader()
+        return ErrorReply(f"MOVED {slot} {address}")
+
+    @staticmethod
+    def _no_leader() -> ErrorReply:
+        return ErrorReply("TRYAGAIN no leader is elected for this shard yet; retry in a moment")
+
+    def _remote_leader_address(self, slot: int) -> str | None:
+        """A shard with no replica here: send the client to its preferred leader, whose
+        node then redirects precisely (a hint, like Redis Cluster's slot map)."""
+        if self.shard_map is None:
+            return None
+        shard = self.shard_map.shard_of_slot(slot)
+        return self.client_addresses().get(shard.preferred_leader)
+
+    def client_addresses(self) -> dict[int, str]:
+        """node id -> client address, as learned from every group's leader announcements
+        (and the cluster map), this node's own included."""
+        known: dict[int, str] = {}
+        if self.shard_map is not None:
+            known.update(
+                (n.node_id, n.client_address)
+                for n in self.shard_map.nodes.values()
+                if n.client_address
+            )
+        known.update(self._known_clients)
+        known[self.node_id] = self.settings.client_address
+        return known
+
+    def routing_ready(self) -> bool:
+        """Whether every hosted shard knows its leader and that leader's client address,
+        so a request is served or redirected at once (`/healthz` says ``ok`` from then)."""
+        if self.shard_map is None:
+            return False
+        if self._ticks >= 3 * self.settings.election_timeout_ticks:
+            return True  # a shard still without a leader has none: -TRYAGAIN is its answer
+        addresses = self.client_addresses()
+        return all(
+            g.replica.leader_id != 0 and g.replica.leader_id in addresses
+            for g in self._groups.values()
+        )
+
+    def groups(self) -> list[tuple[ShardInfo, Replica]]:
+        """The shards hosted here, by id, with their replicas."""
+        return [(g.shard, g.replica) for _, g in sorted(self._groups.items())]
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One tick of every group (``tick_interval_ms`` of the caller's time)."""
+        timeout_s = self.settings.proposal_timeout_s
+        self._ticks += 1
+        balance = self._ticks % self.settings.leader_balance_interval_ticks == 0
+        active = self._active
+        for group_id, g in self._groups.items():
+            raw = g.replica.raw
+            if balance and not self.stopping:
+                # Before the tick: the tick may run check-quorum, which clears every
+                # follower's recent_active flag that this check relies on.
+                self._hand_to_preferred_leader(g)
+            raw.tick()
+            g.replica.expire_waiters(timeout_s)
+            if raw.has_ready():
+                active[group_id] = g
+        self.on_work()
+
+    def _hand_to_preferred_leader(self, g: _GroupState) -> None:
+        """Leaders spread by the map: a leader that is not its shard's preferred replica
+        hands over once that replica is alive and caught up (so a restarted node gets its
+        share of leaders back). Only ever towards the preferred replica: no ping-pong."""
+        raw = g.replica.raw
+        preferred = g.shard.preferred_leader
+        if raw.role is not Role.LEADER or preferred == self.node_id:
+            return
+        if self._ticks - g.leader_since_tick < 3 * self.settings.leader_balance_interval_ticks:
+            return
+        status = raw.status()
+        progress = status.progress.get(preferred)
+        if (
+            progress is not None
+            and not progress.is_learner
+            and progress.recent_active
+            and progress.match >= status.last_index
+        ):
+            raw.transfer_leader(preferred)
+
+    def collect(self) -> Cycle | None:
+        """Steps 2-3 of the module docstring. Raises on a storage failure (fatal)."""
+        if self.failed is not None:
+            return None
+        try:
+            active, self._active = self._active, {}
+            cycle = Cycle()
+            now_ms = self._clock_ms()
+            for g in active.values():
+                g.replica.flush_writes(now_ms)
+                g.replica.flush_reads()
+                if g.replica.raw.has_ready():
+                    cycle.works.append(g.replica.collect(cycle.batch, self._write_now))
+            return cycle if cycle.works else None
+        except Exception as exc:
+            self._fail(exc)
+            raise
+
+    def written(self, cycle: Cycle) -> None:
+        """Step 4: ``cycle.batch`` is in the engine (not yet synced)."""
+        try:
+            for w in cycle.works:
+                w.replica.storage.on_written()
+            for w in cycle.works:
+                w.answer()  # committed entries: no need to wait for this node's sync
+        except Exception as exc:
+            self._fail(exc)
+            raise
+
+    def synced(self, cycle: Cycle) -> list[SnapshotJob]:
+        """Step 6: the engine is synced (if ``cycle.must_sync``). Returns the snapshots
+        to build."""
+        try:
+            for w in cycle.works:
+                if w.ready.soft_state is not None:
+                    self.leader_changes += 1
+                if w.ready.snapshot is not None:
+                    self.snapshots_installed += 1
+            for w in cycle.works:
+                w.finish()
+            jobs = []
+            if self._clients_version != self._clients_announced:
+                # Learned a new address: every group this node leads passes it on (rare).
+                self._clients_announced = self._clients_version
+                for g in self._groups.values():
+                    if g.replica.is_leader and g.announced_clients != self._clients_version:
+                        self._announce(g)
+            for w in cycle.works:
+                g = self._groups[w.replica.group_id]
+                job = self._after_iteration(g)
+                if job is not None:
+                    jobs.append(job)
+                # advance can produce new work (entries to apply, messages to send).
+                self._active[w.replica.group_id] = g
+            self.on_work()
+            return jobs
+        except Exception as exc:
+            self._fail(exc)
+            raise
+
+    def take_messages(self) -> list[Message]:
+        """Every message produced since the last call, for the transport."""
+        # Replicas hold ``self._outbox.extend``: empty the list in place, never rebind it.
+        messages = self._outbox[:]
+        self._outbox.clear()
+        return messages
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failed is None:
+            self.failed = exc
+            log.critical("node_runtime_failed", error=repr(exc))
+
+    def _announce(self, g: _GroupState) -> None:
+        """Tell the group's replicas, through its log, this node's client address and
+        every other one it knows (a new leader does; so does every leader when this node
+        learns a new address: knowledge spreads across groups until every node knows every
+        address)."""
+        args = [ANNOUNCE_COMMAND, str(self.node_id).encode(), self.settings.client_address.encode()]
+        for node_id, address in sorted(self._known_clients.items()):
+            if node_id != self.node_id:
+                args += [str(node_id).encode(), address.encode()]
+        g.replica.queue_write([args], _ignore)
+        g.announced_clients = self._clients_version
+        self._activate(g)
+
+    def _write_now(self, batch: WriteBatch) -> None:
+        self._engine.write(batch)
+        crashpoints.reached("snapshot_install")
+
+    def _after_iteration(self, g: _GroupState) -> SnapshotJob | None:
+        replica = g.replica
+        raw = replica.raw
+        if raw.role is Role.LEADER and g.announced_term != raw.term:
+            g.announced_term = raw.term
+            g.leader_since_tick = self._ticks
+            self._announce(g)
+        interval = self.settings.snapshot_interval_entries
+        if g.snapshot_due or replica.applied_index - g.last_snapshot_index >= interval:
+            g.snapshot_due = False
+            return self._snapshot(g)
+        return None
+
+    def _snapshot(self, g: _GroupState) -> SnapshotJob | None:
+        """A snapshot of the applied state to serialise (the log is then compacted behind
+        it), or None. The view is taken now, right after a write, so it holds exactly the
+        applied index. One snapshot per group at a time."""
+        replica = g.replica
+        index = replica.applied_index
+        if g.snapshot_running:
+            return None
+        if index <= g.storage.snapshot_index:
+            # Nothing newer to save (e.g. the applied state IS a snapshot just installed from
+            # the leader); count the interval from here.
+            g.last_snapshot_index = index
+            return None
+        view = self._engine.consistent_view()
+        if read_applied_index(view, replica.group_id) != index:
+            view.close()
+            return None
+        g.snapshot_running = True
+        g.last_snapshot_index = index  # do not start another for this interval
+        return SnapshotJob(g.shard, index, replica.raw.conf_state(), view)
+
+    def snapshot_failed(self, job: SnapshotJob, exc: BaseException) -> None:
+        """Building ``job`` raised: fatal, as every storage failure."""
+        self._groups[job.shard.shard_id].snapshot_running = False
+        self._fail(exc)
+
+    def snapshot_built(self, job: SnapshotJob, data: bytes) -> None:
+        """Record the snapshot ``job.build()`` returned and compact the log behind it."""
+        g = self._groups[job.shard.shard_id]
+        g.snapshot_running = False
+        index = job.index
+        try:
+            batch = WriteBatch()
+            g.storage.stage_create_snapshot(index, job.conf_state, data, batch)
+            compact_to = index - self.settings.compaction_margin_entries
+            if compact_to > g.storage.first_index():
+                g.storage.stage_compact(compact_to, batch)
+        except RaftStorageError as exc:  # e.g. a newer snapshot was installed meanwhile
+            log.info("snapshot_skipped", group=g.replica.group_id, index=index, reason=str(exc))
+            return
+        except Exception as exc:
+            self._fail(exc)
+            raise
+        self._engine.write(batch)
+        crashpoints.reached("compaction")
+        g.storage.on_written()
+        self.snapshots_taken += 1
+        log.info("snapshot_taken", group=g.replica.group_id, index=index, bytes=len(data))
+
+    def begin_stop(self) -> dict[int, int]:
+        """Stop leader balancing and hand every leadership this node holds to the most
+        caught-up voter. Returns group id -> transferee."""
+        self.stopping = True
+        transfers: dict[int, int] = {}
+        for g in self._groups.values():
+            raw = g.replica.raw
+            if raw.role is Role.LEADER and len(raw.conf_state().voters) > 1:
+                target = self._best_transferee(g)
+                if target:
+                    raw.transfer_leader(target)
+                    transfers[g.replica.group_id] = target
+                    self._activate(g)
+        return transfers
+
+    def leads_any_replicated_group(self) -> bool:
+        return any(
+            g.replica.is_leader and len(g.replica.raw.conf_state().voters) > 1
+            for g in self._groups.values()
+        )
+
+    def _serve_hook(self, shard: ShardInfo) -> Callable[[int], None] | None:
+        def served(slot: int) -> None:
+            if self.on_serve is not None:
+                self.on_serve(shard.shard_id, shard.epoch, slot)
+
+        return served
+
+    def _best_transferee(self, g: _GroupState) -> int:
+        status = g.replica.raw.status()
+        best, best_match = 0, -1
+        for node_id, progress in status.progress.items():
+            if node_id == self.node_id or progress.is_learner:
+                continue
+            if progress.match > best_match:
+                best, best_match = node_id, progress.match
+        return best
+
+
+def _ignore(replies: list[Reply]) -> None:
+    pass
+
+
+def _at(part_done: Callable[[int, list[Reply]], None], first: int) -> ReplyCallback:
+    return lambda replies: part_done(first, replies)
+
+
+def _is_write(args: list[bytes]) -> bool:
+    spec: CommandSpec | None = lookup(args[0])
+    return spec is None or spec.kind is not CommandKind.DATA or spec.is_write
