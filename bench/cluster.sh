@@ -6,6 +6,8 @@
 # Usage: bench/cluster.sh [OUTDIR] ; every load is bounded by `timeout` and runs under
 # `flock /tmp/bench.lock`; only processes this script started are stopped.
 set -euo pipefail
+# The project virtualenv (made by scripts/start.sh or scripts/test.sh) comes first.
+export PATH="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin:$PATH"
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 SHARED=${SHARED:-$(cd "$ROOT/../shared" && pwd)}
@@ -31,7 +33,7 @@ trap cleanup EXIT
 locked() { flock -w 1800 "$LOCK" bash -c "$SHARED/bench/busy_snapshot.sh; $*"; }
 
 # --- ShardKV -------------------------------------------------------------------------
-python3 -m shardkv cluster up --nodes 3 --base-port "$BASE" --data-dir "$DATA" > "$OUT/shardkv.log" 2>&1 &
+python3 -m shardkv cluster up --nodes 3 --base-port "$BASE" --shards "${SHARDS:-1}" --data-dir "$DATA" > "$OUT/shardkv.log" 2>&1 &
 CPID=$!
 LEADER=""
 for _ in $(seq 1 100); do

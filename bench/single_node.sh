@@ -7,6 +7,8 @@
 # Usage: bench/single_node.sh [OUTDIR]      (default bench/results/single-<timestamp>)
 # Then:  python bench/summarize.py OUTDIR   (table with ratios, for docs/benchmarks.md)
 set -euo pipefail
+# The project virtualenv (made by scripts/start.sh or scripts/test.sh) comes first.
+export PATH="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin:$PATH"
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 SHARED=${SHARED:-$(cd "$ROOT/../shared" && pwd)}

@@ -27,6 +27,8 @@
 # the warm-up each takes a baseline (admin endpoint /v1/debug/tracemalloc/baseline); at the
 # end the top growth sites since then are printed and saved as tracemalloc-<node>.json.
 set -euo pipefail
+# The project virtualenv (made by scripts/start.sh or scripts/test.sh) comes first.
+export PATH="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin:$PATH"
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 
@@ -132,7 +134,7 @@ for i in 1 2 3; do
   PYTHONTRACEMALLOC=1 python3 -m shardkv server --node-id "$i" --bind 127.0.0.1 \
     --port $((BASE_PORT + i)) --peer-port $((BASE_PORT + 100 + i)) \
     --admin-port $((BASE_PORT + 200 + i)) --data-dir "$DATA/node-$i" \
-    --initial-cluster "$MEMBERS" --log-format json --log-level warning \
+    --initial-cluster "$MEMBERS" --shards "${SHARDS:-1}" --log-format json --log-level warning \
     > "$OUT/node-$i.log" 2>&1 &
   NODE_PIDS+=("$!")
   NODE_ARGS+=(--node "$i:$((BASE_PORT + i)):$((BASE_PORT + 200 + i)):$!:$DATA/node-$i")

@@ -559,6 +559,8 @@ class FaultCluster:
                 "--initial-cluster",
                 members,
                 "--enable-fault-injection",
+                "--shards",
+                "1",  # the main nemesis test passes its own --shards after this
                 *extra_args,
             )
         self.all_processes: list[ServerProcess] = list(self.nodes.values())

@@ -26,7 +26,7 @@ def shardkv(*args: str) -> subprocess.CompletedProcess[str]:
 def test_backup_under_load_restores_every_acknowledged_write(tmp_path: Path, shards: int) -> None:
     """One snapshot per shard from its leader; the restored cluster keeps the shard map
     (whatever its own --shards says) and every write acknowledged before the backup."""
-    source = Cluster(tmp_path / "source", 3, "--shards", str(shards))
+    source = Cluster(tmp_path / "source", 3, shards=shards)
     restored: Cluster | None = None
     try:
         source.start()

@@ -257,7 +257,7 @@ def test_a_follower_stays_up_after_installing_a_snapshot_far_past_its_own(
     interval_entries = 100
     monkeypatch.setenv("SHARDKV_SNAPSHOT_INTERVAL_ENTRIES", str(interval_entries))
     monkeypatch.setenv("SHARDKV_MAX_COMMANDS_PER_READ", "1")
-    cluster = Cluster(tmp_path)
+    cluster = Cluster(tmp_path)  # one shard: its log is under test
     try:
         cluster.start()
         leader_id = cluster.leader()
@@ -281,7 +281,7 @@ def test_a_follower_down_for_100k_writes_catches_up_by_snapshot_and_logs_stay_bo
 ) -> None:
     monkeypatch.setenv("SHARDKV_SNAPSHOT_INTERVAL_ENTRIES", str(SNAPSHOT_INTERVAL_ENTRIES))
     monkeypatch.setenv("SHARDKV_MAX_COMMANDS_PER_READ", str(COMMANDS_PER_ENTRY))
-    cluster = Cluster(tmp_path)
+    cluster = Cluster(tmp_path)  # one shard: its log is under test
     try:
         cluster.start()
         leader_id = cluster.leader()

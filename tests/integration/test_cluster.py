@@ -37,7 +37,11 @@ def wait_healthy(node: ServerProcess, timeout_s: float = 30.0) -> None:
 
 
 class Cluster:
-    def __init__(self, root: Path, size: int = 3, *extra: str) -> None:
+    """``size`` real server processes of one new cluster. ``shards`` defaults to 1: most
+    tests here exercise one group's mechanics (failover, catch-up, seams); sharding has
+    its own tests."""
+
+    def __init__(self, root: Path, size: int = 3, *extra: str, shards: int = 1) -> None:
         self.peer_ports = {i: free_port() for i in range(1, size + 1)}
         members = ",".join(f"{i}=127.0.0.1:{p}" for i, p in self.peer_ports.items())
         self.nodes: dict[int, ServerProcess] = {}
@@ -50,6 +54,8 @@ class Cluster:
                 str(peer),
                 "--initial-cluster",
                 members,
+                "--shards",
+                str(shards),
                 *extra,
             )
 

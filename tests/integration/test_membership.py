@@ -22,7 +22,7 @@ def status(node: ServerProcess) -> dict[str, object]:
 
 
 def test_add_a_fourth_node_then_remove_an_original_one(tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path / "c")
+    cluster = Cluster(tmp_path / "c")  # one shard: member add works on one-shard clusters
     newcomer: ServerProcess | None = None
     try:
         cluster.start()

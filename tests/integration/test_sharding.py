@@ -76,7 +76,7 @@ def wait_spread(cluster: Cluster, timeout_s: float = 30.0) -> list[dict[str, obj
 
 @pytest.fixture
 def sharded(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, 3, "--shards", str(SHARDS))
+    c = Cluster(tmp_path, 3, shards=SHARDS)
     try:
         c.start()
         yield c

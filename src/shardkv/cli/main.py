@@ -90,7 +90,7 @@ def main() -> None:
     "--shards",
     type=int,
     default=None,
-    help="Shards (Raft groups) of a NEW cluster; read only when it is first created. [1]",
+    help="Shards (Raft groups) of a NEW cluster; read only when it is first created. [16]",
 )
 @click.option(
     "--replicas",

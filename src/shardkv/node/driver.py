@@ -44,7 +44,7 @@ from shardkv.core.cluster.routing import CROSSSLOT, KEYLESS, command_slot
 from shardkv.core.cluster.shardmap import ShardInfo, ShardMap, initial_layout
 from shardkv.core.cluster.slots import SLOT_COUNT
 from shardkv.core.commands import CommandKind, CommandSpec, lookup
-from shardkv.core.engine import META, WriteBatch
+from shardkv.core.engine import DATA, META, WriteBatch
 from shardkv.core.kv import KVStateMachine
 from shardkv.core.kv.machine import parse_scan_cursor
 from shardkv.core.raft import (
@@ -53,6 +53,7 @@ from shardkv.core.raft import (
     Config,
     ConfState,
     Message,
+    MessageType,
     NotLeaderError,
     Role,
 )
@@ -82,6 +83,8 @@ log = get_logger(__name__)
 DEFAULT_GROUP_ID: Final = 1
 #: META key of this node's copy of the cluster map (`ShardMap.encode`).
 SHARD_MAP_KEY: Final = b"cluster/shard_map"
+#: Context of the heartbeat with which a leader tells its followers it hibernates.
+HIBERNATE_CONTEXT: Final = b"\x00hibernate"
 #: META keys: node id (8 bytes) -> its client address, from applied leader announcements.
 CLIENT_ADDRESS_PREFIX: Final = b"cluster/client/"
 CLIENT_ADDRESS_PREFIX_END: Final = b"cluster/client0"
@@ -122,6 +125,10 @@ class ClusterSettings:
     replicas: int = 3
     #: How often a leader checks whether to hand its shard to the preferred replica.
     leader_balance_interval_ticks: int = 10
+    #: A shard with nothing to do (every entry committed and on every replica, no client
+    #: waiting) hibernates after this many ticks: no ticks, no heartbeats, on any replica,
+    #: until a message or a request wakes it. 0: never.
+    hibernate_after_ticks: int = 30
 
 
 @dataclass(slots=True)
@@ -140,6 +147,11 @@ class _GroupState:
     #: already lists it.
     snapshot_due: bool = False
     snapshot_running: bool = False
+    #: Not ticked (see ``ClusterSettings.hibernate_after_ticks``).
+    hibernating: bool = False
+    #: Ticks this leader has had nothing to do, and its last log index meanwhile.
+    quiet_ticks: int = 0
+    quiet_index: int = 0
 
 
 @dataclass(slots=True)
@@ -236,6 +248,13 @@ class NodeDriver:
         else:
             if s.join:  # `member add`: the one shard, on every member it lists
                 shard_map = initial_layout(s.initial_members, 1, len(s.initial_members))
+            elif self._engine.scan(DATA, b"", None, 1):
+                # A standalone node's data (one keyspace, one expiry index) grows into a
+                # one-shard cluster; splitting it is the elastic cluster's job.
+                log.warning(
+                    "standalone_data_grows_into_one_shard", requested_shards=s.shard_count
+                )
+                shard_map = initial_layout(s.initial_members, 1, s.replicas)
             else:
                 shard_map = initial_layout(s.initial_members, s.shard_count, s.replicas)
             batch = WriteBatch()
@@ -331,14 +350,30 @@ class NodeDriver:
         active = self._active
         for m in messages:
             g = groups.get(m.group_id)
-            if g is not None:
-                g.replica.raw.step(m)
-                active[m.group_id] = g
+            if g is None:
+                continue
+            raw = g.replica.raw
+            raw.step(m)
+            if m.context == HIBERNATE_CONTEXT:
+                # The leader's last heartbeat before it hibernates: a follower that accepts
+                # it as its leader's stops ticking too. (Its answer wakes nobody.)
+                if m.type is MessageType.HEARTBEAT and raw.lead == m.from_:
+                    g.hibernating = True
+            elif g.hibernating and m.type is not MessageType.HEARTBEAT_RESP:
+                # (A late answer to a heartbeat sent before hibernating is no news.)
+                self._wake(g)
+            active[m.group_id] = g
         self.on_work()
 
     def report_unreachable(self, node_id: int) -> None:
+        """The transport lost ``node_id`` (its stream broke or a connection failed). The
+        groups it leads that hibernate here wake up: their election timers run again, so
+        a dead leader is replaced even though it sent no heartbeats."""
         for g in self._groups.values():
             g.replica.raw.report_unreachable(node_id)
+            if g.hibernating and g.replica.leader_id == node_id:
+                self._wake(g)
+                self._active[g.replica.group_id] = g
 
     def report_snapshot(self, to: int, group_id: int, ok: bool) -> None:
         g = self._groups.get(group_id)
@@ -348,8 +383,62 @@ class NodeDriver:
             self.on_work()
 
     def _activate(self, g: _GroupState) -> None:
+        if g.hibernating:
+            self._wake(g)
         self._active[g.replica.group_id] = g
         self.on_work()
+
+    @staticmethod
+    def _wake(g: _GroupState) -> None:
+        g.hibernating = False
+        g.quiet_ticks = 0
+
+    def _maybe_hibernate(self, g: _GroupState) -> None:
+        """Count a leader's quiet ticks; past ``hibernate_after_ticks``, if every replica
+        holds every entry and knows it committed, tell them (one last heartbeat) and stop
+        ticking. Followers stop when that heartbeat arrives."""
+        replica = g.replica
+        raw = replica.raw
+        last_index = raw.raft.log.last_index()
+        if raw.role is not Role.LEADER or not replica.idle or last_index != g.quiet_index:
+            g.quiet_ticks = 0
+            g.quiet_index = last_index
+            return
+        balance_ticks = self.settings.leader_balance_interval_ticks
+        if (
+            g.shard.preferred_leader != self.node_id
+            and self._ticks - g.leader_since_tick < 4 * balance_ticks
+        ):
+            # A new leader that is not the preferred one stays awake long enough to hand
+            # the shard back (see `_hand_to_preferred_leader`).
+            g.quiet_ticks = 0
+            return
+        g.quiet_ticks += 1
+        if g.quiet_ticks < self.settings.hibernate_after_ticks:
+            return
+        st = raw.status()
+        last = st.last_index
+        if st.commit != last or any(pr.match != last for pr in st.progress.values()):
+            g.quiet_ticks = 0  # someone lags: stay awake, check again later
+            return
+        for node_id in st.progress:
+            if node_id != self.node_id:
+                self._outbox.append(
+                    Message(
+                        MessageType.HEARTBEAT,
+                        g.replica.group_id,
+                        to=node_id,
+                        from_=self.node_id,
+                        term=raw.term,
+                        commit=st.commit,
+                        context=HIBERNATE_CONTEXT,
+                    )
+                )
+        g.hibernating = True
+        self.on_work()
+
+    def hibernating_groups(self) -> int:
+        return sum(1 for g in self._groups.values() if g.hibernating)
 
     def submit(
         self,
@@ -390,6 +479,9 @@ class NodeDriver:
         if g is None:
             on_done([self._moved(slot)] * len(commands))
             return
+        if g.hibernating:
+            # A client is here: let the election timer run, so a dead leader is noticed.
+            self._activate(g)
         replica = g.replica
         if has_write is None:
             has_write = any(_is_write(args) for args in commands)
@@ -692,8 +784,15 @@ class NodeDriver:
         self._ticks += 1
         balance = self._ticks % self.settings.leader_balance_interval_ticks == 0
         active = self._active
+        hibernate = self.settings.hibernate_after_ticks > 0
         for group_id, g in self._groups.items():
+            if g.hibernating:
+                continue
             raw = g.replica.raw
+            if hibernate:
+                self._maybe_hibernate(g)
+                if g.hibernating:
+                    continue
             if balance and not self.stopping:
                 # Before the tick: the tick may run check-quorum, which clears every
                 # follower's recent_active flag that this check relies on.

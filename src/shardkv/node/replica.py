@@ -385,6 +385,17 @@ class Replica:
             w = self._waiters.pop(index)
             work.answers.append((w.on_done, [PROPOSAL_UNKNOWN] * w.commands))
 
+    @property
+    def idle(self) -> bool:
+        """No client is waiting on this replica and nothing is queued."""
+        return not (
+            self._queued_writes
+            or self._unsent_reads
+            or self._reads_by_ctx
+            or self._ready_reads
+            or self._waiters
+        )
+
     def execute_owned(self, args: list[bytes], now_ms: int) -> Reply:
         """Execute a client command if this group owns its slot in its applied scope; else
         answer ``-TRYAGAIN`` (the slot belongs to another shard now: the client refreshes

@@ -53,6 +53,11 @@ class RaftCollector(Collector):
             ("shardkv_shards_hosted", "Shards with a replica on this node.", len(groups)),
             ("shardkv_shards_led", "Shards this node leads.", led),
             ("shardkv_shards_without_leader", "Hosted shards that know no leader.", leaderless),
+            (
+                "shardkv_shards_hibernating",
+                "Hosted shards idle enough to stop ticking (no heartbeats).",
+                rt.driver.hibernating_groups(),
+            ),
         ):
             g = GaugeMetricFamily(name, doc)
             g.add_metric([], float(value))

@@ -79,7 +79,7 @@ class ServerConfig:
     join: bool = False
     #: Shards (Raft groups) a NEW cluster splits the 16384 slots into; read only when the
     #: cluster is first created (the map is kept in the data dir afterwards).
-    shards: int = 1
+    shards: int = 16
     #: Replicas per shard of a new cluster, capped by the number of initial members.
     replicas: int = 3
     #: Test-only: POST /v1/test/partition on the admin port cuts this node off from peers.
@@ -137,8 +137,6 @@ class ServerConfig:
                 )
         if self.shards > 16384:
             raise ConfigError(f"shards must be at most 16384 (one per slot), got {self.shards}")
-        if self.join and self.shards != 1:
-            raise ConfigError("--join (member add) works for one-shard clusters only")
         peer_tls = (self.peer_tls_cert, self.peer_tls_key, self.peer_tls_ca)
         if any(x is not None for x in peer_tls) and None in peer_tls:
             raise ConfigError("peer_tls_cert, peer_tls_key and peer_tls_ca go together")

@@ -243,6 +243,10 @@ class ShardSim:
         s = self.settings
         node.engine.crash()
         node.driver = None
+        # The transport's part: the peers' streams to the dead process break.
+        for other in self.nodes.values():
+            if other.driver is not None:
+                other.driver.report_unreachable(node.node_id)
         node.down_until = self.tick + self._rng_faults.randint(
             s.crash_min_down_ticks, s.crash_max_down_ticks
         )
