@@ -292,3 +292,34 @@ def test_a_standalone_node_grows_into_a_cluster_with_its_data(tmp_path: Path) ->
         wait_healthy(grown)
         assert c.get("k99") == b"99" and c.dbsize() == 100
         assert c.set("new", "1")
+
+
+def test_a_cluster_node_bounds_pending_commands_like_a_standalone_one(tmp_path: Path) -> None:
+    """One write path, one bound: past max_pending_commands a cluster member answers
+    -TRYAGAIN (nothing executed), exactly as the standalone committer does."""
+    peer = free_port()
+    node = ServerProcess(
+        tmp_path / "node-1",
+        "--node-id",
+        "1",
+        "--peer-port",
+        str(peer),
+        "--initial-cluster",
+        f"1=127.0.0.1:{peer}",
+        "--shards",
+        "1",
+        env={"SHARDKV_MAX_PENDING_COMMANDS": "1"},
+    )
+    with node:
+        wait_healthy(node)
+        assert node.client().set("alone", "1")
+        with socket.create_connection(("127.0.0.1", node.port)) as s:
+            s.settimeout(10)
+            # Two commands in one segment: one group of two, over the bound of one.
+            s.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\n2\r\n")
+            reply = b""
+            while reply.count(b"\r\n") < 2:
+                reply += s.recv(4096)
+        busy = b"-TRYAGAIN server is overloaded (too many pending commands); retry later\r\n"
+        assert reply == busy * 2
+        assert node.client().exists("a") == 0 and node.client().exists("b") == 0

@@ -30,6 +30,7 @@ from shardkv.core.kv.scope import KeyScope
 from shardkv.core.raft import NotLeaderError
 from shardkv.core.resp import ErrorReply, Reply
 from shardkv.node.runtime import MembershipError
+from shardkv.node.write_path import WritePath
 from shardkv.observability.logging import get_logger
 from shardkv.observability.metrics import ServerMetrics
 from shardkv.server import commands as conn_commands
@@ -66,7 +67,7 @@ class Server:
         self._idle_closer: asyncio.Task[None] | None = None
         self._ssl: ssl.SSLContext | None = None
         self._tracemalloc_baseline: tracemalloc.Snapshot | None = None
-        self.committer: Committer | ClusterFrontend
+        self.committer: WritePath
         self.cluster: ClusterFrontend | None = None
 
     # -- lifecycle -----------------------------------------------------------------------

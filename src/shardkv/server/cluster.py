@@ -23,6 +23,7 @@ from shardkv.core.cluster.slots import SLOT_COUNT, key_slot
 from shardkv.core.raft import Message, Role
 from shardkv.core.resp import ErrorReply, MapReply, Reply
 from shardkv.node.runtime import ClusterSettings, NodeRuntime, ReplyCallback
+from shardkv.node.write_path import BUSY
 from shardkv.observability.logging import get_logger
 from shardkv.observability.metrics import LATENCY_BUCKETS_S
 from shardkv.server.config import ServerConfig
@@ -169,6 +170,9 @@ class ClusterFrontend:
             rng=random.Random(),
         )
         self.expired_keys = 0
+        self._pending_commands = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         if registry is not None:
             fsync = Histogram(
                 "shardkv_raft_fsync_seconds",
@@ -209,7 +213,7 @@ class ClusterFrontend:
 
     @property
     def pending_commands(self) -> int:
-        return 0
+        return self._pending_commands
 
     def submit(
         self,
@@ -219,13 +223,28 @@ class ClusterFrontend:
         allow_stale: bool = False,
         has_write: bool | None = None,
     ) -> None:
-        self.runtime.submit(commands, on_done, allow_stale=allow_stale, has_write=has_write)
+        """See `WritePath.submit`: bounded by ``max_pending_commands`` as on one node."""
+        count = len(commands)
+        if self._pending_commands + count > self.config.max_pending_commands:
+            on_done([BUSY] * count)
+            return
+        self._pending_commands += count
+        self._idle.clear()
+
+        def done(replies: list[Reply]) -> None:
+            self._pending_commands -= count
+            if self._pending_commands == 0:
+                self._idle.set()
+            on_done(replies)
+
+        self.runtime.submit(commands, done, allow_stale=allow_stale, has_write=has_write)
 
     def submit_sweep(self, max_keys: int) -> None:
         self.runtime.submit_sweep(max_keys)
 
     async def wait_idle(self) -> None:
-        await asyncio.sleep(0)
+        """See `WritePath.wait_idle`: shutdown waits here for in-flight commands."""
+        await self._idle.wait()
 
     # -- CLUSTER commands -------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from shardkv.core.kv import KVStateMachine
 from shardkv.core.resp import ErrorReply, Reply
+from shardkv.node.write_path import BUSY
 from shardkv.observability.logging import get_logger
 from shardkv.observability.metrics import ServerMetrics
 from shardkv.storage import Engine, StorageError
@@ -37,7 +38,6 @@ ReplyCallback = Callable[[list[Reply]], None]
 STORAGE_FAILURE = ErrorReply(
     "ERR storage failure: the server stopped serving to protect your data; check its log"
 )
-BUSY = ErrorReply("TRYAGAIN server is overloaded (too many pending commands); retry later")
 
 
 # The expiry cycle travels as a command whose name is this object (compared by identity, so no
