@@ -473,8 +473,9 @@ class NodeDriver:
         allow_stale: bool,
         has_write: bool | None,
     ) -> None:
-        """Commands that all name keys of ``slot``: run by the shard that owns it, here
-        if this node leads it, else answered ``-MOVED`` (or ``-TRYAGAIN``)."""
+        """Commands whose slots all belong to the shard of ``slot``: run by that shard, here
+        if this node leads it, else answered ``-MOVED`` (or ``-TRYAGAIN``), each with its
+        own slot."""
         g = self._slot_group[slot]
         if g is None:
             on_done([self._moved(slot)] * len(commands))
@@ -490,7 +491,7 @@ class NodeDriver:
                 now_ms = self._clock_ms()
                 on_done([replica.execute_owned(args, now_ms) for args in commands])
                 return
-            on_done([self._moved(slot)] * len(commands))
+            on_done([self._moved(_slot_of(args)) for args in commands])
             return
         if has_write:
             self.proposals += 1
@@ -502,22 +503,31 @@ class NodeDriver:
     def _submit_split(
         self, commands: list[list[bytes]], on_done: ReplyCallback, allow_stale: bool
     ) -> None:
-        """A pipeline whose commands go to several shards (or a keyless command): each run
-        of consecutive commands for one slot goes to its shard; replies are joined back in
-        the order of ``commands``. Commands to different shards may run in parallel, as
-        they would on different Redis Cluster nodes; those to one shard keep their order."""
+        """A pipeline of several commands (or a keyless command): each run of consecutive
+        commands for one shard hosted here (or for one slot of a shard that is not) goes to
+        it as one group; replies are joined back in the order of ``commands``. Commands to
+        different shards may run in parallel, as they would on different Redis Cluster
+        nodes; those to one shard keep their order."""
         replies: list[Reply | None] = [None] * len(commands)
-        parts: list[tuple[int, int, list[list[bytes]]]] = []  # (slot, first position, run)
+        # (run key, first slot, first position, run); the key is the hosted group's id, or
+        # -1 - slot for a slot whose shard is elsewhere (each such slot has its own -MOVED).
+        parts: list[tuple[int, int, int, list[list[bytes]]]] = []
+        slot_group = self._slot_group
         for pos, args in enumerate(commands):
             slot = command_slot(args)
             if type(slot) is ErrorReply:
                 replies[pos] = slot
-            elif slot == KEYLESS:
-                parts.append((KEYLESS, pos, [args]))
-            elif parts and parts[-1][0] == slot and parts[-1][1] + len(parts[-1][2]) == pos:
-                parts[-1][2].append(args)
+                continue
+            if slot == KEYLESS:
+                parts.append((KEYLESS, KEYLESS, pos, [args]))
+                continue
+            g = slot_group[slot]
+            key = g.replica.group_id if g is not None else -1 - slot
+            last = parts[-1] if parts else None
+            if last is not None and last[0] == key and last[2] + len(last[3]) == pos:
+                last[3].append(args)
             else:
-                parts.append((int(slot), pos, [args]))
+                parts.append((key, int(slot), pos, [args]))
         pending = len(parts)
 
         def part_done(first: int, results: list[Reply]) -> None:
@@ -530,7 +540,7 @@ class NodeDriver:
         if pending == 0:
             on_done([r if r is not None else CROSSSLOT for r in replies])
             return
-        for slot, first, run in parts:
+        for _, slot, first, run in parts:
             callback = _at(part_done, first)
             if slot == KEYLESS:
                 self._submit_keyless(run[0], callback, allow_stale)
@@ -717,9 +727,7 @@ class NodeDriver:
             return None
         if replica.leader_id == self.node_id:
             return self.settings.client_address
-        return replica.client_addresses.get(replica.leader_id) or self._known_clients.get(
-            replica.leader_id
-        )
+        return self._known_clients.get(replica.leader_id)
 
     def _moved(self, slot: int) -> ErrorReply:
         """Where a client should send a command for ``slot`` (which this node does not
@@ -1015,6 +1023,13 @@ class NodeDriver:
 
 def _ignore(replies: list[Reply]) -> None:
     pass
+
+
+def _slot_of(args: list[bytes]) -> int:
+    """The slot of a keyed command already routed (so not KEYLESS, not CROSSSLOT)."""
+    slot = command_slot(args)
+    assert type(slot) is int
+    return slot
 
 
 def _at(part_done: Callable[[int, list[Reply]], None], first: int) -> ReplyCallback:

@@ -176,8 +176,6 @@ class Replica:
         self._max_commands_per_entry = max_commands_per_entry
         self._queued_writes: list[tuple[list[list[bytes]], ReplyCallback]] = []
         self._queued_write_commands = 0
-        #: node id -> advertised client address, learned from the log (ANNOUNCE_COMMAND).
-        self.client_addresses: dict[int, str] = {}
         #: Called on the loop thread when a membership change entry is applied (the core
         #: applies its effect on the configuration itself, in ``advance``).
         self.on_conf_change: Callable[[ConfChange, WriteBatch], None] = lambda c, b: None
@@ -359,7 +357,6 @@ class Replica:
                         replies.append(machine.expire_sweep(now_ms, int(args[1])))
                     elif args[0] == ANNOUNCE_COMMAND:
                         for i in range(1, len(args) - 1, 2):
-                            self.client_addresses[int(args[i])] = args[i + 1].decode()
                             self.on_announce(int(args[i]), args[i + 1], batch)
                         replies.append(0)
                     else:
