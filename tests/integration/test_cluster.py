@@ -316,7 +316,9 @@ def test_a_cluster_node_bounds_pending_commands_like_a_standalone_one(tmp_path: 
         with socket.create_connection(("127.0.0.1", node.port)) as s:
             s.settimeout(10)
             # Two commands in one segment: one group of two, over the bound of one.
-            s.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\n2\r\n")
+            s.sendall(
+                b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\n2\r\n"
+            )
             reply = b""
             while reply.count(b"\r\n") < 2:
                 reply += s.recv(4096)

@@ -59,7 +59,7 @@ def test_maps_that_break_an_invariant_are_refused_with_the_reason() -> None:
         ShardMap(nodes, {1: ShardInfo(1, ((0, 10),), (1,)), 2: ShardInfo(2, ((10, 16383),), (1,))})
     with pytest.raises(ShardMapError, match="slot 11 belongs to no shard"):
         ShardMap(nodes, {1: ShardInfo(1, ((0, 10),), (1,)), 2: ShardInfo(2, ((12, 16383),), (1,))})
-    with pytest.raises(ShardMapError, match="unknown nodes"):
+    with pytest.raises(ShardMapError, match="unknown or removed nodes"):
         ShardMap(nodes, {1: ShardInfo(1, ((0, 16383),), (1, 9))})
     with pytest.raises(ShardMapError, match="unreadable"):
         ShardMap.decode(b"{not json")

@@ -27,21 +27,46 @@ Time comes in: ``clock_ms`` (wall milliseconds, stamped into proposals by leader
 ``monotonic_s`` (proposal timeouts); randomness as ``rng``. A storage error raised by any
 step is fatal: the caller must stop the node (fail-stop), never retry.
 
-Shards: the node hosts one replica of every shard the cluster map places on it (a new
-cluster's map is computed by every member alike from ``--initial-cluster`` and
-``--shards``, then kept in META). A request goes to the group that owns its slot; a replica
-serves a slot only while its own scope (its shard at its epoch) holds it.
+Shards: the node hosts one replica of every shard the cluster map places on it, and a
+replica of the placement group (group 0, `core/cluster/placement.py`), whose applied state
+IS the map: a new cluster's first map is computed by every member alike from
+``--initial-cluster`` and ``--shards`` and becomes group 0's first snapshot; from then on
+the map changes only through group 0's log, and every node follows it by applying that
+log (as a voter, or as a learner beyond the first five nodes). A request goes to the group
+that owns its slot; a replica serves a slot only while its own scope (its shard at its
+epoch) holds it.
+
+Group 0's leader keeps the map true to the cluster (`NodeDriver._reconcile_placement`):
+it registers the addresses nodes announce (their own, and their peers' through the
+transport's hello), records membership changes of the shards it hosts (with a new epoch),
+marks a node that lost its last replica as removed, and keeps every live node a member of
+group 0.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
+from shardkv.core.cluster.placement import (
+    SHARD_MAP_KEY,
+    PlacementMachine,
+    placement_members,
+    register_node_command,
+    set_shards_command,
+)
 from shardkv.core.cluster.routing import CROSSSLOT, KEYLESS, command_slot
-from shardkv.core.cluster.shardmap import ShardInfo, ShardMap, initial_layout
+from shardkv.core.cluster.shardmap import (
+    NODE_REMOVED,
+    NODE_UP,
+    PLACEMENT_GROUP_ID,
+    NodeInfo,
+    ShardInfo,
+    ShardMap,
+    initial_layout,
+)
 from shardkv.core.cluster.slots import SLOT_COUNT
 from shardkv.core.commands import CommandKind, CommandSpec, lookup
 from shardkv.core.engine import DATA, META, WriteBatch
@@ -61,7 +86,6 @@ from shardkv.core.raft import StorageError as RaftStorageError
 from shardkv.core.resp import OK, ErrorReply, Reply
 from shardkv.node import crashpoints
 from shardkv.node.replica import (
-    ANNOUNCE_COMMAND,
     SWEEP_COMMAND,
     ReadyWork,
     Replica,
@@ -81,8 +105,6 @@ log = get_logger(__name__)
 
 #: The first shard: the only one of a one-shard cluster (and of one joined by `member add`).
 DEFAULT_GROUP_ID: Final = 1
-#: META key of this node's copy of the cluster map (`ShardMap.encode`).
-SHARD_MAP_KEY: Final = b"cluster/shard_map"
 #: Context of the heartbeat with which a leader tells its followers it hibernates.
 HIBERNATE_CONTEXT: Final = b"\x00hibernate"
 #: META keys: node id (8 bytes) -> its client address, from applied leader announcements.
@@ -106,6 +128,8 @@ class ClusterSettings:
     initial_members: dict[int, str]
     #: host:port clients should be sent to for this node (-MOVED replies).
     client_address: str
+    #: host:port of this node's admin HTTP endpoint ("" if none), for the node registry.
+    admin_address: str = ""
     tick_interval_ms: int = 100
     election_timeout_ticks: int = 10
     heartbeat_interval_ticks: int = 1
@@ -137,9 +161,8 @@ class _GroupState:
     storage: RaftLogStorage
     shard: ShardInfo
     last_snapshot_index: int = 0
-    announced_term: int = 0
-    #: ``NodeDriver._clients_version`` this group last announced as leader.
-    announced_clients: int = 0
+    #: The term this replica was last seen to lead in (a new leadership starts a clock).
+    leader_term: int = 0
     #: Tick count when this replica last became leader (leader balancing waits a while,
     #: so a node handing its leaders away on shutdown does not get them straight back).
     leader_since_tick: int = 0
@@ -177,6 +200,13 @@ class SnapshotJob:
 
     def build(self) -> bytes:
         """Serialise the snapshot and close the view (slow: it reads every key)."""
+        if self.shard.shard_id == PLACEMENT_GROUP_ID:
+            try:
+                data = self.view.get(META, SHARD_MAP_KEY)
+            finally:
+                self.view.close()
+            assert data is not None
+            return data
         return build_and_close(self.view, self.shard.shard_id, self.shard.scope)
 
 
@@ -204,7 +234,11 @@ class NodeDriver:
         self._monotonic_s = monotonic_s
         self._rng = rng
         self.on_work = on_work
+        #: Every group hosted here: the placement group (0) and the data groups (shards).
         self._groups: dict[int, _GroupState] = {}
+        self._placement: _GroupState | None = None
+        #: The map this node routes by: group 0's applied map (a provisional guess only on
+        #: a node that joined and has not received group 0's snapshot yet).
         self.shard_map: ShardMap | None = None
         #: Slot -> group hosted here that owns it (None: another node's shard).
         self._slot_group: list[_GroupState | None] = [None] * SLOT_COUNT
@@ -213,8 +247,12 @@ class NodeDriver:
         #: META, so it survives restarts and log compaction).
         self._known_clients: dict[int, str] = {}
         #: Bumped whenever ``_known_clients`` learns something: leaders re-announce.
-        self._clients_version = 0
-        self._clients_announced = 0
+        #: node id -> admin address, from the transport's hello (registered by group 0).
+        self._known_admins: dict[int, str] = {}
+        #: node id -> peer address, from membership changes and the map.
+        self._peer_addresses: dict[int, str] = dict(settings.initial_members)
+        #: A placement change proposed by this node (as group 0's leader) is in flight.
+        self._placement_inflight = False
         #: Groups that may have work: the loop visits these, never every group per wake.
         self._active: dict[int, _GroupState] = {}
         #: Messages produced in this iteration by every group, sent together: one stream
@@ -238,32 +276,40 @@ class NodeDriver:
     def open(self) -> None:
         """Open (or bootstrap) the node's groups from the engine. Call before ``start``.
 
-        A new cluster's map comes from the settings (every member computes the same one);
-        a node that joins with ``member add`` hosts the single shard of a one-shard cluster
-        until its snapshot arrives."""
+        A new cluster's map comes from the settings (every member computes the same one)
+        and is the placement group's first snapshot. A node that joins with ``member add``
+        hosts the placement group and the single shard of a one-shard cluster, both empty,
+        until their snapshots arrive (its map meanwhile is a provisional guess from its
+        flags, used for routing only, never stored)."""
         s = self.settings
         raw_map = self._engine.get(META, SHARD_MAP_KEY)
+        stored = raw_map is not None
         if raw_map is not None:
             shard_map = ShardMap.decode(raw_map)
+        elif s.join:  # `member add`: the one shard, on every member it lists
+            shard_map = initial_layout(s.initial_members, 1, len(s.initial_members))
+        elif self._engine.scan(DATA, b"", None, 1):
+            # A standalone node's data (one keyspace, one expiry index) grows into a
+            # one-shard cluster; splitting it is the elastic cluster's job.
+            log.warning("standalone_data_grows_into_one_shard", requested_shards=s.shard_count)
+            shard_map = initial_layout(s.initial_members, 1, s.replicas)
         else:
-            if s.join:  # `member add`: the one shard, on every member it lists
-                shard_map = initial_layout(s.initial_members, 1, len(s.initial_members))
-            elif self._engine.scan(DATA, b"", None, 1):
-                # A standalone node's data (one keyspace, one expiry index) grows into a
-                # one-shard cluster; splitting it is the elastic cluster's job.
-                log.warning(
-                    "standalone_data_grows_into_one_shard", requested_shards=s.shard_count
-                )
-                shard_map = initial_layout(s.initial_members, 1, s.replicas)
-            else:
-                shard_map = initial_layout(s.initial_members, s.shard_count, s.replicas)
+            shard_map = initial_layout(s.initial_members, s.shard_count, s.replicas)
+        if not stored and not s.join:
             batch = WriteBatch()
             batch.put(META, SHARD_MAP_KEY, shard_map.encode())
             self._engine.write(batch)
+            stored = True
         self.shard_map = shard_map
+        # Group 0 first: a data group's replica reads the map's epochs.
+        placement, _ = self._open_group(self._placement_shard(shard_map), bootstrap=not s.join)
+        assert isinstance(placement.replica.machine, PlacementMachine)
+        self._placement = placement
+        if stored:
+            placement.replica.machine.shard_map = shard_map
         fresh: set[int] = set()
         for shard in shard_map.shards_on(self.node_id):
-            _, new = self._open_group(shard)
+            _, new = self._open_group(shard, bootstrap=not s.join)
             if new:
                 fresh.add(shard.shard_id)
         for key, value in self._engine.scan(
@@ -274,6 +320,7 @@ class NodeDriver:
             )
         for key, value in self._engine.scan(META, MEMBER_PREFIX, MEMBER_PREFIX_END, 1000):
             node_id = int.from_bytes(key[len(MEMBER_PREFIX) :], "big")
+            self._peer_addresses[node_id] = value.decode()
             if node_id != self.node_id:
                 self.add_peer(node_id, value.decode())
         for g in self._groups.values():
@@ -284,12 +331,24 @@ class NodeDriver:
             if alone or (g.shard.shard_id in fresh and g.shard.preferred_leader == self.node_id):
                 g.replica.raw.campaign()
 
-    def _open_group(self, shard: ShardInfo) -> tuple[_GroupState, bool]:
+    def _placement_shard(self, shard_map: ShardMap) -> ShardInfo:
+        """Group 0 described as a shard (no slots) for the code shared with data groups:
+        its replicas are its voters, the lowest id its preferred leader."""
+        voters, _ = placement_members(shard_map.up_nodes())
+        return ShardInfo(PLACEMENT_GROUP_ID, (), tuple(voters))
+
+    def _open_group(self, shard: ShardInfo, *, bootstrap: bool) -> tuple[_GroupState, bool]:
+        """Open the replica of ``shard`` kept in the engine; one never started is created
+        from the map (``bootstrap``: the cluster is new) or left empty to receive its
+        first snapshot from the group's leader (a node added to an existing group)."""
         group_id = shard.shard_id
         storage = RaftLogStorage(self._engine, group_id)
         new = storage.last_index() == 0 and storage.hard_state.term == 0
-        if new and not self.settings.join:
-            storage = self._bootstrap(shard)
+        if new and bootstrap:
+            if group_id == PLACEMENT_GROUP_ID:
+                storage = self._bootstrap_placement()
+            else:
+                storage = self._bootstrap(shard)
         applied = read_applied_index(self._engine, group_id)
         s = self.settings
         config = Config(
@@ -299,25 +358,53 @@ class NodeDriver:
             heartbeat_interval_ticks=s.heartbeat_interval_ticks,
             applied_index=applied,
         )
+        machine: KVStateMachine | PlacementMachine
+        if group_id == PLACEMENT_GROUP_ID:
+            machine = PlacementMachine(None)
+        else:
+            machine = KVStateMachine(self._engine, scope=shard.scope)
         replica = Replica(
             config,
             storage,
-            KVStateMachine(self._engine, scope=shard.scope),
+            machine,
             random.Random(self._rng.getrandbits(64)),
             self._outbox.extend,
             self._clock_ms,
             self._monotonic_s,
             max_pending_reads=s.max_pending_reads,
         )
-        replica.on_conf_change = self._on_conf_change
+        replica.on_conf_change = lambda change, batch: self._on_conf_change(group_id, change, batch)
         replica.on_announce = self._on_announce
-        replica.on_serve = self._serve_hook(shard)
         g = _GroupState(replica, storage, shard, last_snapshot_index=applied)
+        replica.on_serve = self._serve_hook(g)
         self._groups[group_id] = g
         for first, last in shard.slot_ranges:
             for slot in range(first, last + 1):
                 self._slot_group[slot] = g
         return g, new
+
+    def _bootstrap_placement(self) -> RaftLogStorage:
+        """Create group 0's log; its first snapshot is the map (already in META)."""
+        engine = self._engine
+        data = engine.get(META, SHARD_MAP_KEY)
+        assert data is not None
+        voters, learners = placement_members(ShardMap.decode(data).up_nodes())
+        boot_index = max(1, read_applied_index(engine, PLACEMENT_GROUP_ID))
+        batch = WriteBatch()
+        stage_applied_index(PLACEMENT_GROUP_ID, boot_index, batch)
+        storage = RaftLogStorage.bootstrap(
+            engine,
+            PLACEMENT_GROUP_ID,
+            ConfState.of(voters, learners),
+            batch,
+            index=boot_index,
+            data=data,
+        )
+        engine.write(batch)
+        storage.on_written()
+        engine.sync()
+        log.info("placement_group_bootstrapped", voters=voters, learners=learners)
+        return storage
 
     def _bootstrap(self, shard: ShardInfo) -> RaftLogStorage:
         """Create the shard's log. Its first snapshot is the KV data already on disk: empty
@@ -553,7 +640,7 @@ class NodeDriver:
         name = args[0].lower()
         groups = [
             g
-            for _, g in sorted(self._groups.items())
+            for g in self._data_groups()
             if g.replica.is_leader or (allow_stale and not _is_write(args))
         ]
         if name == b"scan":
@@ -631,42 +718,226 @@ class NodeDriver:
 
     # -- membership ------------------------------------------------------------------------
 
-    def learn_client_address(self, node_id: int, address: str) -> None:
-        """A peer said where clients reach it (the transport's hello). Kept in memory and
-        passed on through the logs of the groups this node leads, so every node learns it,
-        even one that shares no group with that peer's shards."""
-        if node_id != self.node_id and self._known_clients.get(node_id) != address:
+    def learn_client_address(self, node_id: int, address: str, admin_address: str = "") -> None:
+        """A peer said where clients (and operators) reach it: the transport's hello. Used
+        at once for ``-MOVED`` replies; group 0's leader registers it in the map, so every
+        node learns it durably, even one that shares no shard with that peer."""
+        if node_id == self.node_id:
+            return
+        if address:
             self._known_clients[node_id] = address
-            self._clients_version += 1
-            self.on_work()
+        if admin_address:
+            self._known_admins[node_id] = admin_address
 
     def _on_announce(self, node_id: int, address: bytes, batch: WriteBatch) -> None:
+        """An announcement entry in a data group's log (written by earlier versions, which
+        spread client addresses that way; the node registry in group 0 does it now)."""
         if self._known_clients.get(node_id) != address.decode():
             self._known_clients[node_id] = address.decode()
-            self._clients_version += 1
             batch.put(META, CLIENT_ADDRESS_PREFIX + node_id.to_bytes(8, "big"), address)
 
-    def _on_conf_change(self, change: ConfChange, batch: WriteBatch) -> None:
+    def _on_conf_change(self, group_id: int, change: ConfChange, batch: WriteBatch) -> None:
         for g in self._groups.values():
             g.snapshot_due = True
         key = MEMBER_PREFIX + change.node_id.to_bytes(8, "big")
         if change.type is ConfChangeType.REMOVE_NODE:
             batch.delete(META, key)
             if change.node_id == self.node_id:
-                log.warning("this_node_removed_from_group", node_id=self.node_id)
-            else:
+                log.warning("this_node_removed_from_group", node_id=self.node_id, group=group_id)
+            elif not any(
+                g.replica.raw.conf_state().is_member(change.node_id)
+                for gid, g in self._groups.items()
+                if gid != group_id
+            ):
                 self.remove_peer(change.node_id)
         elif change.context:
             address = change.context.decode()
             batch.put(META, key, change.context)
+            self._peer_addresses[change.node_id] = address
             if change.node_id != self.node_id:
                 self.add_peer(change.node_id, address)
         log.info(
             "membership_changed",
+            group=group_id,
             change=change.type.name.lower(),
             node=change.node_id,
             address=change.context.decode(errors="replace"),
         )
+
+    # -- the placement group -----------------------------------------------------------------
+
+    def _follow_map(self) -> None:
+        """Group 0 applied a new map: route by it, and host what it places here. A shard
+        placed here that is not hosted yet is opened empty (its leader sends a snapshot);
+        a hosted shard takes its new epoch and replicas. (A shard whose slots change is
+        narrowed to the slots both maps give it; moving data is the elastic cluster's.)"""
+        placement = self._placement
+        assert placement is not None and isinstance(placement.replica.machine, PlacementMachine)
+        machine = placement.replica.machine
+        machine.changed = False
+        new_map = machine.shard_map
+        if new_map is None:
+            return
+        self.shard_map = new_map
+        placement.shard = self._placement_shard(new_map)
+        for shard in new_map.shards_on(self.node_id):
+            g = self._groups.get(shard.shard_id)
+            if g is None:
+                g, _ = self._open_group(shard, bootstrap=False)
+                self._active[shard.shard_id] = g
+                log.info("shard_opened_from_map", shard=shard.shard_id, epoch=shard.epoch)
+            elif g.shard != shard:
+                if g.shard.slot_ranges != shard.slot_ranges:
+                    g.replica.narrow_fence(shard.scope)
+                    log.warning(
+                        "shard_slots_changed_without_move",
+                        shard=shard.shard_id,
+                        slots=shard.scope.describe(),
+                    )
+                g.shard = shard
+        self._follow_map_peers(new_map)
+
+    def _follow_map_peers(self, shard_map: ShardMap) -> None:
+        """Dial the nodes the map knows and this node does not (the flags and membership
+        changes name the others; they win: a restored cluster runs on new addresses, which
+        its group 0 leader then registers)."""
+        for node in shard_map.nodes.values():
+            if node.node_id == self.node_id or not node.peer_address:
+                continue
+            if node.state == NODE_REMOVED or node.node_id in self._peer_addresses:
+                continue
+            self._peer_addresses[node.node_id] = node.peer_address
+            self.add_peer(node.node_id, node.peer_address)
+
+    def _reconcile_placement(self) -> None:
+        """Group 0's leader, every balance interval: bring the map in line with what this
+        node knows (see the module docstring), one change at a time."""
+        p = self._placement
+        if p is None or self._placement_inflight or self.stopping:
+            return
+        replica = p.replica
+        machine = replica.machine
+        if not replica.is_leader or not isinstance(machine, PlacementMachine):
+            return
+        shard_map = machine.shard_map
+        if shard_map is None or replica.applied_index < replica.raw.raft.log.committed:
+            return
+        commands = self._registry_updates(shard_map) + self._membership_updates(shard_map)
+        if commands:
+            self._placement_inflight = True
+            replica.queue_write(commands, self._placement_done)
+            self._activate(p)
+            return
+        self._reconcile_placement_members(shard_map)
+
+    def _placement_done(self, replies: list[Reply]) -> None:
+        self._placement_inflight = False
+        for reply in replies:
+            if type(reply) is ErrorReply:
+                log.warning("placement_change_refused", error=reply.message)
+
+    def _registry_updates(self, shard_map: ShardMap) -> list[list[bytes]]:
+        """Register addresses nodes announced that the map does not hold yet."""
+        commands = []
+        own = (self.settings.client_address, self.settings.admin_address)
+        for node_id, info in sorted(shard_map.nodes.items()):
+            if info.state != NODE_UP:
+                continue
+            if node_id == self.node_id:
+                client, admin = own
+            else:
+                client = self._known_clients.get(node_id, "")
+                admin = self._known_admins.get(node_id, "")
+            updated = replace(
+                info,
+                peer_address=self._peer_addresses.get(node_id) or info.peer_address,
+                client_address=client or info.client_address,
+                admin_address=admin or info.admin_address,
+            )
+            if updated != info:
+                commands.append(register_node_command(updated))
+        return commands
+
+    def _membership_updates(self, shard_map: ShardMap) -> list[list[bytes]]:
+        """Record in the map (with a new epoch) the voters of each shard hosted here whose
+        membership changed (``shardkv member add/remove``); a node that thereby lost its
+        last replica is marked removed."""
+        changed: list[ShardInfo] = []
+        joined: list[int] = []
+        for group_id, g in sorted(self._groups.items()):
+            if group_id == PLACEMENT_GROUP_ID or group_id not in shard_map.shards:
+                continue
+            raw = g.replica.raw
+            if g.replica.applied_index < raw.raft.log.committed:
+                continue  # this replica's view of its membership may be behind
+            voters = raw.conf_state().voters
+            shard = shard_map.shards[group_id]
+            if set(shard.replicas) == set(voters):
+                continue
+            kept = [n for n in shard.replicas if n in voters]
+            added = sorted(n for n in voters if n not in shard.replicas)
+            changed.append(replace(shard, replicas=tuple(kept + added), epoch=shard.epoch + 1))
+            joined += [n for n in added if n not in shard_map.nodes and n in self._peer_addresses]
+        if not changed:
+            return []
+        commands = [
+            register_node_command(NodeInfo(n, self._peer_addresses[n])) for n in sorted(joined)
+        ]
+        commands.append(set_shards_command(changed))
+        after = {**shard_map.shards, **{s.shard_id: s for s in changed}}
+        still_placed = {n for s in after.values() for n in s.replicas}
+        for shard in changed:
+            for n in shard_map.shards[shard.shard_id].replicas:
+                if n not in still_placed and shard_map.nodes[n].state == NODE_UP:
+                    still_placed.add(n)
+                    gone = replace(shard_map.nodes[n], state=NODE_REMOVED)
+                    commands.append(register_node_command(gone))
+        return commands
+
+    def _reconcile_placement_members(self, shard_map: ShardMap) -> None:
+        """Keep group 0's membership the map's live nodes: add a missing one as a learner,
+        promote learners while there are fewer than five voters (once caught up), remove
+        nodes marked removed. One membership change at a time."""
+        p = self._placement
+        assert p is not None
+        raw = p.replica.raw
+        conf = raw.conf_state()
+        up = shard_map.up_nodes()
+        want_voters, _ = placement_members(up)
+        change: ConfChange | None = None
+        for node_id in up:
+            address = shard_map.nodes[node_id].peer_address or self._peer_addresses.get(node_id)
+            if not conf.is_member(node_id) and address:
+                change = ConfChange(ConfChangeType.ADD_LEARNER_NODE, node_id, address.encode())
+                break
+        if change is None:
+            status = raw.status()
+            for node_id in conf.learners:
+                progress = status.progress.get(node_id)
+                if (
+                    len(conf.voters) < len(want_voters)
+                    and progress is not None
+                    and progress.match >= status.commit
+                ):
+                    change = ConfChange(ConfChangeType.ADD_NODE, node_id)
+                    break
+        if change is None:
+            for node_id in (*conf.voters, *conf.learners):
+                if node_id not in up and node_id != self.node_id:
+                    change = ConfChange(ConfChangeType.REMOVE_NODE, node_id)
+                    break
+        if change is None or raw.raft.pending_conf_index > p.replica.applied_index:
+            return
+        self._placement_inflight = True
+        p.replica.propose_conf_change(change, self._placement_done)
+        self._activate(p)
+
+    def placement_status(self) -> tuple[Replica, ShardMap | None]:
+        """Group 0's replica here and its applied map."""
+        assert self._placement is not None
+        machine = self._placement.replica.machine
+        assert isinstance(machine, PlacementMachine)
+        return self._placement.replica, machine.shard_map
 
     def propose_conf_change(self, change: ConfChange, on_done: ReplyCallback) -> None:
         """Propose a membership change of the one group of a one-shard cluster; ``on_done``
@@ -679,7 +950,7 @@ class NodeDriver:
 
     def single_group(self) -> Replica:
         """The replica of a one-shard cluster's group; raises `MembershipError` else."""
-        if len(self._groups) != 1 or DEFAULT_GROUP_ID not in self._groups:
+        if len(self._data_groups()) != 1 or DEFAULT_GROUP_ID not in self._groups:
             raise MembershipError(
                 "member add/remove works on one-shard clusters only; nodes of a sharded "
                 "cluster join and leave through the placement scheduler"
@@ -710,7 +981,7 @@ class NodeDriver:
 
     def submit_sweep(self, max_keys: int) -> None:
         """Leader only: propose an expiry sweep stamped with this node's time."""
-        for g in self._groups.values():
+        for g in self._data_groups():
             # Only when something can expire: an idle cluster writes no log entries.
             if g.replica.is_leader and g.replica.machine.expires_count() > 0:
                 g.replica.queue_write([[SWEEP_COMMAND, str(max_keys).encode()]], _ignore)
@@ -757,13 +1028,14 @@ class NodeDriver:
         """node id -> client address, as learned from every group's leader announcements
         (and the cluster map), this node's own included."""
         known: dict[int, str] = {}
+        removed: set[int] = set()
         if self.shard_map is not None:
-            known.update(
-                (n.node_id, n.client_address)
-                for n in self.shard_map.nodes.values()
-                if n.client_address
-            )
-        known.update(self._known_clients)
+            for n in self.shard_map.nodes.values():
+                if n.state == NODE_REMOVED:
+                    removed.add(n.node_id)
+                elif n.client_address:
+                    known[n.node_id] = n.client_address
+        known.update((n, a) for n, a in self._known_clients.items() if n not in removed)
         known[self.node_id] = self.settings.client_address
         return known
 
@@ -777,12 +1049,15 @@ class NodeDriver:
         addresses = self.client_addresses()
         return all(
             g.replica.leader_id != 0 and g.replica.leader_id in addresses
-            for g in self._groups.values()
+            for g in self._data_groups()
         )
 
     def groups(self) -> list[tuple[ShardInfo, Replica]]:
-        """The shards hosted here, by id, with their replicas."""
-        return [(g.shard, g.replica) for _, g in sorted(self._groups.items())]
+        """The shards (data groups) hosted here, by id, with their replicas."""
+        return [(g.shard, g.replica) for g in self._data_groups()]
+
+    def _data_groups(self) -> list[_GroupState]:
+        return [g for gid, g in sorted(self._groups.items()) if gid != PLACEMENT_GROUP_ID]
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -809,6 +1084,9 @@ class NodeDriver:
             g.replica.expire_waiters(timeout_s)
             if raw.has_ready():
                 active[group_id] = g
+        if balance:
+            # Even while group 0 hibernates: a change to make wakes it.
+            self._reconcile_placement()
         self.on_work()
 
     def _hand_to_preferred_leader(self, g: _GroupState) -> None:
@@ -872,12 +1150,11 @@ class NodeDriver:
             for w in cycle.works:
                 w.finish()
             jobs = []
-            if self._clients_version != self._clients_announced:
-                # Learned a new address: every group this node leads passes it on (rare).
-                self._clients_announced = self._clients_version
-                for g in self._groups.values():
-                    if g.replica.is_leader and g.announced_clients != self._clients_version:
-                        self._announce(g)
+            placement = self._placement
+            if placement is not None:
+                machine = placement.replica.machine
+                if isinstance(machine, PlacementMachine) and machine.changed:
+                    self._follow_map()
             for w in cycle.works:
                 g = self._groups[w.replica.group_id]
                 job = self._after_iteration(g)
@@ -903,19 +1180,6 @@ class NodeDriver:
             self.failed = exc
             log.critical("node_runtime_failed", error=repr(exc))
 
-    def _announce(self, g: _GroupState) -> None:
-        """Tell the group's replicas, through its log, this node's client address and
-        every other one it knows (a new leader does; so does every leader when this node
-        learns a new address: knowledge spreads across groups until every node knows every
-        address)."""
-        args = [ANNOUNCE_COMMAND, str(self.node_id).encode(), self.settings.client_address.encode()]
-        for node_id, address in sorted(self._known_clients.items()):
-            if node_id != self.node_id:
-                args += [str(node_id).encode(), address.encode()]
-        g.replica.queue_write([args], _ignore)
-        g.announced_clients = self._clients_version
-        self._activate(g)
-
     def _write_now(self, batch: WriteBatch) -> None:
         self._engine.write(batch)
         crashpoints.reached("snapshot_install")
@@ -923,10 +1187,9 @@ class NodeDriver:
     def _after_iteration(self, g: _GroupState) -> SnapshotJob | None:
         replica = g.replica
         raw = replica.raw
-        if raw.role is Role.LEADER and g.announced_term != raw.term:
-            g.announced_term = raw.term
+        if raw.role is Role.LEADER and g.leader_term != raw.term:
+            g.leader_term = raw.term
             g.leader_since_tick = self._ticks
-            self._announce(g)
         interval = self.settings.snapshot_interval_entries
         if g.snapshot_due or replica.applied_index - g.last_snapshot_index >= interval:
             g.snapshot_due = False
@@ -1003,10 +1266,10 @@ class NodeDriver:
             for g in self._groups.values()
         )
 
-    def _serve_hook(self, shard: ShardInfo) -> Callable[[int], None] | None:
+    def _serve_hook(self, g: _GroupState) -> Callable[[int], None] | None:
         def served(slot: int) -> None:
             if self.on_serve is not None:
-                self.on_serve(shard.shard_id, shard.epoch, slot)
+                self.on_serve(g.shard.shard_id, g.shard.epoch, slot)
 
         return served
 

@@ -27,10 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from shardkv.core.cluster.placement import PlacementMachine
 from shardkv.core.cluster.routing import KEYLESS, command_slot
+from shardkv.core.cluster.shardmap import PLACEMENT_GROUP_ID
 from shardkv.core.engine import WriteBatch
 from shardkv.core.kv import KVStateMachine
 from shardkv.core.kv.proposal import decode_proposal, encode_proposal
+from shardkv.core.kv.scope import KeyScope
 from shardkv.core.raft import (
     ConfChange,
     Config,
@@ -149,7 +152,7 @@ class Replica:
         self,
         config: Config,
         storage: ReplicaStorage,
-        machine: KVStateMachine,
+        machine: KVStateMachine | PlacementMachine,
         rng: random.Random,
         send: SendMessages,
         clock_ms: Callable[[], int],
@@ -332,6 +335,10 @@ class Replica:
     def install_snapshot(self, data: bytes, index: int, batch: WriteBatch) -> None:
         """Stage the replacement of this group's KV data by a snapshot's ``data`` (taken at
         ``index``), in the same batch as the snapshot's log metadata."""
+        if isinstance(self.machine, PlacementMachine):
+            self.machine.restore(data, batch)
+            stage_applied_index(self.group_id, index, batch)
+            return
         stage_install(
             data, batch, group_id=self.group_id, applied_index=index, scope=self.machine.scope
         )
@@ -359,6 +366,8 @@ class Replica:
                         for i in range(1, len(args) - 1, 2):
                             self.on_announce(int(args[i]), args[i + 1], batch)
                         replies.append(0)
+                    elif self.group_id == PLACEMENT_GROUP_ID:
+                        replies.append(machine.execute(args, now_ms))
                     else:
                         replies.append(self.execute_owned(args, now_ms))
             if waiter is not None:
@@ -409,6 +418,11 @@ class Replica:
             if self.on_serve is not None:
                 self.on_serve(slot)
         return self.machine.execute(args, now_ms)
+
+    def narrow_fence(self, scope: KeyScope) -> None:
+        """Serve from now on only the slots both the current fence and ``scope`` hold."""
+        mask = scope.slot_mask()
+        self._owned_slots = bytes(a & b for a, b in zip(self._owned_slots, mask, strict=True))
 
     def serve_reads(self) -> None:
         """Answer reads whose read index is applied (call after the batch is durable)."""

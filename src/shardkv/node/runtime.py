@@ -146,8 +146,8 @@ class NodeRuntime:
     def report_snapshot(self, to: int, group_id: int, ok: bool) -> None:
         self.driver.report_snapshot(to, group_id, ok)
 
-    def learn_client_address(self, node_id: int, address: str) -> None:
-        self.driver.learn_client_address(node_id, address)
+    def learn_client_address(self, node_id: int, address: str, admin_address: str = "") -> None:
+        self.driver.learn_client_address(node_id, address, admin_address)
 
     def submit(
         self,

@@ -495,6 +495,16 @@ class Server:
             shard_map = self.cluster.runtime.shard_map
             body["shard_map"] = shard_map.encode().decode() if shard_map else None
             body["ready"] = self.cluster.runtime.routing_ready()
+            placement, _ = self.cluster.runtime.driver.placement_status()
+            pst = placement.raw.status()
+            body["placement"] = {
+                "role": pst.role.name.lower(),
+                "leader": pst.lead,
+                "voters": list(pst.conf_state.voters),
+                "learners": list(pst.conf_state.learners),
+                "commit": pst.commit,
+                "applied": placement.applied_index,
+            }
             replica = self.cluster.runtime.groups()[0][1]
             st = replica.raw.status()
             body.update(

@@ -179,6 +179,14 @@ class ServerConfig:
         return f"{host}:{self.port}"
 
     @property
+    def admin_address(self) -> str:
+        """Where operators reach this node's admin HTTP ("" when it is off)."""
+        if not self.admin_port:
+            return ""
+        host = self.advertise_host or self.bind
+        return f"{host}:{self.admin_port}"
+
+    @property
     def storage_thread_count(self) -> int:
         if self.storage_threads > 0:
             return self.storage_threads

@@ -112,6 +112,10 @@ class _Node:
     down_until: int = 0
     incarnation: int = 0
 
+    @property
+    def client_address(self) -> str:
+        return f"n{self.node_id}:{6000 + self.node_id}"
+
 
 @dataclass(slots=True)
 class _Op:
@@ -192,7 +196,7 @@ class ShardSim:
         settings = ClusterSettings(
             node_id=node.node_id,
             initial_members=self.members,
-            client_address=f"n{node.node_id}:{6000 + node.node_id}",
+            client_address=node.client_address,
             snapshot_interval_entries=s.snapshot_interval_entries,
             compaction_margin_entries=s.compaction_margin_entries,
             proposal_timeout_s=3.0,
@@ -446,6 +450,37 @@ class ShardSim:
                 raise LivenessViolation(
                     self.seed, self.tick, "liveness", f"probe client {probe_client} gave up"
                 )
+        # The placement group: every node registered its client address, and every node
+        # follows one map.
+        for _ in range(s.liveness_bound_ticks):
+            if self._placement_settled():
+                break
+            self.step_tick(faults=False, clients=False)
+        else:
+            maps = {
+                n.node_id: n.driver.shard_map.encode().decode()
+                for n in self.nodes.values()
+                if n.driver is not None and n.driver.shard_map is not None
+            }
+            raise LivenessViolation(
+                self.seed, self.tick, "placement", f"the maps did not settle: {maps}"
+            )
+
+    def _placement_settled(self) -> bool:
+        encoded = set()
+        for node in self.nodes.values():
+            if node.driver is None:
+                return False
+            _, shard_map = node.driver.placement_status()
+            if shard_map is None:
+                return False
+            if any(
+                info.client_address != self.nodes[n].client_address
+                for n, info in shard_map.nodes.items()
+            ):
+                return False
+            encoded.add(shard_map.encode())
+        return len(encoded) == 1
 
     def _probe_ops(self) -> list[_Op]:
         """One SET per shard, on a key of that shard, for the liveness phase."""

@@ -150,7 +150,7 @@ class PeerSender:
         backoff: Backoff,
         is_blocked: Callable[[], bool],
         on_unreachable: Callable[[], None],
-        on_hello: Callable[[str], None] = lambda client_address: None,
+        on_hello: Callable[[str, str], None] = lambda client_address, admin_address: None,
     ) -> None:
         self.node_id = node_id
         self._address = address
@@ -347,8 +347,8 @@ class PeerSender:
             self._failing = False
             self._backoff.reset()
             log.info("peer_connected", peer=self.node_id, address=address)
-            if hello.client_address:
-                self._on_hello(hello.client_address)
+            if hello.client_address or hello.admin_address:
+                self._on_hello(hello.client_address, hello.admin_address)
             await self._pump(call)
             self._stats.disconnects += 1
         finally:

@@ -125,7 +125,8 @@ class PeerTransport:
         on_snapshot_status: OnSnapshotStatus | None = None,
         on_peer_unreachable: OnPeerUnreachable | None = None,
         client_address: str = "",
-        on_peer_client_address: Callable[[int, str], None] | None = None,
+        admin_address: str = "",
+        on_peer_client_address: Callable[[int, str, str], None] | None = None,
         tls: PeerTLS | None = None,
         max_queue_messages: int = 4096,
         max_queue_bytes: int = 64 << 20,
@@ -172,7 +173,10 @@ class PeerTransport:
         #: Sent in the hello of every stream this node accepts: peers learn where Redis
         #: clients reach this node without waiting for it to lead a shard.
         self._client_address = client_address
-        self._on_peer_client_address = on_peer_client_address or (lambda node_id, addr: None)
+        self._admin_address = admin_address
+        self._on_peer_client_address = on_peer_client_address or (
+            lambda node_id, client, admin: None
+        )
         self._on_snapshot = on_snapshot
         self._on_snapshot_status = on_snapshot_status
         self._on_peer_unreachable = on_peer_unreachable
@@ -321,7 +325,7 @@ class PeerTransport:
             ),
             is_blocked=lambda: node_id in self._blocked,
             on_unreachable=lambda: self._report_unreachable(node_id),
-            on_hello=lambda client_address: self._on_peer_client_address(node_id, client_address),
+            on_hello=lambda client, admin: self._on_peer_client_address(node_id, client, admin),
         )
         self._peers[node_id] = sender
         sender.start()
@@ -507,7 +511,13 @@ class PeerTransport:
         requests: Any,
         context: grpc.aio.ServicerContext[pb.MessageBatch, pb.Ack],
     ) -> None:
-        await context.write(pb.Ack(node_id=self.node_id, client_address=self._client_address))
+        await context.write(
+            pb.Ack(
+                node_id=self.node_id,
+                client_address=self._client_address,
+                admin_address=self._admin_address,
+            )
+        )
         token = object()
         from_node: int | None = None
         stats = self._stats

@@ -34,14 +34,23 @@ class ShardMapError(ValueError):
     unknown node, ...), or settings that cannot produce a map. The message says which."""
 
 
+#: `NodeInfo.state` of a node that serves (or may serve) replicas.
+NODE_UP: Final = "up"
+#: `NodeInfo.state` of a node removed from every group: kept so its id is never reused.
+NODE_REMOVED: Final = "removed"
+
+
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
-    """A node as the map knows it. ``client_address`` is where Redis clients reach it
-    (``host:port``, the address in ``-MOVED``); empty until the node registered it."""
+    """A node as the map knows it: its addresses (``host:port``) for peers (gRPC), Redis
+    clients (the address in ``-MOVED``) and operators (admin HTTP), each empty until the
+    node registered it, and its state (`NODE_UP` or `NODE_REMOVED`)."""
 
     node_id: int
     peer_address: str
     client_address: str = ""
+    admin_address: str = ""
+    state: str = NODE_UP
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +94,15 @@ class ShardMap:
                 raise ShardMapError(f"shard id must be >= 1, got {shard.shard_id}")
             if not shard.replicas or len(set(shard.replicas)) != len(shard.replicas):
                 raise ShardMapError(f"shard {shard.shard_id} has replicas {shard.replicas}")
-            unknown = [n for n in shard.replicas if n not in self.nodes]
+            unknown = [
+                n
+                for n in shard.replicas
+                if n not in self.nodes or self.nodes[n].state == NODE_REMOVED
+            ]
             if unknown:
-                raise ShardMapError(f"shard {shard.shard_id} is on unknown nodes {unknown}")
+                raise ShardMapError(
+                    f"shard {shard.shard_id} is on unknown or removed nodes {unknown}"
+                )
             KeyScope(shard.shard_id, shard.slot_ranges)  # checks bounds and order
             for first, last in shard.slot_ranges:
                 for slot in range(first, last + 1):
@@ -115,6 +130,23 @@ class ShardMap:
         """A copy where ``node`` replaces the node with its id (or is added)."""
         return ShardMap({**self.nodes, node.node_id: node}, dict(self.shards))
 
+    def with_shards(self, shards: list[ShardInfo]) -> ShardMap:
+        """A copy where each of ``shards`` replaces the shard with its id (or is added).
+        Raises `ShardMapError` if the result breaks an invariant, or if a changed shard's
+        epoch does not rise (every change of slots or replicas takes a new epoch, so a
+        replica can tell an old assignment from a new one)."""
+        for shard in shards:
+            old = self.shards.get(shard.shard_id)
+            if old is not None and shard.epoch <= old.epoch:
+                raise ShardMapError(
+                    f"shard {shard.shard_id}: epoch {shard.epoch} does not rise above {old.epoch}"
+                )
+        return ShardMap(dict(self.nodes), {**self.shards, **{s.shard_id: s for s in shards}})
+
+    def up_nodes(self) -> list[int]:
+        """Ids of the nodes not removed, ascending."""
+        return [n for n, info in sorted(self.nodes.items()) if info.state != NODE_REMOVED]
+
     # -- encoding ------------------------------------------------------------------------
 
     def encode(self) -> bytes:
@@ -122,7 +154,8 @@ class ShardMap:
         doc = {
             "version": SHARD_MAP_VERSION,
             "nodes": [
-                [n.node_id, n.peer_address, n.client_address] for _, n in sorted(self.nodes.items())
+                [n.node_id, n.peer_address, n.client_address, n.admin_address, n.state]
+                for _, n in sorted(self.nodes.items())
             ],
             "shards": [
                 [s.shard_id, [list(r) for r in s.slot_ranges], list(s.replicas), s.epoch]
@@ -138,7 +171,10 @@ class ShardMap:
             doc = json.loads(data)
             if doc["version"] != SHARD_MAP_VERSION:
                 raise ShardMapError(f"shard map version {doc['version']} is not supported")
-            nodes = {int(n[0]): NodeInfo(int(n[0]), str(n[1]), str(n[2])) for n in doc["nodes"]}
+            # (Maps written before the registry had admin addresses list three fields.)
+            nodes = {
+                int(n[0]): NodeInfo(int(n[0]), *(str(f) for f in n[1:5])) for n in doc["nodes"]
+            }
             shards = {
                 int(s[0]): ShardInfo(
                     int(s[0]),

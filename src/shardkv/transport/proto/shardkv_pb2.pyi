@@ -149,12 +149,14 @@ class MessageBatch(_message.Message):
     def __init__(self, from_node: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("node_id", "client_address")
+    __slots__ = ("node_id", "client_address", "admin_address")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     client_address: str
-    def __init__(self, node_id: _Optional[int] = ..., client_address: _Optional[str] = ...) -> None: ...
+    admin_address: str
+    def __init__(self, node_id: _Optional[int] = ..., client_address: _Optional[str] = ..., admin_address: _Optional[str] = ...) -> None: ...
 
 class SnapshotChunk(_message.Message):
     __slots__ = ("header", "total_bytes", "offset", "data", "crc32", "last", "snapshot_crc32")

@@ -1,0 +1,140 @@
+"""The placement group: the Raft group (id 0) whose replicated state is the cluster map.
+
+Every node hosts a replica of group 0: the first `PLACEMENT_VOTERS_MAX` nodes (by id) as
+voters, every other node as a learner. So every node learns the map by applying group 0's
+log (a learner is a watch that never misses a change and never votes), and never by
+guessing. The map changes only through the commands below, proposed by group 0's leader:
+
+- ``REGISTER_NODE <id> <peer> <client> <admin> <state>``: add a node or replace its
+  addresses and state (the node registry).
+- ``SET_SHARDS <shard json> [...]``: add shards or replace them, all at once; each changed
+  shard's epoch must rise (`ShardMap.with_shards`), and the result must still give every
+  slot to exactly one shard.
+
+A command that would break the map is refused (an error reply, nothing changes), on every
+replica alike. This module is pure: the node driver stages the writes it returns and
+reacts to `PlacementMachine.changed`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Final
+
+from shardkv.core.cluster.shardmap import NodeInfo, ShardInfo, ShardMap, ShardMapError
+from shardkv.core.engine import META, WriteBatch
+from shardkv.core.kv.scope import KeyScope
+from shardkv.core.resp import OK, ErrorReply, Reply
+
+#: The placement group's voters: at most this many (etcd's advice for a control plane:
+#: five tolerate two failures; more only slow every change down).
+PLACEMENT_VOTERS_MAX: Final = 5
+#: META key of this node's copy of the cluster map (`ShardMap.encode`): the placement
+#: group's applied state, written in the same batch as its applied index.
+SHARD_MAP_KEY: Final = b"cluster/shard_map"
+#: Log-only commands (the ``\x00`` prefix keeps them out of the client command table).
+REGISTER_NODE: Final = b"\x00place-node"
+SET_SHARDS: Final = b"\x00place-shards"
+
+
+def placement_members(node_ids: list[int]) -> tuple[list[int], list[int]]:
+    """(voters, learners) of the placement group of a cluster of ``node_ids``."""
+    ordered = sorted(node_ids)
+    return ordered[:PLACEMENT_VOTERS_MAX], ordered[PLACEMENT_VOTERS_MAX:]
+
+
+def register_node_command(node: NodeInfo) -> list[bytes]:
+    return [
+        REGISTER_NODE,
+        str(node.node_id).encode(),
+        node.peer_address.encode(),
+        node.client_address.encode(),
+        node.admin_address.encode(),
+        node.state.encode(),
+    ]
+
+
+def set_shards_command(shards: list[ShardInfo]) -> list[bytes]:
+    return [SET_SHARDS, *(_encode_shard(s) for s in shards)]
+
+
+def _encode_shard(shard: ShardInfo) -> bytes:
+    doc = [shard.shard_id, [list(r) for r in shard.slot_ranges], list(shard.replicas), shard.epoch]
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _decode_shard(data: bytes) -> ShardInfo:
+    try:
+        shard_id, ranges, replicas, epoch = json.loads(data)
+        return ShardInfo(
+            int(shard_id),
+            tuple((int(a), int(b)) for a, b in ranges),
+            tuple(int(r) for r in replicas),
+            int(epoch),
+        )
+    except (ValueError, TypeError) as exc:
+        raise ShardMapError(f"unreadable shard {data[:80]!r}: {exc}") from exc
+
+
+class PlacementMachine:
+    """The state machine of group 0 (the replica drives it as it drives a KV machine:
+    ``begin_batch``, ``execute`` per committed command, ``finish_batch``).
+
+    ``shard_map`` is the applied map (None only on a node that joined and has not yet
+    received group 0's snapshot). ``changed`` is set whenever it changes; the driver clears
+    it once it has reconciled its groups with the new map."""
+
+    #: Owns no slots: client commands never reach group 0.
+    scope: Final = KeyScope(0, ())
+
+    def __init__(self, shard_map: ShardMap | None) -> None:
+        self.shard_map = shard_map
+        self.changed = False
+        self._dirty = False
+
+    def begin_batch(self) -> None:
+        self._dirty = False
+
+    def execute(self, args: list[bytes], now_ms: int) -> Reply:
+        """Apply one placement command; an error reply (and no change) if it is malformed
+        or would break the map."""
+        current = self.shard_map
+        if current is None:
+            return ErrorReply("ERR the cluster map is not known on this replica yet")
+        try:
+            if args[0] == REGISTER_NODE and len(args) == 6:
+                node = NodeInfo(int(args[1]), *(a.decode() for a in args[2:6]))
+                updated = current.with_node(node)
+            elif args[0] == SET_SHARDS and len(args) >= 2:
+                updated = current.with_shards([_decode_shard(a) for a in args[1:]])
+            else:
+                return ErrorReply(f"ERR unknown placement command {args[0][1:]!r}")
+        except (ShardMapError, ValueError) as exc:
+            return ErrorReply(f"ERR placement change refused: {exc}")
+        if updated.encode() != current.encode():
+            self.shard_map = updated
+            self._dirty = True
+            self.changed = True
+        return OK
+
+    def finish_batch(self) -> WriteBatch:
+        batch = WriteBatch()
+        if self._dirty and self.shard_map is not None:
+            batch.put(META, SHARD_MAP_KEY, self.shard_map.encode())
+        self._dirty = False
+        return batch
+
+    def restore(self, data: bytes, batch: WriteBatch) -> None:
+        """Replace the map by a snapshot's (``ShardMap.encode`` bytes); stage it."""
+        self.shard_map = ShardMap.decode(data)
+        self.changed = True
+        batch.put(META, SHARD_MAP_KEY, data)
+
+    def expires_count(self) -> int:
+        return 0
+
+    def key_count(self) -> int:
+        return 0
+
+    def expire_sweep(self, now_ms: int, max_keys: int) -> int:
+        return 0
