@@ -4,18 +4,25 @@ cluster clients (redis-cli -c, redis-py RedisCluster, redis-benchmark --cluster)
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 import subprocess
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from shardkv.core.cluster.shardmap import ShardMap
 from shardkv.core.cluster.slots import key_slot
+from shardkv.transport.proto import shardkv_pb2 as pb
+from shardkv.transport.proto import shardkv_pb2_grpc as pb_grpc
 from tests.integration.test_cluster import Cluster, wait_healthy
 
 SHARDS = 16
@@ -233,3 +240,57 @@ def test_a_restarted_node_rejoins_every_shard_gets_its_leaders_back_and_routes_o
     wait_spread(sharded, timeout_s=30)
     rc = RedisCluster(host="127.0.0.1", port=node.port)
     assert [rc.get(f"r{i}") for i in range(300)] == [str(i).encode() for i in range(300)]
+
+
+def test_the_placement_group_registers_every_node_and_the_grpc_admin_moves_a_leader(
+    sharded: Cluster,
+) -> None:
+    wait_spread(sharded)
+
+    def statuses() -> list[dict[str, object]]:
+        out = []
+        for node in sharded.nodes.values():
+            url = f"http://127.0.0.1:{node.admin_port}/v1/status"
+            with urllib.request.urlopen(url, timeout=5) as r:
+                out.append(json.load(r))
+        return out
+
+    # Every node follows group 0 (three voters here) and applied the same map, in which
+    # every node registered where clients, peers and operators reach it.
+    deadline = time.monotonic() + 15
+    while True:
+        views = statuses()
+        maps = [ShardMap.decode(str(v["shard_map"]).encode()) for v in views]
+        registered = all(
+            maps[0].nodes[i].client_address == f"127.0.0.1:{node.port}"
+            and maps[0].nodes[i].admin_address == f"127.0.0.1:{node.admin_port}"
+            and maps[0].nodes[i].peer_address == f"127.0.0.1:{sharded.peer_ports[i]}"
+            for i, node in sharded.nodes.items()
+        )
+        if registered and all(m.encode() == maps[0].encode() for m in maps):
+            break
+        assert time.monotonic() < deadline, maps[0].nodes
+        time.sleep(0.2)
+    assert all(v["placement"]["voters"] == [1, 2, 3] for v in views)  # type: ignore[index]
+
+    # The gRPC Admin service on the peer port is wired to the node's groups.
+    async def admin_calls() -> int:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{sharded.peer_ports[1]}") as channel:
+            admin = pb_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+            status = await admin.Status(pb.StatusRequest())
+            assert sorted(g.group_id for g in status.groups) == list(range(SHARDS + 1))
+            led = next(g.group_id for g in status.groups if g.leader == 1 and g.group_id)
+            await admin.TransferLeader(pb.TransferLeaderRequest(group_id=led, to_node=2))
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await admin.TransferLeader(pb.TransferLeaderRequest(group_id=999, to_node=2))
+            assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+            return led
+
+    led = asyncio.run(admin_calls())
+    deadline = time.monotonic() + 10
+    while True:
+        shard = next(s for s in statuses()[1]["shards"] if s["shard"] == led)  # type: ignore[union-attr]
+        if shard["role"] == "leader":
+            break
+        assert time.monotonic() < deadline, shard
+        time.sleep(0.05)

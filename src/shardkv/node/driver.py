@@ -944,9 +944,32 @@ class NodeDriver:
         gets ``[0]`` once applied or an error. Raises `MembershipError` on a sharded
         cluster and `NotLeaderError` on a follower."""
         self.single_group()
-        g = self._groups[DEFAULT_GROUP_ID]
+        self.propose_group_conf_change(DEFAULT_GROUP_ID, change, on_done)
+
+    def propose_group_conf_change(
+        self, group_id: int, change: ConfChange, on_done: ReplyCallback
+    ) -> None:
+        """Propose a membership change of any group led here (the Admin service's
+        AddMember/RemoveMember); group 0's leader then records it in the map. Raises
+        KeyError for a group not hosted here and `NotLeaderError` on a follower."""
+        g = self._groups[group_id]
         g.replica.propose_conf_change(change, on_done)
         self._activate(g)
+
+    def transfer_leader(self, group_id: int, to_node: int) -> None:
+        """Start handing ``group_id`` (led here) to ``to_node``. Raises KeyError for a
+        group not hosted here and `NotLeaderError` on a follower."""
+        g = self._groups[group_id]
+        if not g.replica.is_leader:
+            raise NotLeaderError(
+                f"node {self.node_id} does not lead group {group_id}", g.replica.leader_id
+            )
+        g.replica.raw.transfer_leader(to_node)
+        self._activate(g)
+
+    def all_replicas(self) -> list[Replica]:
+        """Every group's replica here, the placement group's first."""
+        return [g.replica for _, g in sorted(self._groups.items())]
 
     def single_group(self) -> Replica:
         """The replica of a one-shard cluster's group; raises `MembershipError` else."""

@@ -1,34 +1,29 @@
-"""Cluster mode for the server: the node runtime and the peer transport behind the client
-port, and the CLUSTER commands that let cluster-aware clients find the leader.
+"""Cluster mode for the server's front: a `node.cluster_node.ClusterNode` (runtime,
+transport, metrics) behind the client port, and the CLUSTER commands that let
+cluster-aware clients find each shard's leader.
 
-The client-facing side keeps the committer's interface (``submit``, ``submit_sweep``,
-``wait_idle``, ...), so connections do not know whether they talk to one process or to a
-Raft group.
+The client-facing side keeps the committer's interface (`node.write_path.WritePath`), so
+connections do not know whether they talk to one process or to Raft groups.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
-from collections.abc import Iterator
 from concurrent.futures import Executor
 
-from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry
 
 from shardkv.core.cluster.shardmap import ShardInfo
 from shardkv.core.cluster.slots import SLOT_COUNT, key_slot
-from shardkv.core.raft import Message, Role
 from shardkv.core.resp import ErrorReply, MapReply, Reply
-from shardkv.node.runtime import ClusterSettings, NodeRuntime, ReplyCallback
+from shardkv.node.cluster_node import ClusterNode, PeerSettings
+from shardkv.node.runtime import ClusterSettings, ReplyCallback
 from shardkv.node.write_path import BUSY
 from shardkv.observability.logging import get_logger
-from shardkv.observability.metrics import LATENCY_BUCKETS_S
 from shardkv.server.config import ServerConfig
 from shardkv.storage import Engine
-from shardkv.transport import PeerTLS, PeerTransport, TransportCollector
+from shardkv.transport import PeerTLS
 
 log = get_logger(__name__)
 
@@ -38,89 +33,37 @@ def redis_node_id(node_id: int) -> str:
     return hashlib.sha1(f"shardkv-node-{node_id}".encode()).hexdigest()
 
 
-class RaftCollector(Collector):
-    """Raft state at scrape time: ``shardkv_raft_*`` gauges and counters per group."""
+def cluster_settings(config: ServerConfig) -> ClusterSettings:
+    """The node's part in its Raft groups, from the server's configuration."""
+    return ClusterSettings(
+        node_id=config.node_id,
+        initial_members=config.cluster_members,
+        client_address=config.client_address,
+        admin_address=config.admin_address,
+        tick_interval_ms=config.tick_interval_ms,
+        election_timeout_ticks=config.election_timeout_ticks,
+        snapshot_interval_entries=config.snapshot_interval_entries,
+        compaction_margin_entries=config.compaction_margin_entries,
+        join=config.join,
+        shard_count=config.shards,
+        replicas=config.replicas,
+    )
 
-    def __init__(self, runtime: NodeRuntime, max_shard_series: int = 64) -> None:
-        self._runtime = runtime
-        self._max_shard_series = max_shard_series
 
-    def collect(self) -> Iterator[Metric]:
-        rt = self._runtime
-        groups = rt.groups()
-        led = sum(1 for _, replica in groups if replica.is_leader)
-        leaderless = sum(1 for _, replica in groups if replica.leader_id == 0)
-        for name, doc, value in (
-            ("shardkv_shards_hosted", "Shards with a replica on this node.", len(groups)),
-            ("shardkv_shards_led", "Shards this node leads.", led),
-            ("shardkv_shards_without_leader", "Hosted shards that know no leader.", leaderless),
-            (
-                "shardkv_shards_hibernating",
-                "Hosted shards idle enough to stop ticking (no heartbeats).",
-                rt.driver.hibernating_groups(),
-            ),
-        ):
-            g = GaugeMetricFamily(name, doc)
-            g.add_metric([], float(value))
-            yield g
-        # Per-shard series only while their number stays small: past the bound, only the
-        # node-wide figures above (a 1000-shard node would export 13,000 series).
-        per_shard = groups[: self._max_shard_series]
-        role = GaugeMetricFamily(
-            "shardkv_raft_role", "1 for this replica's current role.", labels=["group", "role"]
-        )
-        statuses = [
-            (str(shard.shard_id), replica, replica.raw.status()) for shard, replica in per_shard
-        ]
-        for group, _, st in statuses:
-            for r in Role:
-                role.add_metric([group, r.name.lower()], 1.0 if st.role is r else 0.0)
-        yield role
-        for name, doc, pick in (
-            ("shardkv_raft_term", "Current Raft term.", lambda r, st: st.term),
-            ("shardkv_raft_commit_index", "Highest committed log index.", lambda r, st: st.commit),
-            (
-                "shardkv_raft_applied_index",
-                "Highest applied log index.",
-                lambda r, st: r.applied_index,
-            ),
-            (
-                "shardkv_raft_first_index",
-                "First log index still on disk.",
-                lambda r, st: st.first_index,
-            ),
-            ("shardkv_raft_last_index", "Last log index on disk.", lambda r, st: st.last_index),
-            (
-                "shardkv_raft_leader",
-                "Node id of the known leader (0: none).",
-                lambda r, st: st.lead,
-            ),
-        ):
-            g = GaugeMetricFamily(name, doc, labels=["group"])
-            for group, replica, st in statuses:
-                g.add_metric([group], float(pick(replica, st)))
-            yield g
-        for name, doc, value in (
-            ("shardkv_raft_leader_changes", "Role or leader changes seen.", rt.leader_changes),
-            ("shardkv_raft_proposals", "Client write batches proposed.", rt.proposals),
-            (
-                "shardkv_raft_snapshots_taken",
-                "Snapshots taken (log compaction).",
-                rt.snapshots_taken,
-            ),
-            (
-                "shardkv_raft_snapshots_installed",
-                "Snapshots received and installed.",
-                rt.snapshots_installed,
-            ),
-        ):
-            c = CounterMetricFamily(name, doc)
-            c.add_metric([], float(value))
-            yield c
+def peer_settings(config: ServerConfig) -> PeerSettings:
+    tls = None
+    if config.peer_tls_cert and config.peer_tls_key and config.peer_tls_ca:
+        tls = PeerTLS(config.peer_tls_cert, config.peer_tls_key, config.peer_tls_ca)
+    return PeerSettings(
+        listen_addr=f"{config.bind}:{config.peer_port}",
+        tls=tls,
+        enable_fault_injection=config.enable_fault_injection,
+    )
 
 
 class ClusterFrontend:
-    """Starts and stops the transport and the runtime; answers like a committer."""
+    """The client-facing side of a `ClusterNode`: answers like the committer (the
+    `WritePath` bounds and shutdown wait) and answers the CLUSTER commands."""
 
     def __init__(
         self,
@@ -130,86 +73,22 @@ class ClusterFrontend:
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config
-        members = config.cluster_members
         self.node_id = config.node_id
-        self.members = members
-        settings = ClusterSettings(
-            node_id=config.node_id,
-            initial_members=members,
-            client_address=config.client_address,
-            admin_address=config.admin_address,
-            tick_interval_ms=config.tick_interval_ms,
-            election_timeout_ticks=config.election_timeout_ticks,
-            snapshot_interval_entries=config.snapshot_interval_entries,
-            compaction_margin_entries=config.compaction_margin_entries,
-            join=config.join,
-            shard_count=config.shards,
-            replicas=config.replicas,
+        self.node = ClusterNode(
+            cluster_settings(config), peer_settings(config), engine, executor, registry
         )
-        tls = None
-        if config.peer_tls_cert and config.peer_tls_key and config.peer_tls_ca:
-            tls = PeerTLS(config.peer_tls_cert, config.peer_tls_key, config.peer_tls_ca)
-        self.runtime = NodeRuntime(
-            settings,
-            engine,
-            executor,
-            self._send,
-            add_peer=lambda node_id, address: self.transport.add_peer(node_id, address),
-            remove_peer=lambda node_id: self.transport.remove_peer(node_id),
-        )
-        self.transport = PeerTransport(
-            config.node_id,
-            f"{config.bind}:{config.peer_port}",
-            {i: a for i, a in members.items() if i != config.node_id},
-            on_messages=lambda _from, messages: self.runtime.step(messages),
-            on_snapshot=lambda _from, message: self.runtime.step([message]),
-            on_snapshot_status=self.runtime.report_snapshot,
-            on_peer_unreachable=self.runtime.report_unreachable,
-            client_address=config.client_address,
-            admin_address=config.admin_address,
-            on_peer_client_address=self.runtime.learn_client_address,
-            tls=tls,
-            rng=random.Random(),
-        )
+        self.runtime = self.node.runtime
+        self.transport = self.node.transport
         self.expired_keys = 0
         self._pending_commands = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        if registry is not None:
-            fsync = Histogram(
-                "shardkv_raft_fsync_seconds",
-                "Duration of one group-commit sync (all groups).",
-                buckets=LATENCY_BUCKETS_S,
-                registry=registry,
-            )
-            proposal = Histogram(
-                "shardkv_raft_proposal_seconds",
-                "From proposing a client write batch to answering it (committed and durable).",
-                buckets=LATENCY_BUCKETS_S,
-                registry=registry,
-            )
-            self.runtime.observe_sync_s = fsync.observe
-            self.runtime.driver.observe_proposal_s = proposal.observe
-            registry.register(RaftCollector(self.runtime))
-            registry.register(TransportCollector(self.transport))
-
-    def _send(self, messages: list[Message]) -> None:
-        self.transport.send(messages)
 
     async def start(self) -> None:
-        self.runtime.open()
-        await self.transport.start()
-        await self.runtime.start()
-        log.info(
-            "cluster_member_started",
-            node_id=self.node_id,
-            members=self.members,
-            peer_port=self.transport.port,
-        )
+        await self.node.start()
 
     async def stop(self) -> None:
-        await self.runtime.stop()
-        await self.transport.stop()
+        await self.node.stop()
 
     # -- committer interface ---------------------------------------------------------------
 

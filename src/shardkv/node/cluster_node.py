@@ -1,0 +1,159 @@
+"""One cluster node's machinery: the node runtime (every Raft group hosted here) wired to
+the peer transport, their metrics, and the gRPC Admin service's backend.
+
+The server (``server/``) is the front: it opens the storage engine, builds a `ClusterNode`
+over it, and serves Redis clients and admin HTTP through it. Order: construct, ``start()``
+(opens or bootstraps the groups, then the transport, then the loop), ``stop()`` (hands
+leaderships away, stops the loop, then the transport).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import grpc
+from prometheus_client import CollectorRegistry, Histogram
+
+from shardkv.core.raft import ConfChange, ConfChangeType, NotLeaderError, Status
+from shardkv.core.resp import ErrorReply, Reply
+from shardkv.node.metrics import RaftCollector
+from shardkv.node.runtime import ClusterSettings, NodeRuntime
+from shardkv.observability.logging import get_logger
+from shardkv.observability.metrics import LATENCY_BUCKETS_S
+from shardkv.storage import Engine
+from shardkv.transport import AdminRequestError, PeerTLS, PeerTransport, TransportCollector
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSettings:
+    """How the node listens for its peers (gRPC)."""
+
+    #: ``host:port`` to bind (port 0: any free port).
+    listen_addr: str
+    tls: PeerTLS | None = None
+    #: Serve the test-only partition injection (Admin ``SetPartition``, ``/v1/partition``).
+    enable_fault_injection: bool = False
+    #: How long a membership change asked through the Admin service may take to apply.
+    admin_change_timeout_s: float = 30.0
+
+
+class ClusterNode:
+    """See the module docstring. All methods run on the event loop thread."""
+
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        peers: PeerSettings,
+        engine: Engine,
+        executor: Executor,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.node_id = settings.node_id
+        self.settings = settings
+        self._peers = peers
+        self.runtime = NodeRuntime(
+            settings,
+            engine,
+            executor,
+            lambda messages: self.transport.send(messages),
+            add_peer=lambda node_id, address: self.transport.add_peer(node_id, address),
+            remove_peer=lambda node_id: self.transport.remove_peer(node_id),
+        )
+        self.transport = PeerTransport(
+            settings.node_id,
+            peers.listen_addr,
+            {i: a for i, a in settings.initial_members.items() if i != settings.node_id},
+            on_messages=lambda _from, messages: self.runtime.step(messages),
+            on_snapshot=lambda _from, message: self.runtime.step([message]),
+            on_snapshot_status=self.runtime.report_snapshot,
+            on_peer_unreachable=self.runtime.report_unreachable,
+            client_address=settings.client_address,
+            admin_address=settings.admin_address,
+            on_peer_client_address=self.runtime.learn_client_address,
+            admin=self,
+            enable_fault_injection=peers.enable_fault_injection,
+            tls=peers.tls,
+            rng=random.Random(),
+        )
+        if registry is not None:
+            fsync = Histogram(
+                "shardkv_raft_fsync_seconds",
+                "Duration of one group-commit sync (all groups).",
+                buckets=LATENCY_BUCKETS_S,
+                registry=registry,
+            )
+            proposal = Histogram(
+                "shardkv_raft_proposal_seconds",
+                "From proposing a client write batch to answering it (committed and durable).",
+                buckets=LATENCY_BUCKETS_S,
+                registry=registry,
+            )
+            self.runtime.observe_sync_s = fsync.observe
+            self.runtime.driver.observe_proposal_s = proposal.observe
+            registry.register(RaftCollector(self.runtime))
+            registry.register(TransportCollector(self.transport))
+
+    async def start(self) -> None:
+        self.runtime.open()
+        await self.transport.start()
+        await self.runtime.start()
+        log.info(
+            "cluster_member_started",
+            node_id=self.node_id,
+            members=self.settings.initial_members,
+            peer_port=self.transport.port,
+        )
+
+    async def stop(self) -> None:
+        await self.runtime.stop()
+        await self.transport.stop()
+
+    # -- the gRPC Admin service's backend (`transport.admin.AdminBackend`) -----------------
+
+    def group_statuses(self) -> Sequence[Status]:
+        return [replica.raw.status() for replica in self.runtime.driver.all_replicas()]
+
+    async def transfer_leader(self, group_id: int, to_node: int) -> None:
+        try:
+            self.runtime.driver.transfer_leader(group_id, to_node)
+        except KeyError:
+            raise _no_group(group_id) from None
+        except NotLeaderError as exc:
+            raise AdminRequestError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
+
+    async def add_member(self, group_id: int, node_id: int, address: str, learner: bool) -> int:
+        kind = ConfChangeType.ADD_LEARNER_NODE if learner else ConfChangeType.ADD_NODE
+        return await self._change(group_id, ConfChange(kind, node_id, address.encode()))
+
+    async def remove_member(self, group_id: int, node_id: int) -> int:
+        return await self._change(group_id, ConfChange(ConfChangeType.REMOVE_NODE, node_id))
+
+    async def _change(self, group_id: int, change: ConfChange) -> int:
+        """Propose ``change`` to ``group_id`` (led here) and return the applied index once
+        it is applied. The placement group then records it in the map."""
+        fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
+        driver = self.runtime.driver
+        try:
+            driver.propose_group_conf_change(
+                group_id, change, lambda r: None if fut.done() else fut.set_result(r)
+            )
+        except KeyError:
+            raise _no_group(group_id) from None
+        except NotLeaderError as exc:
+            raise AdminRequestError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
+        replies = await asyncio.wait_for(fut, self._peers.admin_change_timeout_s)
+        if isinstance(replies[0], ErrorReply):
+            raise AdminRequestError(grpc.StatusCode.FAILED_PRECONDITION, replies[0].message)
+        return driver.replica(group_id).applied_index
+
+
+def _no_group(group_id: int) -> AdminRequestError:
+    return AdminRequestError(
+        grpc.StatusCode.NOT_FOUND, f"group {group_id} has no replica on this node"
+    )

@@ -1,0 +1,93 @@
+"""Prometheus view of a node's Raft groups, read at scrape time (never on the loop's
+hot path)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from shardkv.core.raft import Role
+from shardkv.node.runtime import NodeRuntime
+
+
+class RaftCollector(Collector):
+    """Raft state at scrape time: ``shardkv_raft_*`` gauges and counters per group."""
+
+    def __init__(self, runtime: NodeRuntime, max_shard_series: int = 64) -> None:
+        self._runtime = runtime
+        self._max_shard_series = max_shard_series
+
+    def collect(self) -> Iterator[Metric]:
+        rt = self._runtime
+        groups = rt.groups()
+        led = sum(1 for _, replica in groups if replica.is_leader)
+        leaderless = sum(1 for _, replica in groups if replica.leader_id == 0)
+        for name, doc, value in (
+            ("shardkv_shards_hosted", "Shards with a replica on this node.", len(groups)),
+            ("shardkv_shards_led", "Shards this node leads.", led),
+            ("shardkv_shards_without_leader", "Hosted shards that know no leader.", leaderless),
+            (
+                "shardkv_shards_hibernating",
+                "Hosted shards idle enough to stop ticking (no heartbeats).",
+                rt.driver.hibernating_groups(),
+            ),
+        ):
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], float(value))
+            yield g
+        # Per-shard series only while their number stays small: past the bound, only the
+        # node-wide figures above (a 1000-shard node would export 13,000 series).
+        per_shard = groups[: self._max_shard_series]
+        role = GaugeMetricFamily(
+            "shardkv_raft_role", "1 for this replica's current role.", labels=["group", "role"]
+        )
+        statuses = [
+            (str(shard.shard_id), replica, replica.raw.status()) for shard, replica in per_shard
+        ]
+        for group, _, st in statuses:
+            for r in Role:
+                role.add_metric([group, r.name.lower()], 1.0 if st.role is r else 0.0)
+        yield role
+        for name, doc, pick in (
+            ("shardkv_raft_term", "Current Raft term.", lambda r, st: st.term),
+            ("shardkv_raft_commit_index", "Highest committed log index.", lambda r, st: st.commit),
+            (
+                "shardkv_raft_applied_index",
+                "Highest applied log index.",
+                lambda r, st: r.applied_index,
+            ),
+            (
+                "shardkv_raft_first_index",
+                "First log index still on disk.",
+                lambda r, st: st.first_index,
+            ),
+            ("shardkv_raft_last_index", "Last log index on disk.", lambda r, st: st.last_index),
+            (
+                "shardkv_raft_leader",
+                "Node id of the known leader (0: none).",
+                lambda r, st: st.lead,
+            ),
+        ):
+            g = GaugeMetricFamily(name, doc, labels=["group"])
+            for group, replica, st in statuses:
+                g.add_metric([group], float(pick(replica, st)))
+            yield g
+        for name, doc, value in (
+            ("shardkv_raft_leader_changes", "Role or leader changes seen.", rt.leader_changes),
+            ("shardkv_raft_proposals", "Client write batches proposed.", rt.proposals),
+            (
+                "shardkv_raft_snapshots_taken",
+                "Snapshots taken (log compaction).",
+                rt.snapshots_taken,
+            ),
+            (
+                "shardkv_raft_snapshots_installed",
+                "Snapshots received and installed.",
+                rt.snapshots_installed,
+            ),
+        ):
+            c = CounterMetricFamily(name, doc)
+            c.add_metric([], float(value))
+            yield c
