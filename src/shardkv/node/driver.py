@@ -357,6 +357,7 @@ class NodeDriver:
             election_timeout_ticks=s.election_timeout_ticks,
             heartbeat_interval_ticks=s.heartbeat_interval_ticks,
             applied_index=applied,
+            eager_commit=False,
         )
         machine: KVStateMachine | PlacementMachine
         if group_id == PLACEMENT_GROUP_ID:
