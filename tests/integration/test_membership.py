@@ -58,7 +58,7 @@ def test_add_a_fourth_node_then_remove_an_original_one(tmp_path: Path) -> None:
             str(peer4),
             "--initial-cluster",
             members,
-            "--join",
+            "--join-existing",
         ).start()
         admins = ",".join(f"127.0.0.1:{n.admin_port}" for n in cluster.nodes.values())
         added = subprocess.run(

@@ -37,6 +37,12 @@ def test_file_then_environment_then_flags_each_override_the_last(tmp_path: Path)
         ('log_format = "xml"\n', "log_format must be 'json' or 'console'"),
         ('tls_cert = "a.pem"\n', "tls_cert and tls_key must be given together"),
         ("port = [\n", "is not valid TOML"),
+        (
+            'join = "h:7380"\ninitial_cluster = "1=h:7380"\n',
+            "and initial_cluster exclude each other",
+        ),
+        ('join = " "\n', "join lists no seed"),
+        ('join = "h:7380"\npeer_port = 0\n', "join needs a fixed peer_port"),
     ],
 )
 def test_bad_settings_are_refused_with_a_message_naming_them(

@@ -9,6 +9,7 @@ from dataclasses import replace
 from shardkv.core.cluster.placement import (
     SHARD_MAP_KEY,
     PlacementMachine,
+    join_node_command,
     placement_members,
     register_node_command,
     set_shards_command,
@@ -86,3 +87,21 @@ def test_a_snapshot_replaces_the_map_and_a_joining_replica_applies_nothing_befor
     joining.restore(snapshot, batch)
     assert joining.changed and joining.shard_map.encode() == snapshot  # type: ignore[union-attr]
     assert batch.ops == [Put(META, SHARD_MAP_KEY, snapshot)]
+
+
+def test_a_joining_node_gets_a_new_id_and_the_same_one_when_it_asks_again() -> None:
+    machine = PlacementMachine(initial_layout(MEMBERS, 4, 3))
+    replies, staged = apply(
+        machine,
+        join_node_command("h:7510", "h:6004", "h:8004"),
+        join_node_command("h:7520", "h:6005", ""),
+        join_node_command("h:7510", "h:6004", "h:8004"),  # a retry after a crash
+    )
+    assert replies == [4, 5, 4]
+    stored = ShardMap.decode(staged[SHARD_MAP_KEY])
+    assert stored.nodes[4] == NodeInfo(4, "h:7510", "h:6004", "h:8004")
+    assert stored.nodes[5].peer_address == "h:7520"
+    # A removed node's id is never given again, even to a node at its old address.
+    gone = replace(stored.nodes[5], state=NODE_REMOVED)
+    replies, _ = apply(machine, register_node_command(gone), join_node_command("h:7520", "x", ""))
+    assert replies == [OK, 6]

@@ -14,6 +14,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from shardkv.core.cluster.shardmap import NODE_REMOVED, ShardMap
+
 
 def node_ports(base_port: int, node: int) -> tuple[int, int, int]:
     """(client, peer, admin) ports of node ``node`` (1-based)."""
@@ -108,6 +110,26 @@ def fetch_status(admin: str, timeout_s: float = 2.0) -> dict[str, object] | None
             return data
     except (urllib.error.URLError, OSError, ValueError):
         return None
+
+
+def discover_admins(admins: list[str]) -> list[str]:
+    """Every node's admin address from the node registry (the cluster map) of the first of
+    ``admins`` that answers, nodes removed from the cluster left out; ``admins`` as given
+    when none answers or a node registered no admin address yet."""
+    for admin in admins:
+        st = fetch_status(admin)
+        raw = st.get("shard_map") if st is not None else None
+        if not isinstance(raw, str):
+            continue
+        shard_map = ShardMap.decode(raw.encode())
+        found = [
+            n.admin_address
+            for _, n in sorted(shard_map.nodes.items())
+            if n.state != NODE_REMOVED and n.admin_address
+        ]
+        if len(found) == len(shard_map.up_nodes()):
+            return found
+    return admins
 
 
 def find_leader_admin(admins: list[str], roles: tuple[str, ...] = ("leader",)) -> str | None:

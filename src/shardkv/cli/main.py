@@ -75,9 +75,15 @@ def main() -> None:
 )
 @click.option(
     "--join",
+    default=None,
+    metavar="HOST:PEERPORT[,...]",
+    help="Join a running cluster through any of these seeds; no --node-id needed.",
+)
+@click.option(
+    "--join-existing",
     is_flag=True,
     default=None,
-    help="Join an existing cluster (run `shardkv member add` for this node first).",
+    help="Start empty in a one-shard cluster (run `shardkv member add` for it first).",
 )
 @click.option("--node-id", type=int, default=None, help="This node's id in the cluster. [1]")
 @click.option("--peer-port", type=int, default=None, help="Port for other nodes (gRPC). [7380]")
@@ -124,6 +130,7 @@ def main() -> None:
 )
 def server(config_file: str | None, **flags: Any) -> None:
     """Run a ShardKV server on one node until SIGINT or SIGTERM."""
+    from shardkv.node.join import JoinError
     from shardkv.observability.logging import configure_logging
     from shardkv.server.app import run_server
     from shardkv.server.config import ConfigError, load_config
@@ -143,7 +150,7 @@ def server(config_file: str | None, **flags: Any) -> None:
         code = run_server(config)
     except TLSConfigError as exc:
         raise click.UsageError(str(exc)) from exc
-    except OSError as exc:
+    except (OSError, JoinError) as exc:
         click.echo(f"error: cannot start the server: {exc}", err=True)
         sys.exit(1)
     sys.exit(code)
@@ -293,7 +300,7 @@ DEFAULT_ADMINS = "127.0.0.1:7381,127.0.0.1:7579,127.0.0.1:7580,127.0.0.1:7581"
 def member_add(node_id: int, peer_address: str, admins: str) -> None:
     """Add a node as a learner, then promote it to voter once it has caught up.
 
-    Start the new node first with --join and an --initial-cluster that lists the current
+    Start the new node first with --join-existing and an --initial-cluster that lists the current
     members and itself."""
     leader = _leader_admin(admins)
     out = _admin_call(
@@ -310,3 +317,18 @@ def member_remove(node_id: int, admins: str) -> None:
     leader = _leader_admin(admins)
     out = _admin_call("DELETE", f"http://{leader}/v1/members/{node_id}")
     click.echo(f"node {node_id} removed; voters now {out['voters']}")
+
+
+@main.group()
+def node() -> None:
+    """Nodes of a running cluster."""
+
+
+@node.command("list")
+@click.option("--admin", "admins", default=DEFAULT_ADMINS, show_default=True, help=ADMINS_HELP)
+def node_list(admins: str) -> None:
+    """Every node of the cluster, found through the node registry (the cluster map) of
+    any node given: addresses, state, shards hosted and led; then every shard."""
+    from shardkv.cli.local_cluster import discover_admins, print_status
+
+    sys.exit(print_status(discover_admins([a.strip() for a in admins.split(",") if a.strip()])))

@@ -102,6 +102,7 @@ class ClusterNode:
     async def start(self) -> None:
         self.runtime.open()
         await self.transport.start()
+        self.runtime.driver.dial_known_peers()
         await self.runtime.start()
         log.info(
             "cluster_member_started",
@@ -133,6 +134,31 @@ class ClusterNode:
 
     async def remove_member(self, group_id: int, node_id: int) -> int:
         return await self._change(group_id, ConfChange(ConfChangeType.REMOVE_NODE, node_id))
+
+    async def join(
+        self, peer_address: str, client_address: str, admin_address: str
+    ) -> tuple[int, bytes, str]:
+        driver = self.runtime.driver
+        fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
+        try:
+            driver.join_node(
+                peer_address,
+                client_address,
+                admin_address,
+                lambda r: None if fut.done() else fut.set_result(r),
+            )
+        except NotLeaderError as exc:
+            _, shard_map = driver.placement_status()
+            leader = shard_map.nodes.get(exc.leader) if shard_map is not None else None
+            return 0, b"", leader.peer_address if leader is not None else ""
+        replies = await asyncio.wait_for(fut, self._peers.admin_change_timeout_s)
+        node_id = replies[0]
+        if not isinstance(node_id, int):
+            raise AdminRequestError(grpc.StatusCode.UNAVAILABLE, f"join not applied: {node_id}")
+        _, shard_map = driver.placement_status()
+        assert shard_map is not None
+        log.info("node_joined", node_id=node_id, peer_address=peer_address)
+        return node_id, shard_map.encode(), ""
 
     async def _change(self, group_id: int, change: ConfChange) -> int:
         """Propose ``change`` to ``group_id`` (led here) and return the applied index once

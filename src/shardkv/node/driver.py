@@ -53,6 +53,7 @@ from typing import Final
 from shardkv.core.cluster.placement import (
     SHARD_MAP_KEY,
     PlacementMachine,
+    join_node_command,
     placement_members,
     register_node_command,
     set_shards_command,
@@ -138,8 +139,11 @@ class ClusterSettings:
     #: Entries kept behind a snapshot, so a slightly lagging follower needs no snapshot.
     compaction_margin_entries: int = 1_000
     max_pending_reads: int = 10_000
-    #: Join an existing group (added with ``shardkv member add``) instead of creating one.
+    #: Join an existing cluster instead of creating one: added with ``shardkv member add``,
+    #: or through a seed (then ``join_map`` is the map the seed answered with, used for
+    #: routing until the placement group's snapshot arrives).
     join: bool = False
+    join_map: ShardMap | None = None
     #: A learner is promoted once its log is within this many entries of the commit index.
     promote_lag_entries: int = 100
     #: A write not committed within this is answered -UNKNOWN (it may still commit).
@@ -286,6 +290,8 @@ class NodeDriver:
         stored = raw_map is not None
         if raw_map is not None:
             shard_map = ShardMap.decode(raw_map)
+        elif s.join and s.join_map is not None:  # joined through a seed: the map it gave
+            shard_map = s.join_map
         elif s.join:  # `member add`: the one shard, on every member it lists
             shard_map = initial_layout(s.initial_members, 1, len(s.initial_members))
         elif self._engine.scan(DATA, b"", None, 1):
@@ -932,6 +938,29 @@ class NodeDriver:
         self._placement_inflight = True
         p.replica.propose_conf_change(change, self._placement_done)
         self._activate(p)
+
+    def join_node(
+        self, peer_address: str, client_address: str, admin_address: str, on_done: ReplyCallback
+    ) -> None:
+        """Group 0's leader: register a node joining through a seed; ``on_done`` gets
+        ``[node id]`` once applied (or an error). Raises `NotLeaderError` elsewhere (its
+        ``leader_id`` says whom to ask)."""
+        p = self._placement
+        assert p is not None
+        if not p.replica.is_leader:
+            raise NotLeaderError(
+                f"node {self.node_id} does not lead the placement group", p.replica.leader_id
+            )
+        p.replica.queue_write(
+            [join_node_command(peer_address, client_address, admin_address)], on_done
+        )
+        self._activate(p)
+
+    def dial_known_peers(self) -> None:
+        """Dial every node the map knows that the flags and membership did not name (a
+        node restarted with only its data dir knows its peers from the map)."""
+        if self.shard_map is not None:
+            self._follow_map_peers(self.shard_map)
 
     def placement_status(self) -> tuple[Replica, ShardMap | None]:
         """Group 0's replica here and its applied map."""

@@ -234,7 +234,7 @@ class NodeRuntime:
             if time.monotonic() > deadline:
                 raise MembershipError(
                     f"node {node_id} did not catch up within {timeout_s:.0f}s; it stays a "
-                    "learner (is it running with --join?)"
+                    "learner (is it running with --join-existing?)"
                 )
             await asyncio.sleep(0.05)
         await self._propose_change(ConfChange(ConfChangeType.ADD_NODE, node_id, context))

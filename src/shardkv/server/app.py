@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import os
 import resource
 import signal
@@ -25,16 +27,19 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shardkv.core.cluster.shardmap import NODE_UP, ShardMap
+from shardkv.core.engine import META, WriteBatch
 from shardkv.core.kv import KVStateMachine
 from shardkv.core.kv.scope import KeyScope
 from shardkv.core.raft import NotLeaderError
 from shardkv.core.resp import ErrorReply, Reply
+from shardkv.node.join import JOIN_IDENTITY_KEY, join_cluster
 from shardkv.node.runtime import MembershipError
 from shardkv.node.write_path import WritePath
 from shardkv.observability.logging import get_logger
 from shardkv.observability.metrics import ServerMetrics
 from shardkv.server import commands as conn_commands
-from shardkv.server.cluster import ClusterFrontend
+from shardkv.server.cluster import ClusterFrontend, peer_settings
 from shardkv.server.committer import Committer
 from shardkv.server.config import ServerConfig
 from shardkv.server.connection import ClientConnection
@@ -84,8 +89,11 @@ class Server:
         self._engine = await loop.run_in_executor(
             self._executor, open_engine, cfg.storage_engine, os.path.join(cfg.data_dir, "db")
         )
-        if cfg.initial_cluster is not None:
-            self.cluster = ClusterFrontend(cfg, self._engine, self._executor, self.metrics.registry)
+        cluster_cfg, join_map = await self._cluster_identity(self._engine)
+        if cluster_cfg is not None:
+            self.cluster = ClusterFrontend(
+                cluster_cfg, self._engine, self._executor, self.metrics.registry, join_map
+            )
             self.cluster.runtime.on_fatal = self._on_storage_failure
             await self.cluster.start()
             self.committer = self.cluster
@@ -126,6 +134,54 @@ class Server:
         )
         if cfg.enable_fault_injection:
             log.warning("fault_injection_enabled", note="for tests only: never in production")
+
+    async def _cluster_identity(
+        self, engine: Engine
+    ) -> tuple[ServerConfig | None, ShardMap | None]:
+        """Which cluster this node is in: the flags' ``initial_cluster``; else the identity
+        kept in the data dir by an earlier ``--join`` (so a restart needs no cluster flags);
+        else, with ``--join SEEDS``, a new identity from the placement group (stored before
+        anything else happens). None: standalone. Raises `JoinError`."""
+        cfg = self.config
+        if cfg.initial_cluster is not None:
+            return cfg, None
+        raw = engine.get(META, JOIN_IDENTITY_KEY)
+        if raw is None and cfg.join is None:
+            return None, None
+        tls = peer_settings(cfg).tls
+        host = cfg.advertise_host or cfg.bind
+        peer_address = f"{host}:{cfg.peer_port}"
+        if raw is None:
+            assert cfg.join is not None
+            joined = await join_cluster(
+                cfg.join,
+                peer_address=peer_address,
+                client_address=cfg.client_address,
+                admin_address=cfg.admin_address,
+                tls=tls,
+            )
+            identity = {"node_id": joined.node_id, "join_map": joined.shard_map.encode().decode()}
+            batch = WriteBatch()
+            batch.put(META, JOIN_IDENTITY_KEY, json.dumps(identity).encode())
+            engine.write(batch)
+            engine.sync()
+            raw = json.dumps(identity).encode()
+        identity = json.loads(raw)
+        node_id = int(identity["node_id"])
+        join_map = ShardMap.decode(str(identity["join_map"]).encode())
+        members = {
+            n.node_id: n.peer_address
+            for n in join_map.nodes.values()
+            if n.state == NODE_UP and n.peer_address
+        }
+        members[node_id] = peer_address
+        initial = ",".join(f"{n}={a}" for n, a in sorted(members.items()))
+        return (
+            dataclasses.replace(
+                cfg, node_id=node_id, initial_cluster=initial, join=None, join_existing=True
+            ),
+            join_map,
+        )
 
     async def run(self) -> int:
         """Serve until a signal; return the process exit status."""
@@ -505,7 +561,10 @@ class Server:
                 "commit": pst.commit,
                 "applied": placement.applied_index,
             }
-            replica = self.cluster.runtime.groups()[0][1]
+            # The node-level fields describe its first shard (the one shard of a one-shard
+            # cluster), or group 0 on a node that holds no shard yet.
+            hosted = self.cluster.runtime.groups()
+            replica = hosted[0][1] if hosted else placement
             st = replica.raw.status()
             body.update(
                 node_id=st.node_id,

@@ -9,12 +9,13 @@ connections do not know whether they talk to one process or to Raft groups.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from concurrent.futures import Executor
 
 from prometheus_client import CollectorRegistry
 
-from shardkv.core.cluster.shardmap import ShardInfo
+from shardkv.core.cluster.shardmap import ShardInfo, ShardMap
 from shardkv.core.cluster.slots import SLOT_COUNT, key_slot
 from shardkv.core.resp import ErrorReply, MapReply, Reply
 from shardkv.node.cluster_node import ClusterNode, PeerSettings
@@ -44,7 +45,7 @@ def cluster_settings(config: ServerConfig) -> ClusterSettings:
         election_timeout_ticks=config.election_timeout_ticks,
         snapshot_interval_entries=config.snapshot_interval_entries,
         compaction_margin_entries=config.compaction_margin_entries,
-        join=config.join,
+        join=config.join_existing,
         shard_count=config.shards,
         replicas=config.replicas,
     )
@@ -71,12 +72,12 @@ class ClusterFrontend:
         engine: Engine,
         executor: Executor,
         registry: CollectorRegistry | None = None,
+        join_map: ShardMap | None = None,
     ) -> None:
         self.config = config
         self.node_id = config.node_id
-        self.node = ClusterNode(
-            cluster_settings(config), peer_settings(config), engine, executor, registry
-        )
+        settings = dataclasses.replace(cluster_settings(config), join_map=join_map)
+        self.node = ClusterNode(settings, peer_settings(config), engine, executor, registry)
         self.runtime = self.node.runtime
         self.transport = self.node.transport
         self.expired_keys = 0

@@ -75,8 +75,13 @@ class ServerConfig:
     election_timeout_ticks: int = 10
     snapshot_interval_entries: int = 10_000
     compaction_margin_entries: int = 1_000
-    #: Join an existing cluster (after `shardkv member add`) instead of bootstrapping one.
-    join: bool = False
+    #: Start empty as a member of an existing one-shard cluster (after `shardkv member add`)
+    #: instead of bootstrapping one.
+    join_existing: bool = False
+    #: "host:peerport[,host:peerport...]": join a running cluster through any of these
+    #: seeds (the placement group gives this node its id, kept in the data dir). A DNS
+    #: name that resolves to several addresses counts as one seed per address.
+    join: str | None = None
     #: Shards (Raft groups) a NEW cluster splits the 16384 slots into; read only when the
     #: cluster is first created (the map is kept in the data dir afterwards).
     shards: int = 16
@@ -135,6 +140,13 @@ class ServerConfig:
                 raise ConfigError(
                     f"node_id {self.node_id} is not in initial_cluster {self.initial_cluster!r}"
                 )
+        if self.join is not None:
+            if self.initial_cluster is not None:
+                raise ConfigError("join (through seeds) and initial_cluster exclude each other")
+            if not self.join.strip():
+                raise ConfigError("join lists no seed; give HOST:PEERPORT[,HOST:PEERPORT...]")
+            if self.peer_port == 0:
+                raise ConfigError("join needs a fixed peer_port: the cluster dials it")
         if self.shards > 16384:
             raise ConfigError(f"shards must be at most 16384 (one per slot), got {self.shards}")
         peer_tls = (self.peer_tls_cert, self.peer_tls_key, self.peer_tls_ca)

@@ -59,6 +59,14 @@ class AdminBackend(Protocol):
         """Propose removing ``node_id`` from ``group_id``; return the proposal's index."""
         ...
 
+    async def join(
+        self, peer_address: str, client_address: str, admin_address: str
+    ) -> tuple[int, bytes, str]:
+        """Register a new node in the cluster map: (its node id, the encoded map after
+        registering it, ""), or (0, b"", the placement leader's peer address) when this
+        node does not lead the placement group."""
+        ...
+
 
 class AdminService(pb_grpc.AdminServicer):
     """The servicer; built by `PeerTransport`, which passes its own views as callables."""
@@ -139,6 +147,23 @@ class AdminService(pb_grpc.AdminServicer):
         except Exception as exc:
             await _abort_for(context, "remove_member", exc)
         return pb.RemoveMemberResponse(index=index)
+
+    async def Join(
+        self, request: pb.JoinRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.JoinResponse:
+        backend = await self._require_backend(context)
+        if not request.peer_address or not request.client_address:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "a joining node must give its peer and client addresses",
+            )
+        try:
+            node_id, shard_map, leader = await backend.join(
+                request.peer_address, request.client_address, request.admin_address
+            )
+        except Exception as exc:
+            await _abort_for(context, "join", exc)
+        return pb.JoinResponse(node_id=node_id, shard_map=shard_map, leader_peer_address=leader)
 
     async def SetPartition(
         self, request: pb.SetPartitionRequest, context: grpc.aio.ServicerContext[object, object]

@@ -7,6 +7,9 @@ guessing. The map changes only through the commands below, proposed by group 0's
 
 - ``REGISTER_NODE <id> <peer> <client> <admin> <state>``: add a node or replace its
   addresses and state (the node registry).
+- ``JOIN_NODE <peer> <client> <admin>``: register a node that joins through a seed and
+  answer its id: the node already registered (and up) at that peer address keeps its id
+  (a retried join), otherwise it gets one above every id the map has ever held.
 - ``SET_SHARDS <shard json> [...]``: add shards or replace them, all at once; each changed
   shard's epoch must rise (`ShardMap.with_shards`), and the result must still give every
   slot to exactly one shard.
@@ -21,7 +24,7 @@ from __future__ import annotations
 import json
 from typing import Final
 
-from shardkv.core.cluster.shardmap import NodeInfo, ShardInfo, ShardMap, ShardMapError
+from shardkv.core.cluster.shardmap import NODE_UP, NodeInfo, ShardInfo, ShardMap, ShardMapError
 from shardkv.core.engine import META, WriteBatch
 from shardkv.core.kv.scope import KeyScope
 from shardkv.core.resp import OK, ErrorReply, Reply
@@ -34,6 +37,7 @@ PLACEMENT_VOTERS_MAX: Final = 5
 SHARD_MAP_KEY: Final = b"cluster/shard_map"
 #: Log-only commands (the ``\x00`` prefix keeps them out of the client command table).
 REGISTER_NODE: Final = b"\x00place-node"
+JOIN_NODE: Final = b"\x00place-join"
 SET_SHARDS: Final = b"\x00place-shards"
 
 
@@ -52,6 +56,10 @@ def register_node_command(node: NodeInfo) -> list[bytes]:
         node.admin_address.encode(),
         node.state.encode(),
     ]
+
+
+def join_node_command(peer_address: str, client_address: str, admin_address: str) -> list[bytes]:
+    return [JOIN_NODE, peer_address.encode(), client_address.encode(), admin_address.encode()]
 
 
 def set_shards_command(shards: list[ShardInfo]) -> list[bytes]:
@@ -101,10 +109,21 @@ class PlacementMachine:
         current = self.shard_map
         if current is None:
             return ErrorReply("ERR the cluster map is not known on this replica yet")
+        reply: Reply = OK
         try:
             if args[0] == REGISTER_NODE and len(args) == 6:
                 node = NodeInfo(int(args[1]), *(a.decode() for a in args[2:6]))
                 updated = current.with_node(node)
+            elif args[0] == JOIN_NODE and len(args) == 4:
+                peer, client, admin = (a.decode() for a in args[1:4])
+                known = [
+                    n
+                    for n in current.nodes.values()
+                    if n.peer_address == peer and n.state == NODE_UP
+                ]
+                node_id = known[0].node_id if known else max(current.nodes, default=0) + 1
+                updated = current.with_node(NodeInfo(node_id, peer, client, admin))
+                reply = node_id
             elif args[0] == SET_SHARDS and len(args) >= 2:
                 updated = current.with_shards([_decode_shard(a) for a in args[1:]])
             else:
@@ -115,7 +134,7 @@ class PlacementMachine:
             self.shard_map = updated
             self._dirty = True
             self.changed = True
-        return OK
+        return reply
 
     def finish_batch(self) -> WriteBatch:
         batch = WriteBatch()

@@ -289,3 +289,23 @@ class SetPartitionResponse(_message.Message):
     BLOCKED_NODES_FIELD_NUMBER: _ClassVar[int]
     blocked_nodes: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, blocked_nodes: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class JoinRequest(_message.Message):
+    __slots__ = ("peer_address", "client_address", "admin_address")
+    PEER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    peer_address: str
+    client_address: str
+    admin_address: str
+    def __init__(self, peer_address: _Optional[str] = ..., client_address: _Optional[str] = ..., admin_address: _Optional[str] = ...) -> None: ...
+
+class JoinResponse(_message.Message):
+    __slots__ = ("node_id", "shard_map", "leader_peer_address")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARD_MAP_FIELD_NUMBER: _ClassVar[int]
+    LEADER_PEER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    shard_map: bytes
+    leader_peer_address: str
+    def __init__(self, node_id: _Optional[int] = ..., shard_map: _Optional[bytes] = ..., leader_peer_address: _Optional[str] = ...) -> None: ...

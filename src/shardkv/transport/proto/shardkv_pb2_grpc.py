@@ -154,6 +154,11 @@ class AdminStub:
                 request_serializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.StatusRequest.SerializeToString,
                 response_deserializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Join = channel.unary_unary(
+                '/shardkv.v1.Admin/Join',
+                request_serializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.JoinRequest.SerializeToString,
+                response_deserializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.JoinResponse.FromString,
+                _registered_method=True)
         self.TransferLeader = channel.unary_unary(
                 '/shardkv.v1.Admin/TransferLeader',
                 request_serializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.TransferLeaderRequest.SerializeToString,
@@ -180,6 +185,12 @@ class AdminServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Status(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Join(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -216,6 +227,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.StatusRequest.FromString,
                     response_serializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.StatusResponse.SerializeToString,
+            ),
+            'Join': grpc.unary_unary_rpc_method_handler(
+                    servicer.Join,
+                    request_deserializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.JoinRequest.FromString,
+                    response_serializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.JoinResponse.SerializeToString,
             ),
             'TransferLeader': grpc.unary_unary_rpc_method_handler(
                     servicer.TransferLeader,
@@ -265,6 +281,33 @@ class Admin:
             '/shardkv.v1.Admin/Status',
             shardkv_dot_transport_dot_proto_dot_shardkv__pb2.StatusRequest.SerializeToString,
             shardkv_dot_transport_dot_proto_dot_shardkv__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Join(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkv.v1.Admin/Join',
+            shardkv_dot_transport_dot_proto_dot_shardkv__pb2.JoinRequest.SerializeToString,
+            shardkv_dot_transport_dot_proto_dot_shardkv__pb2.JoinResponse.FromString,
             options,
             channel_credentials,
             insecure,
