@@ -34,19 +34,22 @@ def _quiet_logs() -> Iterator[None]:
 def test_500_seeds_of_sharded_clusters_under_faults_stay_safe_live_and_linearizable() -> None:
     failures = []
     shapes = set()
-    crashes = redirects = ops = 0
+    crashes = redirects = ops = joins = 0
     for seed in range(1, SEEDS + 1):
         result = run_seed(seed)
         shapes.add((result.settings.node_count, result.settings.shard_count))
         crashes += result.stats.crashes
         redirects += result.stats.redirects
         ops += result.stats.ops_ok
+        joins += result.stats.joins
         if not result.ok:
             first_line = str(result.failure).splitlines()[0]
             failures.append(f"{first_line} (replay: run_seed({seed}))")
     assert not failures, "\n".join(failures)
-    # The seeds covered what they claim to: several shapes, crashes, redirects, real load.
+    # The seeds covered what they claim to: several shapes, crashes, redirects, real load,
+    # and nodes joining through the placement group (then following it, checked per seed).
     assert len(shapes) >= 8 and crashes > 500 and redirects > 10_000 and ops > 20_000
+    assert joins > 200
 
 
 def test_a_seed_replays_exactly() -> None:

@@ -10,9 +10,12 @@ clients that follow ``-MOVED`` redirects. One seed drives every random choice.
 A run:
 
 1. fault phase (``fault_phase_ticks``): clients SET and GET keys spread over every shard
-   while the network misbehaves and nodes crash and restart;
+   while the network misbehaves and nodes crash and restart; in some seeds a new node
+   joins through the placement group's leader (``join_at_tick``), as ``--join`` does;
 2. liveness phase: the network heals and every node is up; within
-   ``liveness_bound_ticks`` every shard must elect a leader and commit a write;
+   ``liveness_bound_ticks`` every shard must elect a leader and commit a write; then
+   every node, the joined one included, must follow the placement group (be a member of
+   group 0) and hold the same map, in which every node registered its client address;
 3. the history is checked for linearizability per key (a write whose outcome the client
    never learned may have happened at any time after it was sent, or never).
 
@@ -61,6 +64,10 @@ MAX_ATTEMPTS_PER_OP: Final = 12
 #: Wall-clock budget of the exhaustive linearizability check.
 LINEARIZABILITY_TIMEOUT_S: Final = 10.0
 
+#: A join not answered within this many ticks is asked again (same peer address, so the
+#: placement group answers with the same id if the first ask was applied).
+JOIN_RETRY_TICKS: Final = 60
+
 #: Client ids of the liveness phase's probes (one per shard) start here.
 PROBE_CLIENT_BASE: Final = 1_000_000
 
@@ -87,6 +94,9 @@ class ShardSimSettings:
     snapshot_interval_entries: int = 40
     compaction_margin_entries: int = 10
     faults: FaultSettings = field(default_factory=FaultSettings)
+    #: From this tick on, a new node joins through the placement group's leader, as
+    #: ``--join`` does (0: none joins).
+    join_at_tick: int = 0
 
     @staticmethod
     def draw(seed: int) -> ShardSimSettings:
@@ -101,6 +111,7 @@ class ShardSimSettings:
             crash_before_sync_probability=rng.choice((0.0, 0.002, 0.01)),
             snapshot_interval_entries=rng.choice((20, 40, 200)),
             faults=FaultSettings.draw(rng),
+            join_at_tick=rng.choice((0, 0, 50, 150, 250)),
         )
 
 
@@ -111,6 +122,9 @@ class _Node:
     driver: NodeDriver | None = None
     down_until: int = 0
     incarnation: int = 0
+    #: A node that joined through a seed: the map the placement leader answered with
+    #: (what `--join` keeps in the data dir with the node id).
+    join_map: ShardMap | None = None
 
     @property
     def client_address(self) -> str:
@@ -138,6 +152,8 @@ class ShardSimStats:
     redirects: int = 0
     crashes: int = 0
     served: int = 0
+    #: Nodes that joined through the placement group (at most one per run).
+    joins: int = 0
 
 
 @dataclass(slots=True)
@@ -182,6 +198,9 @@ class ShardSim:
         self._probed_ok: set[int] = set()
         #: (slot, epoch) -> group that served it; a second group is a violation.
         self._served_by: dict[tuple[int, int], int] = {}
+        self._joined = False
+        self._join_asked_at = -JOIN_RETRY_TICKS
+        self.joined_node: int | None = None
         for node in self.nodes.values():
             self._start(node)
 
@@ -202,6 +221,8 @@ class ShardSim:
             proposal_timeout_s=3.0,
             shard_count=s.shard_count,
             replicas=s.replicas,
+            join=node.join_map is not None,
+            join_map=node.join_map,
         )
         driver = NodeDriver(
             settings,
@@ -222,6 +243,44 @@ class ShardSim:
                 other.driver.learn_client_address(node.node_id, settings.client_address)
         if self.shard_map is None:
             self.shard_map = driver.shard_map
+
+    def _ask_to_join(self) -> None:
+        """A new node asks the placement group's leader to register it (the Admin `Join`
+        call of `--join`); once it has an id it starts empty and follows group 0."""
+        leader = next(
+            (
+                n
+                for n in self.nodes.values()
+                if n.driver is not None and n.driver.placement_status()[0].is_leader
+            ),
+            None,
+        )
+        if leader is None or leader.driver is None:
+            return
+        driver = leader.driver
+        new_id = max(self.nodes) + 1 if self.joined_node is None else self.joined_node
+        peer = f"n{new_id}:7380"
+        self._join_asked_at = self.tick
+
+        def done(replies: list[Reply]) -> None:
+            node_id = replies[0]
+            if self._joined and node_id == self.joined_node:
+                return  # the answer to an earlier ask, after a retry succeeded
+            if not isinstance(node_id, int):
+                self._join_asked_at = -JOIN_RETRY_TICKS  # not applied: ask again at once
+                return
+            _, shard_map = driver.placement_status()
+            if node_id in self.nodes or shard_map is None:
+                raise self._fail("join", f"node id {node_id} given twice")
+            node = _Node(node_id, MemoryEngine(), join_map=shard_map)
+            self.members[node_id] = peer
+            self.nodes[node_id] = node
+            self.joined_node = node_id
+            self._joined = True
+            self.stats.joins += 1
+            self._start(node)
+
+        driver.join_node(peer, f"n{new_id}:{6000 + new_id}", "", done)
 
     def _checker(self, node_id: int) -> Callable[[int, int, int], None]:
         def served(group: int, epoch: int, slot: int) -> None:
@@ -261,17 +320,26 @@ class ShardSim:
     def step_tick(self, *, faults: bool, clients: bool) -> None:
         self.tick += 1
         for env in self.network.deliver_due(self.tick):
-            node = self.nodes[env.dst]
-            if node.driver is not None:
+            node = self.nodes.get(env.dst)  # (None: a joining node not started yet)
+            if node is not None and node.driver is not None:
                 node.driver.step([env.payload])
         for node in self.nodes.values():
             if node.driver is None and self.tick >= node.down_until:
                 self._start(node)
             if node.driver is not None:
                 node.driver.tick()
+        join_at = self.settings.join_at_tick
+        # (An answer lost with a crashed leader never comes: ask again after a while.)
+        if (
+            join_at
+            and self.tick >= join_at
+            and not self._joined
+            and self.tick - self._join_asked_at >= JOIN_RETRY_TICKS
+        ):
+            self._ask_to_join()
         if clients:
             self._run_clients()
-        for node in self.nodes.values():
+        for node in list(self.nodes.values()):  # (a join applied here adds a node)
             self._run_cycles(node, faults)
         if faults:
             self._inject_faults()
@@ -475,11 +543,17 @@ class ShardSim:
             if shard_map is None:
                 return False
             if any(
-                info.client_address != self.nodes[n].client_address
+                n not in self.nodes or info.client_address != self.nodes[n].client_address
                 for n, info in shard_map.nodes.items()
             ):
                 return False
             encoded.add(shard_map.encode())
+            if node.driver.placement_status()[0].is_leader:
+                conf = node.driver.placement_status()[0].raw.conf_state()
+                if not all(conf.is_member(n) for n in self.nodes):
+                    return False  # a node (the one that joined) does not follow group 0
+        if self.settings.join_at_tick and not self._joined:
+            return False
         return len(encoded) == 1
 
     def _probe_ops(self) -> list[_Op]:
