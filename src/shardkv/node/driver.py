@@ -933,6 +933,13 @@ class NodeDriver:
                 if node_id not in up and node_id != self.node_id:
                     change = ConfChange(ConfChangeType.REMOVE_NODE, node_id)
                     break
+        if change is None and self.node_id not in up:
+            # This node was removed: hand group 0 to a caught-up voter, which removes it.
+            target = self._best_transferee(p)
+            if target:
+                raw.transfer_leader(target)
+                self._activate(p)
+            return
         if change is None or raw.raft.pending_conf_index > p.replica.applied_index:
             return
         self._placement_inflight = True
