@@ -272,6 +272,12 @@ def test_the_placement_group_registers_every_node_and_the_grpc_admin_moves_a_lea
         assert time.monotonic() < deadline, maps[0].nodes
         time.sleep(0.2)
     assert all(v["placement"]["voters"] == [1, 2, 3] for v in views)  # type: ignore[index]
+    metrics = []
+    for node in sharded.nodes.values():
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.admin_port}/metrics") as r:
+            metrics.append(r.read().decode())
+    assert all('shardkv_cluster_nodes{state="up"} 3.0' in m for m in metrics)
+    assert sum("shardkv_placement_leader 1.0" in m for m in metrics) == 1
 
     # The gRPC Admin service on the peer port is wired to the node's groups.
     async def admin_calls() -> int:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from shardkv.core.cluster.shardmap import NODE_REMOVED, NODE_UP
 from shardkv.core.raft import Role
 from shardkv.node.runtime import NodeRuntime
 
@@ -73,6 +74,31 @@ class RaftCollector(Collector):
             g = GaugeMetricFamily(name, doc, labels=["group"])
             for group, replica, st in statuses:
                 g.add_metric([group], float(pick(replica, st)))
+            yield g
+        placement, shard_map = rt.driver.placement_status()
+        nodes = GaugeMetricFamily(
+            "shardkv_cluster_nodes", "Nodes in this node's copy of the map.", labels=["state"]
+        )
+        for state in (NODE_UP, NODE_REMOVED):
+            count = sum(
+                1 for n in (shard_map.nodes.values() if shard_map else ()) if n.state == state
+            )
+            nodes.add_metric([state], float(count))
+        yield nodes
+        for name, doc, value in (
+            (
+                "shardkv_placement_leader",
+                "1 if this node leads the placement group (group 0).",
+                1 if placement.is_leader else 0,
+            ),
+            (
+                "shardkv_placement_applied_index",
+                "Placement group entries applied here (the map's version on this node).",
+                placement.applied_index,
+            ),
+        ):
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], float(value))
             yield g
         for name, doc, value in (
             ("shardkv_raft_leader_changes", "Role or leader changes seen.", rt.leader_changes),
