@@ -120,3 +120,26 @@ def test_a_node_joins_through_a_follower_seed_and_restarts_with_its_data_dir_alo
         cluster.stop()
         if newcomer is not None:
             newcomer.stop()
+
+
+def test_join_refuses_a_data_dir_that_already_holds_data_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    standalone = ServerProcess(tmp_path / "node").start()
+    try:
+        redis.Redis(port=standalone.port).set("kept", "yes")
+    finally:
+        standalone.stop()
+    joiner = ServerProcess(
+        tmp_path / "node", "--peer-port", str(free_port()), "--join", "127.0.0.1:1"
+    )
+    joiner.start(wait=False)
+    assert joiner.proc is not None
+    assert joiner.proc.wait(timeout=60) == 1
+    assert "already holds data" in joiner.log()
+    joiner.stop()
+    again = ServerProcess(tmp_path / "node").start()
+    try:
+        assert redis.Redis(port=again.port).get("kept") == b"yes"
+    finally:
+        again.stop()

@@ -27,13 +27,14 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shardkv.core.cluster.placement import SHARD_MAP_KEY
 from shardkv.core.cluster.shardmap import NODE_UP, ShardMap
-from shardkv.core.engine import META, WriteBatch
+from shardkv.core.engine import DATA, META, WriteBatch
 from shardkv.core.kv import KVStateMachine
 from shardkv.core.kv.scope import KeyScope
 from shardkv.core.raft import NotLeaderError
 from shardkv.core.resp import ErrorReply, Reply
-from shardkv.node.join import JOIN_IDENTITY_KEY, join_cluster
+from shardkv.node.join import JOIN_IDENTITY_KEY, JoinError, join_cluster
 from shardkv.node.runtime import MembershipError
 from shardkv.node.write_path import WritePath
 from shardkv.observability.logging import get_logger
@@ -153,6 +154,14 @@ class Server:
         peer_address = f"{host}:{cfg.peer_port}"
         if raw is None:
             assert cfg.join is not None
+            if engine.get(META, SHARD_MAP_KEY) is not None or engine.scan(DATA, b"", None, 1):
+                # Joining would hand this data dir a new identity over data it already
+                # holds (a member's shards, or standalone keys): refuse, change nothing.
+                raise JoinError(
+                    f"the data dir {cfg.data_dir} already holds data (of a cluster member "
+                    "or a standalone server); a node joins through --join with an empty "
+                    "data dir. Restart this one with its original flags instead."
+                )
             joined = await join_cluster(
                 cfg.join,
                 peer_address=peer_address,
