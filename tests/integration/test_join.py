@@ -100,6 +100,7 @@ def test_a_node_joins_through_a_follower_seed_and_restarts_with_its_data_dir_alo
         assert listed.returncode == 0, listed.stdout + listed.stderr
         for node in (*cluster.nodes.values(), newcomer):
             assert f"127.0.0.1:{node.port}" in listed.stdout, listed.stdout
+        assert "voters [1, 2, 3, 4]" in listed.stdout, listed.stdout
 
         # Restart with the data dir and ports only: same id, same map, no join again.
         newcomer.stop()

@@ -169,6 +169,17 @@ def print_status(admins: list[str]) -> int:
             str(led),
         )
     Console().print(nodes)
+    placement = next(
+        (s["placement"] for _, s in rows if s is not None and isinstance(s.get("placement"), dict)),
+        None,
+    )
+    if isinstance(placement, dict):
+        Console().print(
+            f"placement group (group 0): leader {placement['leader'] or 'none'}, "
+            f"voters {placement['voters']}, learners {placement['learners']}, "
+            f"map applied at {placement['applied']}",
+            markup=False,
+        )
     if shards:
         table = Table(title="ShardKV shards")
         for col in ("shard", "slots", "epoch", "leader", "replicas", "applied", "lag", "keys"):
