@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -12,12 +13,26 @@ from pathlib import Path
 
 import redis
 
+#: Ports tests hand to servers come from below the kernel's ephemeral range (32768+ on
+#: Linux). A port from ``bind(0)`` is itself ephemeral: between the probe and the server's
+#: bind, any outgoing connection (a gRPC channel of a running cluster) may take it, and the
+#: server then dies with "address already in use". (``cluster up``'s test uses 10000-20203.)
+TEST_PORT_RANGE = (21000, 32000)
+_next_port_offset = itertools.count(os.getpid() * 97)
+
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A 127.0.0.1 TCP port that nothing listens on, never handed out twice by this process."""
+    low, high = TEST_PORT_RANGE
+    for _ in range(high - low):
+        port = low + next(_next_port_offset) % (high - low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {TEST_PORT_RANGE}")
 
 
 def make_certs(directory: Path, ca: str, names: list[str]) -> None:

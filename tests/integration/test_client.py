@@ -47,6 +47,7 @@ from shardkv.client import (
     UnknownOutcome,
 )
 from shardkv.core.cluster.slots import key_slot
+from tests.integration.harness import free_port
 
 ServerCommand = Callable[[int], list[str]]
 """Port -> the command line that starts a RESP server listening on 127.0.0.1:port."""
@@ -70,13 +71,6 @@ def redis_server_command(port: int, *extra_args: str) -> list[str]:
         "no",
         *extra_args,
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ServerProcess:

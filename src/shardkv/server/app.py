@@ -16,7 +16,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import ssl
 import time
 import tracemalloc
@@ -631,14 +630,6 @@ def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str,
     )
 
 
-def free_port(bind: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (for tests and local clusters)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((bind, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 #: How long the event loop may hold the GIL while a storage thread waits for it. The
 #: default (5 ms) would add up to 5 ms to every group commit under load: the sync thread
 #: finishes its fsync and then waits for the busy loop to yield the GIL.
@@ -658,4 +649,4 @@ def run_server(config: ServerConfig) -> int:
     return 1
 
 
-__all__ = ["Server", "free_port", "run_server"]
+__all__ = ["Server", "run_server"]
