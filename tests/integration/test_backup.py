@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import subprocess
 import sys
@@ -13,6 +14,12 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from shardkv.core.cluster.slots import key_slot
+from shardkv.core.kv import KeyScope
+from shardkv.core.kv.machine import KVStateMachine
+from shardkv.storage import RocksDBEngine
+from shardkv.storage.kv_snapshot import build_snapshot_data, stage_applied_index
+from tests.integration.harness import free_port
 from tests.integration.test_cluster import Cluster
 
 
@@ -111,3 +118,49 @@ def test_a_damaged_backup_is_refused(tmp_path: Path) -> None:
     out = shardkv("backup", "restore", str(bk), "--data-dir", str(tmp_path / "new"))
     assert out.returncode != 0
     assert "does not match its checksum" in out.stderr
+
+
+def test_a_restore_that_fails_halfway_leaves_a_dir_no_server_starts_on(tmp_path: Path) -> None:
+    """Shards are restored a page at a time, not in one batch: a restore stopped after
+    some shards (here: the second file is not a snapshot, its checksum matches) leaves a
+    directory the server refuses with an explanation, instead of serving half the data."""
+    engine = RocksDBEngine(str(tmp_path / "source-db"))
+    machine = KVStateMachine(engine, scope=KeyScope(1, ((0, 8191),)))
+    machine.begin_batch()
+    for i in range(2000):
+        key = b"k%d" % i
+        if key_slot(key) <= 8191:
+            machine.execute([b"SET", key, b"v" * 100], 0)
+    batch = machine.finish_batch()
+    stage_applied_index(1, 10, batch)
+    engine.write(batch)
+    good = build_snapshot_data(engine, 1, KeyScope(1, ((0, 8191),)))
+    engine.close()
+    bad = b"SKVS" + b"\0" * 40
+    bk = tmp_path / "bk"
+    bk.mkdir()
+    groups = []
+    for group_id, slots, data in ((1, [[0, 8191]], good), (2, [[8192, 16383]], bad)):
+        (bk / f"group-{group_id}.snap").write_bytes(data)
+        groups.append(
+            {
+                "group_id": group_id,
+                "slot_ranges": slots,
+                "applied_index": 10,
+                "file": f"group-{group_id}.snap",
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )
+    (bk / "manifest.json").write_text(json.dumps({"format": "shardkv-backup/2", "groups": groups}))
+    data_dir = tmp_path / "new"
+    out = shardkv("backup", "restore", str(bk), "--data-dir", str(data_dir))
+    assert out.returncode != 0
+    assert "group-2.snap cannot be installed" in out.stderr
+    started = shardkv(
+        "server", "--data-dir", str(data_dir), "--port", str(free_port()),
+        "--admin-port", str(free_port()), "--peer-port", str(free_port()),
+        "--initial-cluster", "1=127.0.0.1:1",
+    )  # fmt: skip
+    assert started.returncode != 0
+    assert "unfinished `shardkv backup restore`" in started.stderr

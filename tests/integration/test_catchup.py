@@ -271,6 +271,13 @@ def test_a_follower_stays_up_after_installing_a_snapshot_far_past_its_own(
         wait_applied(follower, status(leader)["commit"], timeout_s=30)
         assert_stays_up(follower, for_s=1.0)
         assert counter(follower, "shardkv_raft_snapshots_installed") == 1
+        # Snapshots live in files: the follower keeps the one it received; the leader took
+        # one per 100 entries and keeps only its latest per group (plus, briefly, one
+        # whose replacement is not synced yet).
+        assert len(list((follower.data_dir / "snapshots").glob("g1-*.snap"))) + len(
+            list((follower.data_dir / "snapshots").glob("r1-*.snap"))
+        ) in (1, 2)
+        assert len(list((leader.data_dir / "snapshots").glob("g1-*.snap"))) in (1, 2)
     finally:
         cluster.stop()
 

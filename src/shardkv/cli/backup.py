@@ -21,11 +21,13 @@ the backup's applied index, and the cluster keeps the backup's map.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from shardkv.cli.local_cluster import fetch_status
@@ -34,9 +36,17 @@ from shardkv.core.engine import DATA, META, RAFT_STATE, WriteBatch
 from shardkv.core.kv.scope import KeyScope
 from shardkv.node.runtime import SHARD_MAP_KEY
 from shardkv.storage import RocksDBEngine, StorageError
-from shardkv.storage.kv_snapshot import KVSnapshotError, stage_install, verify_snapshot_data
+from shardkv.storage.kv_snapshot import (
+    RESTORE_IN_PROGRESS_KEY,
+    KVSnapshotError,
+    install_in_pages,
+    verify_snapshot_stream,
+)
 
 FORMAT: str = "shardkv-backup/2"
+
+#: Bytes per read of a snapshot, downloaded or on disk.
+READ_BYTES = 1 << 20
 
 
 class BackupError(Exception):
@@ -79,39 +89,27 @@ def create_backup(directory: str, admins: list[str]) -> dict[str, object]:
                 f"shards {missing} have no leader among {', '.join(admins)}: list every "
                 "node's admin address with --admin, or retry once they elected one"
             )
+    out.mkdir(parents=True, exist_ok=True)
     groups = []
-    files: list[tuple[str, bytes]] = []
     for group_id, (source, slot_ranges) in sorted(leaders.items()):
-        url = f"http://{source}/v1/backup?group={group_id}"
-        request = urllib.request.Request(url, method="POST")
+        name = f"group-{group_id}.snap"
+        size, sha256 = _download(f"http://{source}/v1/backup?group={group_id}", out / name)
         try:
-            with urllib.request.urlopen(request, timeout=300) as resp:
-                data = resp.read()
-        except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
-            raise BackupError(
-                f"the leader of shard {group_id} at {source} did not return a snapshot: {exc}"
-            ) from exc
-        try:
-            info = verify_snapshot_data(data)
+            info = verify_snapshot_stream(_read_pieces(out / name))
         except KVSnapshotError as exc:
             raise BackupError(f"the snapshot from {source} is corrupt: {exc}") from exc
-        name = f"group-{group_id}.snap"
-        files.append((name, data))
         groups.append(
             {
                 "group_id": group_id,
                 "slot_ranges": slot_ranges,
                 "applied_index": info.applied_index,
                 "file": name,
-                "bytes": len(data),
-                "sha256": hashlib.sha256(data).hexdigest(),
+                "bytes": size,
+                "sha256": sha256,
                 "keys": info.data_records,
                 "source": source,
             }
         )
-    out.mkdir(parents=True, exist_ok=True)
-    for name, data in files:
-        (out / name).write_bytes(data)
     manifest: dict[str, object] = {
         "format": FORMAT,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
@@ -134,12 +132,11 @@ def restore_backup(directory: str, data_dir: str) -> dict[str, object]:
         raise BackupError(f"{src} holds no readable manifest.json: {exc}") from exc
     if manifest.get("format") != FORMAT:
         raise BackupError(f"unknown backup format {manifest.get('format')!r}; expected {FORMAT}")
-    snapshots = []
     for group in manifest["groups"]:
-        data = (src / group["file"]).read_bytes()
-        if len(data) != group["bytes"] or hashlib.sha256(data).hexdigest() != group["sha256"]:
+        path = src / group["file"]
+        size, sha256 = _file_digest(path)
+        if size != group["bytes"] or sha256 != group["sha256"]:
             raise BackupError(f"{group['file']} does not match its checksum: the backup is damaged")
-        snapshots.append((group, data))
     db_path = os.path.join(data_dir, "db")
     try:
         engine = RocksDBEngine(db_path)
@@ -150,25 +147,72 @@ def restore_backup(directory: str, data_dir: str) -> dict[str, object]:
     try:
         if engine.scan(DATA, b"", None, 1) or engine.scan(RAFT_STATE, b"", None, 1):
             raise BackupError(f"{data_dir} already holds data: restore into a new directory")
+        # Shard by shard, a page at a time; a server refuses the directory until the
+        # marker goes, in the batch that writes the map, after the last shard.
         batch = WriteBatch()
-        if manifest.get("shard_map"):
-            batch.put(META, SHARD_MAP_KEY, str(manifest["shard_map"]).encode())
-        for group, data in snapshots:
+        batch.put(META, RESTORE_IN_PROGRESS_KEY, b"1")
+        engine.write(batch)
+        engine.sync()
+        for group in manifest["groups"]:
             scope = KeyScope(
                 group["group_id"], tuple((int(a), int(b)) for a, b in group["slot_ranges"])
             )
+            batch = WriteBatch()
             try:
-                stage_install(
-                    data,
+                install_in_pages(
+                    functools.partial(_read_pieces, src / group["file"]),
+                    engine.write,
                     batch,
                     group_id=group["group_id"],
                     applied_index=group["applied_index"],
                     scope=scope,
+                    marker=b"restore",
                 )
             except KVSnapshotError as exc:
                 raise BackupError(f"{group['file']} cannot be installed: {exc}") from exc
+            engine.write(batch)
+        batch = WriteBatch()
+        if manifest.get("shard_map"):
+            batch.put(META, SHARD_MAP_KEY, str(manifest["shard_map"]).encode())
+        batch.delete(META, RESTORE_IN_PROGRESS_KEY)
         engine.write(batch)
         engine.sync()
     finally:
         engine.close()
     return manifest
+
+
+def _download(url: str, path: Path) -> tuple[int, str]:
+    """POST ``url`` and stream the body into ``path``; returns its size and SHA-256."""
+    digest = hashlib.sha256()
+    size = 0
+    request = urllib.request.Request(url, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=300) as resp, open(path, "wb") as f:
+            while piece := resp.read(READ_BYTES):
+                f.write(piece)
+                digest.update(piece)
+                size += len(piece)
+            f.flush()
+            os.fsync(f.fileno())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise BackupError(f"{url} did not return a snapshot: {exc}") from exc
+    return size, digest.hexdigest()
+
+
+def _read_pieces(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while piece := f.read(READ_BYTES):
+            yield piece
+
+
+def _file_digest(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        for piece in _read_pieces(path):
+            digest.update(piece)
+            size += len(piece)
+    except OSError as exc:
+        raise BackupError(f"cannot read {path}: {exc}; the backup is incomplete") from exc
+    return size, digest.hexdigest()

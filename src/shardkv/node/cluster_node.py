@@ -25,6 +25,7 @@ from shardkv.node.runtime import ClusterSettings, NodeRuntime
 from shardkv.observability.logging import get_logger
 from shardkv.observability.metrics import LATENCY_BUCKETS_S
 from shardkv.storage import Engine
+from shardkv.storage.snapshot_files import SnapshotFiles
 from shardkv.transport import AdminRequestError, PeerTLS, PeerTransport, TransportCollector
 
 log = get_logger(__name__)
@@ -41,6 +42,8 @@ class PeerSettings:
     enable_fault_injection: bool = False
     #: How long a membership change asked through the Admin service may take to apply.
     admin_change_timeout_s: float = 30.0
+    #: Where shard snapshots are kept as files (None: in memory, as in the simulator).
+    snapshot_dir: str | None = None
 
 
 class ClusterNode:
@@ -57,6 +60,7 @@ class ClusterNode:
         self.node_id = settings.node_id
         self.settings = settings
         self._peers = peers
+        files = SnapshotFiles(peers.snapshot_dir) if peers.snapshot_dir is not None else None
         self.runtime = NodeRuntime(
             settings,
             engine,
@@ -64,6 +68,7 @@ class ClusterNode:
             lambda messages: self.transport.send(messages),
             add_peer=lambda node_id, address: self.transport.add_peer(node_id, address),
             remove_peer=lambda node_id: self.transport.remove_peer(node_id),
+            snapshot_files=files,
         )
         self.transport = PeerTransport(
             settings.node_id,
@@ -80,6 +85,7 @@ class ClusterNode:
             enable_fault_injection=peers.enable_fault_injection,
             tls=peers.tls,
             rng=random.Random(),
+            snapshot_files=files,
         )
         if registry is not None:
             fsync = Histogram(

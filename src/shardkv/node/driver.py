@@ -92,15 +92,13 @@ from shardkv.node.replica import (
     Replica,
     ReplyCallback,
 )
+from shardkv.node.shard_snapshots import ShardSnapshots
 from shardkv.observability.logging import get_logger
 from shardkv.storage import Engine
 from shardkv.storage.engine import ConsistentView
-from shardkv.storage.kv_snapshot import (
-    build_and_close,
-    read_applied_index,
-    stage_applied_index,
-)
+from shardkv.storage.kv_snapshot import read_applied_index, stage_applied_index
 from shardkv.storage.raft_log import RaftLogStorage
+from shardkv.storage.snapshot_files import SnapshotFiles
 
 log = get_logger(__name__)
 
@@ -201,9 +199,11 @@ class SnapshotJob:
     index: int
     conf_state: ConfState
     view: ConsistentView
+    snapshots: ShardSnapshots
 
     def build(self) -> bytes:
-        """Serialise the snapshot and close the view (slow: it reads every key)."""
+        """Serialise the snapshot and close the view (slow: it reads every key). Returns
+        the Raft snapshot data: a file reference when the node keeps snapshot files."""
         if self.shard.shard_id == PLACEMENT_GROUP_ID:
             try:
                 data = self.view.get(META, SHARD_MAP_KEY)
@@ -211,7 +211,7 @@ class SnapshotJob:
                 self.view.close()
             assert data is not None
             return data
-        return build_and_close(self.view, self.shard.shard_id, self.shard.scope)
+        return self.snapshots.build(self.view, self.shard.scope)
 
 
 class NodeDriver:
@@ -228,8 +228,11 @@ class NodeDriver:
         on_work: Callable[[], None] = lambda: None,
         add_peer: Callable[[int, str], None] = lambda node_id, address: None,
         remove_peer: Callable[[int], None] = lambda node_id: None,
+        snapshot_files: SnapshotFiles | None = None,
     ) -> None:
         self.settings = settings
+        #: How shard snapshots are kept: in files (``snapshot_files``) or inline.
+        self.snapshots = ShardSnapshots(snapshot_files)
         self.node_id = settings.node_id
         self._engine = engine
         self.add_peer = add_peer
@@ -286,6 +289,8 @@ class NodeDriver:
         until their snapshots arrive (its map meanwhile is a provisional guess from its
         flags, used for routing only, never stored)."""
         s = self.settings
+        # A snapshot install the process died in left part of a shard: finish it first.
+        self.snapshots.finish_interrupted_installs(self._engine)
         raw_map = self._engine.get(META, SHARD_MAP_KEY)
         stored = raw_map is not None
         if raw_map is not None:
@@ -329,6 +334,10 @@ class NodeDriver:
             self._peer_addresses[node_id] = value.decode()
             if node_id != self.node_id:
                 self.add_peer(node_id, value.decode())
+        if self.snapshots.files is not None:
+            for group_id, g in self._groups.items():
+                self.snapshots.track(group_id, g.storage.snapshot().data)
+            self.snapshots.remove_unreferenced(min_age_s=0)  # nothing is in flight yet
         for g in self._groups.values():
             voters = g.replica.raw.conf_state().voters
             # A one-node group elects itself at once; a new cluster's preferred leaders
@@ -379,6 +388,7 @@ class NodeDriver:
             self._clock_ms,
             self._monotonic_s,
             max_pending_reads=s.max_pending_reads,
+            snapshots=self.snapshots,
         )
         replica.on_conf_change = lambda change, batch: self._on_conf_change(group_id, change, batch)
         replica.on_announce = self._on_announce
@@ -423,7 +433,7 @@ class NodeDriver:
         batch = WriteBatch()
         stage_applied_index(group_id, boot_index, batch)
         engine.write(batch)
-        data = build_and_close(engine.consistent_view(), group_id, shard.scope)
+        data = self.snapshots.build(engine.consistent_view(), shard.scope)
         voters = ConfState.of(list(shard.replicas))
         batch = WriteBatch()
         storage = RaftLogStorage.bootstrap(
@@ -1209,6 +1219,8 @@ class NodeDriver:
                     self.snapshots_installed += 1
             for w in cycle.works:
                 w.finish()
+            if cycle.must_sync:
+                self.snapshots.synced()
             jobs = []
             placement = self._placement
             if placement is not None:
@@ -1275,7 +1287,7 @@ class NodeDriver:
             return None
         g.snapshot_running = True
         g.last_snapshot_index = index  # do not start another for this interval
-        return SnapshotJob(g.shard, index, replica.raw.conf_state(), view)
+        return SnapshotJob(g.shard, index, replica.raw.conf_state(), view, self.snapshots)
 
     def snapshot_failed(self, job: SnapshotJob, exc: BaseException) -> None:
         """Building ``job`` raised: fatal, as every storage failure."""
@@ -1302,8 +1314,14 @@ class NodeDriver:
         self._engine.write(batch)
         crashpoints.reached("compaction")
         g.storage.on_written()
+        self.snapshots.recorded(g.replica.group_id, data)
         self.snapshots_taken += 1
-        log.info("snapshot_taken", group=g.replica.group_id, index=index, bytes=len(data))
+        log.info(
+            "snapshot_taken",
+            group=g.replica.group_id,
+            index=index,
+            bytes=self.snapshots.size_of(data),
+        )
 
     def begin_stop(self) -> dict[int, int]:
         """Stop leader balancing and hand every leadership this node holds to the most

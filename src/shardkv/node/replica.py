@@ -44,11 +44,13 @@ from shardkv.core.raft import (
     RawNode,
     Ready,
     Role,
+    Snapshot,
     Storage,
 )
 from shardkv.core.resp import ErrorReply, Reply
+from shardkv.node.shard_snapshots import ShardSnapshots
 from shardkv.observability.logging import get_logger
-from shardkv.storage.kv_snapshot import stage_applied_index, stage_install
+from shardkv.storage.kv_snapshot import stage_applied_index
 
 log = get_logger(__name__)
 
@@ -160,8 +162,11 @@ class Replica:
         *,
         max_pending_reads: int = 10_000,
         max_commands_per_entry: int = 10_000,
+        snapshots: ShardSnapshots | None = None,
     ) -> None:
         self.group_id = config.group_id
+        #: How this node keeps snapshots (inline unless the driver passes its own).
+        self.snapshots = snapshots if snapshots is not None else ShardSnapshots(None)
         self.node_id = config.node_id
         self.storage = storage
         self.machine = machine
@@ -318,8 +323,9 @@ class Replica:
                 self.fail_pending(READ_DROPPED)
         if rd.snapshot is not None:
             # The snapshot's data replaces the state machine; entries after it apply on top.
-            self.install_snapshot(rd.snapshot.data, rd.snapshot.metadata.index, batch)
+            self.install_snapshot(rd.snapshot, batch, write_now)
             write_now(batch)
+            self.snapshots.recorded(self.group_id, rd.snapshot.data)
             self.storage.on_written()
             batch.ops.clear()
             self.applied_index = rd.snapshot.metadata.index
@@ -332,16 +338,18 @@ class Replica:
                 self._ready_reads.append((rs.index, reads))
         return work
 
-    def install_snapshot(self, data: bytes, index: int, batch: WriteBatch) -> None:
-        """Stage the replacement of this group's KV data by a snapshot's ``data`` (taken at
-        ``index``), in the same batch as the snapshot's log metadata."""
+    def install_snapshot(
+        self, snapshot: Snapshot, batch: WriteBatch, write_now: Callable[[WriteBatch], None]
+    ) -> None:
+        """Install ``snapshot`` as this group's state, finishing in ``batch`` (which holds
+        the snapshot's log metadata; the caller writes it next). A snapshot kept in a file
+        is installed in pages written through ``write_now`` first (`ShardSnapshots`)."""
+        index = snapshot.metadata.index
         if isinstance(self.machine, PlacementMachine):
-            self.machine.restore(data, batch)
+            self.machine.restore(snapshot.data, batch)
             stage_applied_index(self.group_id, index, batch)
             return
-        stage_install(
-            data, batch, group_id=self.group_id, applied_index=index, scope=self.machine.scope
-        )
+        self.snapshots.stage_install(snapshot, self.machine.scope, batch, write_now)
 
     def _apply(self, rd: Ready, batch: WriteBatch, work: ReadyWork) -> None:
         machine = self.machine

@@ -40,6 +40,7 @@ from shardkv.node.driver import (
 from shardkv.node.replica import Replica, ReplyCallback
 from shardkv.observability.logging import get_logger
 from shardkv.storage import Engine
+from shardkv.storage.snapshot_files import SnapshotFiles
 
 __all__ = [
     "CLIENT_ADDRESS_PREFIX",
@@ -70,6 +71,7 @@ class NodeRuntime:
         remove_peer: Callable[[int], None] = lambda node_id: None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         rng: random.Random | None = None,
+        snapshot_files: SnapshotFiles | None = None,
     ) -> None:
         self.node_id = settings.node_id
         self._engine = engine
@@ -85,6 +87,7 @@ class NodeRuntime:
             on_work=self._wake.set,
             add_peer=add_peer,
             remove_peer=remove_peer,
+            snapshot_files=snapshot_files,
         )
         self.add_peer = add_peer
         self._loop_task: asyncio.Task[None] | None = None

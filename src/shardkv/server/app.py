@@ -45,7 +45,7 @@ from shardkv.server.config import ServerConfig
 from shardkv.server.connection import ClientConnection
 from shardkv.server.tls import TLSStream, server_context
 from shardkv.storage import Engine, open_engine
-from shardkv.storage.kv_snapshot import build_and_close
+from shardkv.storage.kv_snapshot import RESTORE_IN_PROGRESS_KEY, iter_snapshot_data
 
 log = get_logger(__name__)
 
@@ -143,6 +143,11 @@ class Server:
         else, with ``--join SEEDS``, a new identity from the placement group (stored before
         anything else happens). None: standalone. Raises `JoinError`."""
         cfg = self.config
+        if engine.get(META, RESTORE_IN_PROGRESS_KEY) is not None:
+            raise JoinError(
+                f"{cfg.data_dir} holds an unfinished `shardkv backup restore`: remove the "
+                "directory and run the restore again"
+            )
         if cfg.initial_cluster is not None:
             return cfg, None
         raw = engine.get(META, JOIN_IDENTITY_KEY)
@@ -493,7 +498,7 @@ class Server:
             return web.json_response({"deleted": reply})
         return web.json_response({"ok": True})
 
-    async def _http_backup(self, request: web.Request) -> web.Response:
+    async def _http_backup(self, request: web.Request) -> web.StreamResponse:
         """A consistent snapshot of the KV data (``shardkv backup create``). In a cluster,
         only the leader answers, after a ReadIndex round: the snapshot then holds every
         write acknowledged before the request."""
@@ -514,15 +519,24 @@ class Server:
         elif group_id != 1:
             return web.json_response({"error": "a standalone node has shard 1 only"}, status=404)
         assert self._engine is not None and self._executor is not None
+        loop = asyncio.get_running_loop()
         view = self._engine.consistent_view()  # on the loop: the writing thread
-        data = await asyncio.get_running_loop().run_in_executor(
-            self._executor, build_and_close, view, group_id, scope
+        # Page by page (read in the storage pool): the shard is never held whole. A reply
+        # cut short fails the client's check of the snapshot's trailer.
+        pieces = iter_snapshot_data(view, group_id, scope)
+        response = web.StreamResponse(
+            headers={"X-ShardKV-Group": str(group_id), "Content-Type": "application/octet-stream"}
         )
-        return web.Response(
-            body=data,
-            content_type="application/octet-stream",
-            headers={"X-ShardKV-Group": str(group_id)},
-        )
+        try:
+            await response.prepare(request)
+            while (
+                piece := await loop.run_in_executor(self._executor, next, pieces, None)
+            ) is not None:
+                await response.write(piece)
+        finally:
+            view.close()
+        await response.write_eof()
+        return response
 
     async def _http_status(self, request: web.Request) -> web.Response:
         """This node's view of its Raft group (or of the single-node store)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import os
 from concurrent.futures import Executor
 
 from prometheus_client import CollectorRegistry
@@ -59,6 +60,12 @@ def peer_settings(config: ServerConfig) -> PeerSettings:
         listen_addr=f"{config.bind}:{config.peer_port}",
         tls=tls,
         enable_fault_injection=config.enable_fault_injection,
+        # Snapshot files must share the engine's fate: an in-memory engine keeps none.
+        snapshot_dir=(
+            os.path.join(config.data_dir, "snapshots")
+            if config.storage_engine == "rocksdb"
+            else None
+        ),
     )
 
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -69,9 +69,24 @@ KV_META_START: Final = b"kv/"
 KV_META_END: Final = b"kv0"  # b"kv/" with its last byte incremented
 
 APPLIED_INDEX_PREFIX: Final = b"raft/applied/"
+#: META key prefix of a paged install in progress (`install_in_pages`), + group id (8).
+INSTALL_MARKER_PREFIX: Final = b"snapshot/installing/"
+
+#: META key present while ``shardkv backup restore`` fills a data dir: a server refuses
+#: to start on it (some shards, or the map, may be missing).
+RESTORE_IN_PROGRESS_KEY: Final = b"backup/restore-in-progress"
+
+INSTALL_PAGE_RECORDS: Final = 4096
+"""Most records written per batch by `install_in_pages`."""
+INSTALL_PAGE_BYTES: Final = 1 << 20
+"""A batch of `install_in_pages` is written once its keys and values reach this size."""
 
 SCAN_PAGE_ENTRIES: Final = 1024
-"""Records read from the view per scan while building a snapshot."""
+"""Most records read from the view per scan while building a snapshot."""
+SCAN_PAGE_BYTES: Final = 512 << 10
+"""Bytes a scan page aims at: the next page's record count follows the records' size, so
+large values make short pages (a page is never less than one record)."""
+_FIRST_PAGE_ENTRIES: Final = 64
 MAX_KEY_BYTES: Final = 1 << 20
 """Largest key a record may carry; longer means a corrupt length field."""
 
@@ -195,9 +210,10 @@ def iter_snapshot_data(
     count = 0
     yield head
     pack = _RECORD.pack
+    entries = min(page_entries, _FIRST_PAGE_ENTRIES)
     for tag, column, start, end in _scope_ranges(scope):
         while True:
-            page = view.scan(column, start, end, page_entries)
+            page = view.scan(column, start, end, entries)
             if not page:
                 break
             parts: list[bytes] = []
@@ -206,12 +222,15 @@ def iter_snapshot_data(
                 parts.append(key)
                 parts.append(value)
             piece = b"".join(parts)
+            del parts
             crc = zlib.crc32(piece, crc)
             count += len(page)
             yield piece
-            if len(page) < page_entries:
+            if len(page) < entries:
                 break
             start = page[-1][0] + b"\x00"
+            per_record = max(1, len(piece) // len(page))
+            entries = max(1, min(page_entries, SCAN_PAGE_BYTES // per_record))
     tail = _TRAILER_HEAD.pack(_END_TAG, count)
     yield tail + _CRC.pack(zlib.crc32(tail, crc))
 
@@ -235,81 +254,160 @@ def build_snapshot_data(view: ReadView, group_id: int, scope: KeyScope | None = 
 # -- checking and installing ------------------------------------------------------------
 
 
+class _PieceReader:
+    """Exact-length reads over a sequence of byte pieces cut anywhere, keeping a running
+    CRC-32 of every byte read with ``crc=True``. Holds at most one piece plus a partial
+    record."""
+
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        self._pieces = iter(pieces)
+        self._buf = b""
+        self._pos = 0
+        self.crc = 0
+        self.offset = 0
+
+    def read(self, n: int, *, crc: bool = True) -> bytes:
+        """Exactly ``n`` bytes; raises `CorruptSnapshotError` if the stream ends first."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos >= n:
+            out = buf[pos : pos + n]
+            self._pos = pos + n
+        else:
+            parts = [buf[pos:]]
+            have = len(parts[0])
+            while have < n:
+                piece = next(self._pieces, None)
+                if piece is None:
+                    raise CorruptSnapshotError(
+                        f"snapshot ends at byte {self.offset + have}, inside a {n}-byte read"
+                    )
+                parts.append(piece)
+                have += len(piece)
+            buf = b"".join(parts)
+            out = buf[:n]
+            self._buf, self._pos = buf, n
+        self.offset += n
+        if crc:
+            self.crc = zlib.crc32(out, self.crc)
+        return out
+
+    def at_end(self) -> bool:
+        """Whether nothing is left (empty pieces are skipped)."""
+        while self._pos >= len(self._buf):
+            piece = next(self._pieces, None)
+            if piece is None:
+                return True
+            self._buf, self._pos = piece, 0
+        return False
+
+
+class _RecordStream:
+    """One pass over a snapshot's pieces: the header is read and checked on construction
+    (raises `CorruptSnapshotError`), `records` yields every record after checking its
+    order and range, and checks the trailer (count, CRC, nothing after it) once the last
+    record was yielded; only then is ``info`` set. A consumer must not make what it read
+    visible before `records` is exhausted without error."""
+
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        self._reader = reader = _PieceReader(pieces)
+        magic, version, group_id, applied, range_count = _HEADER.unpack(reader.read(_HEADER.size))
+        if magic != MAGIC:
+            raise CorruptSnapshotError(f"not a KV snapshot (magic {bytes(magic)!r})")
+        if version != FORMAT_VERSION:
+            raise CorruptSnapshotError(f"unknown KV snapshot format version {version}")
+        raw_ranges = reader.read(range_count * _SLOT_RANGE.size)
+        slot_ranges = tuple(
+            _SLOT_RANGE.unpack_from(raw_ranges, i * _SLOT_RANGE.size) for i in range(range_count)
+        )
+        try:
+            self.scope = KeyScope(group_id, slot_ranges)
+        except ValueError as exc:
+            raise CorruptSnapshotError(f"bad scope in the header: {exc}") from exc
+        self.group_id: int = group_id
+        self.applied_index: int = applied
+        self.info: SnapshotInfo | None = None
+
+    def records(self) -> Iterator[tuple[str, bytes, bytes]]:
+        reader = self._reader
+        scope = self.scope
+        group_id = self.group_id
+        # Records come in stream order, so the range each must fall in only moves forward.
+        allowed = _scope_ranges(scope)
+        current = 0
+        counts = dict.fromkeys(_COLUMNS, 0)
+        last_tag = 0
+        last_key = b""
+        while True:
+            head = reader.read(_RECORD.size)
+            tag, key_len, value_len = _RECORD.unpack(head)
+            if tag == _END_TAG:
+                break
+            if tag not in _COLUMNS:
+                raise CorruptSnapshotError(f"unknown record tag {tag} at byte {reader.offset}")
+            if key_len > MAX_KEY_BYTES:
+                raise CorruptSnapshotError(f"record at byte {reader.offset} has a corrupt length")
+            body = reader.read(key_len + value_len)
+            key = body[:key_len]
+            column = _COLUMNS[tag]
+            if tag < last_tag or (tag == last_tag and key <= last_key):
+                raise CorruptSnapshotError(f"record {column}/{key!r} is out of order")
+            while current < len(allowed) and (
+                allowed[current][0] < tag
+                or (allowed[current][0] == tag and key >= allowed[current][3])
+            ):
+                current += 1
+            if current == len(allowed) or allowed[current][0] != tag or key < allowed[current][2]:
+                raise CorruptSnapshotError(
+                    f"record {column}/{key!r} is outside group {group_id}'s KV ranges"
+                    f" (slots {scope.describe()})"
+                )
+            last_tag, last_key = tag, key
+            counts[tag] += 1
+            yield column, key, body[key_len:]
+        count = _U64.unpack_from(head, 1)[0]
+        expected_crc = reader.crc
+        (crc,) = _CRC.unpack(reader.read(_CRC.size, crc=False))
+        if crc != expected_crc:
+            raise CorruptSnapshotError("snapshot checksum mismatch")
+        if count != sum(counts.values()):
+            raise CorruptSnapshotError(
+                f"trailer announces {count} records, found {sum(counts.values())}"
+            )
+        if not reader.at_end():
+            raise CorruptSnapshotError("bytes after the snapshot's trailer")
+        self.info = SnapshotInfo(
+            group_id,
+            self.applied_index,
+            counts[_DATA_TAG],
+            counts[_EXPIRY_TAG],
+            counts[_META_TAG],
+            scope.slot_ranges,
+        )
+
+
 def _parse(data: bytes) -> tuple[SnapshotInfo, list[tuple[str, bytes, bytes]]]:
     """Verify ``data`` entirely and return its records; raises `CorruptSnapshotError`."""
-    view = memoryview(data)
-    size = len(view)
+    size = len(data)
     if size < _HEADER.size + _TRAILER_BYTES:
         raise CorruptSnapshotError(f"snapshot of {size} bytes is shorter than its framing")
-    expected_crc = _CRC.unpack_from(view, size - _CRC.size)[0]
-    if zlib.crc32(view[: size - _CRC.size]) != expected_crc:
+    # Whole data at hand: check the checksum first, so damage reads as damage rather than
+    # as whichever structural error it happens to cause.
+    if zlib.crc32(memoryview(data)[: size - _CRC.size]) != _CRC.unpack_from(data, size - 4)[0]:
         raise CorruptSnapshotError("snapshot checksum mismatch")
-    magic, version, group_id, applied, range_count = _HEADER.unpack_from(view)
-    if magic != MAGIC:
-        raise CorruptSnapshotError(f"not a KV snapshot (magic {bytes(magic)!r})")
-    if version != FORMAT_VERSION:
-        raise CorruptSnapshotError(f"unknown KV snapshot format version {version}")
-    position = _HEADER.size
-    body_end = size - _TRAILER_BYTES
-    if position + range_count * _SLOT_RANGE.size > body_end:
-        raise CorruptSnapshotError(f"{range_count} slot ranges overrun the snapshot")
-    slot_ranges = tuple(
-        _SLOT_RANGE.unpack_from(view, position + i * _SLOT_RANGE.size) for i in range(range_count)
-    )
-    position += range_count * _SLOT_RANGE.size
-    try:
-        scope = KeyScope(group_id, slot_ranges)
-    except ValueError as exc:
-        raise CorruptSnapshotError(f"bad scope in the header: {exc}") from exc
-    # Records come in stream order, so the range each must fall in only moves forward.
-    allowed = _scope_ranges(scope)
-    current = 0
-    records: list[tuple[str, bytes, bytes]] = []
-    counts = dict.fromkeys(_COLUMNS, 0)
-    last_tag = 0
-    last_key = b""
-    while position < body_end:
-        if position + _RECORD.size > body_end:
-            raise CorruptSnapshotError(f"record head at byte {position} overruns the snapshot")
-        tag, key_len, value_len = _RECORD.unpack_from(view, position)
-        position += _RECORD.size
-        if tag not in _COLUMNS:
-            raise CorruptSnapshotError(f"unknown record tag {tag} at byte {position}")
-        if key_len > MAX_KEY_BYTES or position + key_len + value_len > body_end:
-            raise CorruptSnapshotError(f"record at byte {position} overruns the snapshot")
-        key = bytes(view[position : position + key_len])
-        position += key_len
-        value = bytes(view[position : position + value_len])
-        position += value_len
-        column = _COLUMNS[tag]
-        if tag < last_tag or (tag == last_tag and key <= last_key):
-            raise CorruptSnapshotError(f"record {column}/{key!r} is out of order")
-        while current < len(allowed) and (
-            allowed[current][0] < tag or (allowed[current][0] == tag and key >= allowed[current][3])
-        ):
-            current += 1
-        if current == len(allowed) or allowed[current][0] != tag or key < allowed[current][2]:
-            raise CorruptSnapshotError(
-                f"record {column}/{key!r} is outside group {group_id}'s KV ranges"
-                f" (slots {scope.describe()})"
-            )
-        last_tag, last_key = tag, key
-        counts[tag] += 1
-        records.append((column, key, value))
-    end_tag, count = _TRAILER_HEAD.unpack_from(view, body_end)
-    if end_tag != _END_TAG or count != len(records):
-        raise CorruptSnapshotError(
-            f"trailer announces {count} records, found {len(records)} (tag {end_tag:#x})"
-        )
-    info = SnapshotInfo(
-        group_id,
-        applied,
-        counts[_DATA_TAG],
-        counts[_EXPIRY_TAG],
-        counts[_META_TAG],
-        scope.slot_ranges,
-    )
-    return info, records
+    stream = _RecordStream((data,))
+    records = list(stream.records())
+    assert stream.info is not None
+    return stream.info, records
+
+
+def verify_snapshot_stream(pieces: Iterable[bytes]) -> SnapshotInfo:
+    """Check a snapshot given as pieces (cut anywhere) completely, holding at most a piece
+    and a record at a time. Raises `CorruptSnapshotError`."""
+    stream = _RecordStream(pieces)
+    for _ in stream.records():
+        pass
+    assert stream.info is not None
+    return stream.info
 
 
 def verify_snapshot_data(data: bytes) -> SnapshotInfo:
@@ -362,4 +460,92 @@ def stage_install(
     for column, key, value in records:
         batch.put(column, key, value)
     stage_applied_index(info.group_id, info.applied_index, batch)
+    return info
+
+
+# -- installing without holding the snapshot ---------------------------------------------
+
+
+def install_marker_key(group_id: int) -> bytes:
+    """The META key of ``group_id``'s paged install in progress."""
+    return INSTALL_MARKER_PREFIX + _U64.pack(group_id)
+
+
+def pending_installs(view: ReadView) -> list[tuple[int, bytes]]:
+    """``(group id, marker)`` of every paged install that started and did not finish (the
+    process died in between): finish each with `install_in_pages` before opening the
+    group, since its KV ranges hold part of the snapshot."""
+    end = INSTALL_MARKER_PREFIX[:-1] + bytes([INSTALL_MARKER_PREFIX[-1] + 1])
+    found = view.scan(META, INSTALL_MARKER_PREFIX, end, 1 << 16)
+    return [(_U64.unpack(key[len(INSTALL_MARKER_PREFIX) :])[0], value) for key, value in found]
+
+
+def install_in_pages(
+    open_pieces: Callable[[], Iterable[bytes]],
+    write: Callable[[WriteBatch], None],
+    final_batch: WriteBatch,
+    *,
+    group_id: int,
+    applied_index: int,
+    scope: KeyScope,
+    marker: bytes,
+    page_records: int = INSTALL_PAGE_RECORDS,
+) -> SnapshotInfo:
+    """Replace ``scope``'s KV records with a snapshot too large to hold: ``open_pieces()``
+    gives its bytes afresh on each call (it is read twice, a file), ``write`` writes a
+    batch to the engine at once (unsynced is fine: the engine keeps batches in order).
+
+    1. The whole snapshot is checked (framing, order, ranges, count, CRC, and group, index
+       and slot ranges as `stage_install`); on error nothing is written and
+       `CorruptSnapshotError` / `SnapshotMismatchError` is raised.
+    2. One batch puts ``marker`` under `install_marker_key` and deletes ``scope``'s ranges.
+    3. The records are written in batches of ``page_records`` (or `INSTALL_PAGE_BYTES`).
+    4. The applied index and the marker's removal are staged into ``final_batch``.
+
+    The caller must write ``final_batch``, holding the Raft snapshot's metadata too, once
+    this returns. Until it is written the group's ranges are neither the old state nor the
+    new: a process that dies in between finds the marker at startup (`pending_installs`)
+    and must call this again with the same snapshot before the group opens. ``marker`` is
+    the caller's: what it needs to find the snapshot again and finish (file, metadata)."""
+    if scope.group_id != group_id:
+        raise ValueError(f"scope of group {scope.group_id} given for group {group_id}")
+    if page_records < 1:
+        raise ValueError("page_records must be positive")
+    info = verify_snapshot_stream(open_pieces())
+    if info.group_id != group_id:
+        raise SnapshotMismatchError(f"snapshot of group {info.group_id}, expected group {group_id}")
+    if info.applied_index != applied_index:
+        raise SnapshotMismatchError(
+            f"snapshot at applied index {info.applied_index}, expected {applied_index}"
+        )
+    if info.scope != scope:
+        raise SnapshotMismatchError(
+            f"snapshot of group {group_id} slots {info.scope.describe()}, expected"
+            f" slots {scope.describe()}"
+        )
+    batch = WriteBatch()
+    batch.put(META, install_marker_key(group_id), marker)
+    for tag, column, start, end in _scope_ranges(scope):
+        if tag == _META_TAG:
+            batch.delete(column, start)
+        else:
+            batch.delete_range(column, start, end)
+    write(batch)
+    # Verified above; a file that changed since is a storage failure, so check again.
+    stream = _RecordStream(open_pieces())
+    page = WriteBatch()
+    page_bytes = 0
+    for column, key, value in stream.records():
+        page.put(column, key, value)
+        page_bytes += len(key) + len(value)
+        if len(page) >= page_records or page_bytes >= INSTALL_PAGE_BYTES:
+            write(page)
+            page = WriteBatch()
+            page_bytes = 0
+    if stream.info != info:
+        raise CorruptSnapshotError("the snapshot changed while it was installed")
+    if page:
+        write(page)
+    stage_applied_index(group_id, applied_index, final_batch)
+    final_batch.delete(META, install_marker_key(group_id))
     return info

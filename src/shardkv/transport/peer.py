@@ -33,6 +33,7 @@ import grpc.aio
 
 from shardkv.core.raft.types import Message, MessageType
 from shardkv.observability.logging import get_logger
+from shardkv.storage.snapshot_files import SnapshotFiles
 from shardkv.transport import codec
 from shardkv.transport.backoff import Backoff
 from shardkv.transport.proto import shardkv_pb2 as pb
@@ -151,8 +152,10 @@ class PeerSender:
         is_blocked: Callable[[], bool],
         on_unreachable: Callable[[], None],
         on_hello: Callable[[str, str], None] = lambda client_address, admin_address: None,
+        snapshot_files: SnapshotFiles | None = None,
     ) -> None:
         self.node_id = node_id
+        self._snapshot_files = snapshot_files
         self._address = address
         self._local_node_id = local_node_id
         self._channel_factory = channel_factory
@@ -451,7 +454,7 @@ class PeerSender:
                 request_serializer=pb.SnapshotChunk.SerializeToString,
                 response_deserializer=pb.SnapshotAck.FromString,
             )
-            chunks = iter_chunks(message, self._limits.snapshot_chunk_bytes)
+            chunks = iter_chunks(message, self._limits.snapshot_chunk_bytes, self._snapshot_files)
             try:
                 ack = await send(
                     chunks, timeout=self._limits.snapshot_timeout_s, wait_for_ready=False

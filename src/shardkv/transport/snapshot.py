@@ -10,18 +10,23 @@ before reading any data.
 CRC-32 (zlib) rather than CRC-32C: it is in the standard library and runs at memory speed;
 TCP and TLS already protect the bytes in flight, the checksum catches reassembly bugs.
 
-No I/O here: the transport feeds `SnapshotAssembler` from its gRPC handler.
+The transport feeds `SnapshotAssembler` from its gRPC handler; the only I/O is a snapshot
+file's (`SnapshotFiles`), when the node keeps snapshots in files.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import itertools
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import grpc
 
 from shardkv.core.raft.types import Message, MessageType, Snapshot
+from shardkv.storage.kv_snapshot import MAGIC as KV_SNAPSHOT_MAGIC
+from shardkv.storage.snapshot_files import SnapshotFiles, SnapshotRef, SnapshotWriter, is_ref
 from shardkv.transport import codec
 from shardkv.transport.proto import shardkv_pb2 as pb
 
@@ -42,21 +47,34 @@ class SnapshotTransferError(Exception):
         self.details = details
 
 
-def iter_chunks(message: Message, chunk_bytes: int) -> Iterator[pb.SnapshotChunk]:
+def iter_chunks(
+    message: Message, chunk_bytes: int, files: SnapshotFiles | None = None
+) -> Iterator[pb.SnapshotChunk]:
     """The chunks of ``message`` (a MsgSnap with a snapshot), at most ``chunk_bytes`` of
-    data each. Raises ``ValueError`` if ``message`` is not a MsgSnap with a snapshot."""
+    data each. Snapshot data that is a file reference is read from ``files`` piece by
+    piece (the receiver gets the file's bytes; the iterator raises `SnapshotFileError` if
+    the file is missing or damaged). Raises ``ValueError`` if ``message`` is not a MsgSnap
+    with a snapshot, or holds a reference and ``files`` is None."""
     if message.type is not MessageType.SNAP or message.snapshot is None:
         raise ValueError(f"not a snapshot message: {message.type!r}")
     if chunk_bytes <= 0:
         raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
     data = message.snapshot.data
-    total = len(data)
-    view = memoryview(data)
+    pieces: Iterable[bytes]
+    if is_ref(data):
+        if files is None:
+            raise ValueError("a snapshot file reference, and no snapshot directory to read it")
+        ref = SnapshotRef.decode(data)
+        total = ref.size
+        pieces = files.read(ref, chunk_bytes)
+    else:
+        total = len(data)
+        view = memoryview(data)
+        pieces = (bytes(view[i : i + chunk_bytes]) for i in range(0, total, chunk_bytes))
     running_crc = 0
     offset = 0
     first = True
-    while True:
-        piece = bytes(view[offset : offset + chunk_bytes])
+    for piece in itertools.chain(pieces, [b""] if total == 0 else []):
         crc = zlib.crc32(piece)
         running_crc = zlib.crc32(piece, running_crc)
         end = offset + len(piece)
@@ -80,12 +98,20 @@ class SnapshotAssembler:
     Call `add` for each chunk in arrival order; it returns True after the last one, then
     `message` gives the MsgSnap with its data. Any refusal raises `SnapshotTransferError`
     and leaves the assembler unusable. If the stream ends before `add` returned True, call
-    `check_complete` (it raises).
+    `check_complete` (it raises). Call `close` however the transfer ends.
+
+    With ``files``, a KV snapshot (it starts with the KV snapshot magic) is written to a
+    new file as it arrives instead of being held, and `message` carries the file's
+    reference as its data; anything else (the placement group's map) is held.
     """
 
-    def __init__(self, node_id: int, max_snapshot_bytes: int) -> None:
+    def __init__(
+        self, node_id: int, max_snapshot_bytes: int, files: SnapshotFiles | None = None
+    ) -> None:
         self._node_id = node_id
         self._max_snapshot_bytes = max_snapshot_bytes
+        self._files = files
+        self._writer: SnapshotWriter | None = None
         self._header: pb.Message | None = None
         self._total_bytes = 0
         self._received_bytes = 0
@@ -129,7 +155,9 @@ class SnapshotAssembler:
             )
         self._crc = zlib.crc32(data, self._crc)
         self._received_bytes += len(data)
-        if data:
+        if self._writer is not None:
+            self._writer.write(data)
+        elif data:
             self._parts.append(data)
         if not chunk.last:
             return False
@@ -152,14 +180,31 @@ class SnapshotAssembler:
             )
 
     def message(self) -> Message:
-        """The reassembled MsgSnap. Only after `add` returned True."""
+        """The reassembled MsgSnap. Only after `add` returned True. A snapshot written to a
+        file is made durable first (slow: run `message_async` on an event loop)."""
         self.check_complete()
         assert self._header is not None
         header = codec.message_from_pb(self._header)
         assert header.snapshot is not None
-        data = b"".join(self._parts)
-        self._parts = []
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            data = writer.commit().encode()
+        else:
+            data = b"".join(self._parts)
+            self._parts = []
         return dataclasses.replace(header, snapshot=Snapshot(header.snapshot.metadata, data))
+
+    async def message_async(self) -> Message:
+        """`message`, with a file's sync in a worker thread."""
+        self.check_complete()
+        return await asyncio.to_thread(self.message)
+
+    def close(self) -> None:
+        """Drop what was received and not handed out (a file being written is removed)."""
+        self._parts = []
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.abort()
 
     def _start(self, chunk: pb.SnapshotChunk) -> None:
         if not chunk.HasField("header"):
@@ -180,8 +225,10 @@ class SnapshotAssembler:
             )
         self._header = header
         self._total_bytes = chunk.total_bytes
+        if self._files is not None and chunk.data[: len(KV_SNAPSHOT_MAGIC)] == KV_SNAPSHOT_MAGIC:
+            self._writer = self._files.writer(f"r{header.group_id}")
 
     def _refuse(self, code: grpc.StatusCode, details: str) -> SnapshotTransferError:
         self._failed = True
-        self._parts = []
+        self.close()
         return SnapshotTransferError(code, details)

@@ -45,6 +45,7 @@ import grpc.aio
 
 from shardkv.core.raft.types import Message, MessageType
 from shardkv.observability.logging import get_logger
+from shardkv.storage.snapshot_files import SnapshotFiles
 from shardkv.transport import codec
 from shardkv.transport.admin import AdminBackend, AdminService
 from shardkv.transport.backoff import Backoff
@@ -106,6 +107,10 @@ class PeerTransport:
     - ``snapshot_chunk_bytes`` (default 1 MiB), ``max_snapshot_bytes`` (receiver side),
       ``max_pending_snapshots_per_peer`` (sender side), ``max_inbound_snapshots``,
       ``snapshot_timeout_s`` (whole transfer).
+    - ``snapshot_files``: where the node keeps snapshots. A snapshot whose data is a file
+      reference is sent from that file, and a KV snapshot received is written to a new
+      file there as it arrives; the handler then gets the file's reference. Without it,
+      snapshots are held in memory (they must fit in ``max_snapshot_bytes``).
     - ``connect_timeout_s``: to open a stream and read the peer's hello.
     - ``backoff_initial_s`` / ``backoff_max_s``: reconnect delays, jittered by ``rng``.
     - ``keepalive_interval_s`` / ``keepalive_timeout_s``: HTTP/2 pings that detect a dead
@@ -145,6 +150,7 @@ class PeerTransport:
         rng: random.Random | None = None,
         admin: AdminBackend | None = None,
         enable_fault_injection: bool = False,
+        snapshot_files: SnapshotFiles | None = None,
     ) -> None:
         if node_id <= 0:
             raise ValueError(f"node_id must be positive, got {node_id}")
@@ -178,6 +184,7 @@ class PeerTransport:
             lambda node_id, client, admin: None
         )
         self._on_snapshot = on_snapshot
+        self._snapshot_files = snapshot_files
         self._on_snapshot_status = on_snapshot_status
         self._on_peer_unreachable = on_peer_unreachable
         self._tls = tls
@@ -326,6 +333,7 @@ class PeerTransport:
             is_blocked=lambda: node_id in self._blocked,
             on_unreachable=lambda: self._report_unreachable(node_id),
             on_hello=lambda client, admin: self._on_peer_client_address(node_id, client, admin),
+            snapshot_files=self._snapshot_files,
         )
         self._peers[node_id] = sender
         sender.start()
@@ -574,7 +582,9 @@ class PeerTransport:
             )
         self._inbound_snapshots += 1
         try:
-            assembler = SnapshotAssembler(self.node_id, self._max_snapshot_bytes)
+            assembler = SnapshotAssembler(
+                self.node_id, self._max_snapshot_bytes, self._snapshot_files
+            )
             try:
                 async for chunk in requests:
                     assembler.add(chunk)
@@ -582,7 +592,7 @@ class PeerTransport:
                         raise SnapshotTransferError(
                             grpc.StatusCode.UNAVAILABLE, "partitioned (fault injection)"
                         )
-                message = assembler.message()
+                message = await assembler.message_async()
             except SnapshotTransferError as exc:
                 self._stats.snapshots_refused += 1
                 log.warning(
@@ -592,6 +602,8 @@ class PeerTransport:
                     reason=exc.details,
                 )
                 await context.abort(exc.code, exc.details)
+            finally:
+                assembler.close()
             from_node = message.from_
             try:
                 result = self._on_snapshot(from_node, message)
