@@ -61,12 +61,23 @@ class ShardInfo:
 
     shard_id: int
     slot_ranges: tuple[SlotRange, ...]
+    #: The shard's voters as last recorded from its leader (committed membership).
     replicas: tuple[int, ...]
     epoch: int = 1
+    #: Where the scheduler moves the shard (empty: it stays): the shard's leader changes
+    #: the membership towards it one step at a time (add learners, promote them, remove
+    #: the others), and the placement group's leader records ``replicas = target`` and
+    #: clears it once the shard's membership is exactly the target.
+    target: tuple[int, ...] = ()
 
     @property
     def scope(self) -> KeyScope:
         return KeyScope(self.shard_id, self.slot_ranges)
+
+    @property
+    def placed(self) -> frozenset[int]:
+        """Nodes that hold, or are to hold, a replica: the replicas and the target."""
+        return frozenset(self.replicas) | frozenset(self.target)
 
     @property
     def preferred_leader(self) -> int:
@@ -94,9 +105,11 @@ class ShardMap:
                 raise ShardMapError(f"shard id must be >= 1, got {shard.shard_id}")
             if not shard.replicas or len(set(shard.replicas)) != len(shard.replicas):
                 raise ShardMapError(f"shard {shard.shard_id} has replicas {shard.replicas}")
+            if len(set(shard.target)) != len(shard.target):
+                raise ShardMapError(f"shard {shard.shard_id} has target {shard.target}")
             unknown = [
                 n
-                for n in shard.replicas
+                for n in (*shard.replicas, *shard.target)
                 if n not in self.nodes or self.nodes[n].state == NODE_REMOVED
             ]
             if unknown:
@@ -123,8 +136,8 @@ class ShardMap:
         return self._slot_owner[slot]
 
     def shards_on(self, node_id: int) -> list[ShardInfo]:
-        """Shards with a replica on ``node_id``, by shard id."""
-        return [s for _, s in sorted(self.shards.items()) if node_id in s.replicas]
+        """Shards with a replica on ``node_id``, or moving one there, by shard id."""
+        return [s for _, s in sorted(self.shards.items()) if node_id in s.placed]
 
     def with_node(self, node: NodeInfo) -> ShardMap:
         """A copy where ``node`` replaces the node with its id (or is added)."""
@@ -158,7 +171,13 @@ class ShardMap:
                 for _, n in sorted(self.nodes.items())
             ],
             "shards": [
-                [s.shard_id, [list(r) for r in s.slot_ranges], list(s.replicas), s.epoch]
+                [
+                    s.shard_id,
+                    [list(r) for r in s.slot_ranges],
+                    list(s.replicas),
+                    s.epoch,
+                    list(s.target),
+                ]
                 for _, s in sorted(self.shards.items())
             ],
         }
@@ -181,6 +200,7 @@ class ShardMap:
                     tuple((int(a), int(b)) for a, b in s[1]),
                     tuple(int(r) for r in s[2]),
                     int(s[3]),
+                    tuple(int(r) for r in s[4]) if len(s) > 4 else (),
                 )
                 for s in doc["shards"]
             }

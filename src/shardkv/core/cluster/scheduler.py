@@ -1,0 +1,194 @@
+"""The placement scheduler: where each shard's replicas and preferred leader should be.
+
+Pure and deterministic (PD's balance and replica checkers are the model): `plan` looks at
+the map and the set of live nodes and returns the shards to change in one decision round,
+each with a new epoch. The placement group's leader proposes them; it calls `plan` again
+only once the previous round applied. Three rules, in order:
+
+1. **Repair.** A shard with fewer live replicas than ``replicas`` (a node is dead: not
+   heard from for ``dead_node_timeout_s``) gets a ``target`` that keeps its live replicas
+   and adds the least loaded live nodes. Its leader adds them as learners, promotes them,
+   then removes the dead ones; a shard without a quorum of live replicas cannot change
+   its membership and is left alone.
+2. **Replica balance.** While the most loaded live node holds at least two replicas more
+   than the least loaded one, one replica moves from the first to the second (a shard
+   on the first and not on the second). Every move narrows the spread by two, so the
+   number of moves is the minimum the counts need.
+3. **Leader balance.** While one live node is the preferred leader (``replicas[0]``) of at
+   least two shards more than another that also holds one of them, that shard's replicas
+   are reordered to prefer the second. No membership changes; the shard's leader hands
+   over (`NodeDriver._hand_to_preferred_leader`).
+
+A shard that has a ``target`` is left alone until it is reached (one move per shard at
+a time), and at most ``max_concurrent_moves`` shards have one. Over-replicated shards
+(more voters than ``replicas``, e.g. after ``shardkv member add``) are left as they are.
+Counts are by replica, not by bytes: shards are split to bounded sizes (issue 9), so a
+count is a fair proxy until sizes are reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+
+from shardkv.core.cluster.shardmap import NODE_REMOVED, ShardInfo, ShardMap
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    #: Replicas every shard should have on live nodes.
+    replicas: int = 3
+    #: Shards with a target (a membership change under way) at once, cluster-wide.
+    max_concurrent_moves: int = 4
+    #: Preferred-leader reorders per round (cheap: no data moves, only leaderships).
+    max_leader_moves: int = 16
+
+
+def plan(
+    shard_map: ShardMap, live: Collection[int], settings: SchedulerSettings
+) -> list[ShardInfo]:
+    """The shards to change in this round (see the module docstring), ascending by id,
+    each at most once and with its epoch raised by one. ``live``: nodes heard from
+    recently; nodes the map marks removed never count as live."""
+    alive = sorted(
+        n for n in live if n in shard_map.nodes and shard_map.nodes[n].state != NODE_REMOVED
+    )
+    if not alive:
+        return []
+    alive_set = frozenset(alive)
+    shards = shard_map.shards
+    changed: dict[int, ShardInfo] = {}
+    load = dict.fromkeys(alive, 0)
+    for shard in shards.values():
+        for n in shard.target or shard.replicas:
+            if n in load:
+                load[n] += 1
+    budget = settings.max_concurrent_moves - sum(1 for s in shards.values() if s.target)
+
+    # 1. Repair.
+    want = min(settings.replicas, len(alive))
+    for shard_id, shard in sorted(shards.items()):
+        if budget <= 0:
+            break
+        if shard.target:
+            continue
+        kept = [n for n in shard.replicas if n in alive_set]
+        if len(kept) >= want or len(kept) * 2 <= len(shard.replicas):
+            continue  # healthy, or without a quorum of live replicas: nothing to do
+        added = sorted((n for n in alive if n not in shard.replicas), key=lambda n: (load[n], n))
+        added = added[: want - len(kept)]
+        if not added:
+            continue
+        for n in added:
+            load[n] += 1
+        changed[shard_id] = replace(shard, epoch=shard.epoch + 1, target=(*kept, *added))
+        budget -= 1
+
+    # 2. Replica balance.
+    on_node: dict[int, list[int]] = {n: [] for n in alive}
+    for shard_id, shard in sorted(shards.items()):
+        if not shard.target and shard_id not in changed:
+            for n in shard.replicas:
+                if n in on_node:
+                    on_node[n].append(shard_id)
+    while budget > 0:
+        move = _next_move(shards, changed, load, on_node, alive_set)
+        if move is None:
+            break
+        shard, src, dst = move
+        target = tuple(dst if n == src else n for n in shard.replicas)
+        changed[shard.shard_id] = replace(shard, epoch=shard.epoch + 1, target=target)
+        load[src] -= 1
+        load[dst] += 1
+        budget -= 1
+
+    # 3. Leader balance (over the layout the moves lead to).
+    leads = dict.fromkeys(alive, 0)
+    for shard_id, shard in shards.items():
+        first = _layout(changed.get(shard_id, shard))[0]
+        if first in leads:
+            leads[first] += 1
+    preferred_on: dict[int, list[int]] = {}
+    for shard_id, shard in sorted(shards.items()):
+        if not shard.target and shard_id not in changed:
+            preferred_on.setdefault(shard.replicas[0], []).append(shard_id)
+    for _ in range(settings.max_leader_moves):
+        reorder = _next_leader_move(shards, changed, leads, preferred_on, alive_set)
+        if reorder is None:
+            break
+        shard, dst = reorder
+        src = shard.replicas[0]
+        replicas = (dst, *(n for n in shard.replicas if n != dst))
+        changed[shard.shard_id] = replace(shard, epoch=shard.epoch + 1, replicas=replicas)
+        if src in leads:
+            leads[src] -= 1
+        leads[dst] += 1
+    return [changed[i] for i in sorted(changed)]
+
+
+def _layout(shard: ShardInfo) -> tuple[int, ...]:
+    return shard.target or shard.replicas
+
+
+def _next_move(
+    shards: dict[int, ShardInfo],
+    changed: dict[int, ShardInfo],
+    load: dict[int, int],
+    on_node: dict[int, list[int]],
+    alive: frozenset[int],
+) -> tuple[ShardInfo, int, int] | None:
+    """(shard, from, to) narrowing the replica spread, or None once it is at most 1."""
+    by_load = sorted(load, key=lambda n: (load[n], n))
+    for src in reversed(by_load):
+        for dst in by_load:
+            if load[src] - load[dst] <= 1:
+                break
+            for shard_id in on_node[src]:
+                if shard_id in changed:
+                    continue
+                shard = shards[shard_id]
+                if dst in shard.replicas:
+                    continue
+                if any(n not in alive for n in shard.replicas):
+                    continue  # repair's job (it waits for a budget)
+                on_node[src].remove(shard_id)
+                return shard, src, dst
+        if load[src] - load[by_load[0]] <= 1:
+            return None
+    return None
+
+
+def _next_leader_move(
+    shards: dict[int, ShardInfo],
+    changed: dict[int, ShardInfo],
+    leads: dict[int, int],
+    preferred_on: dict[int, list[int]],
+    alive: frozenset[int],
+) -> tuple[ShardInfo, int] | None:
+    """(shard, new preferred leader) moving a preference off a dead node, or narrowing
+    the spread of preferred leaders; None once it is at most 1. ``preferred_on``: node ->
+    ids of the shards it is preferred for that may be reordered (consumed)."""
+    for node, shard_ids in preferred_on.items():
+        if node in alive:
+            continue
+        while shard_ids:
+            shard = shards[shard_ids.pop()]
+            live_replicas = [n for n in shard.replicas if n in alive]
+            if live_replicas and shard.shard_id not in changed:
+                return shard, min(live_replicas, key=lambda n: (leads[n], n))
+    for src in sorted(leads, key=lambda n: (-leads[n], n)):
+        for shard_id in preferred_on.get(src, []):
+            if shard_id in changed:
+                continue
+            shard = shards[shard_id]
+            others = [n for n in shard.replicas[1:] if n in alive]
+            if not others:
+                continue
+            dst = min(others, key=lambda n: (leads[n], n))
+            if leads[src] - leads[dst] > 1:
+                preferred_on[src].remove(shard_id)
+                return shard, dst
+    return None
+
+
+__all__ = ["SchedulerSettings", "plan"]

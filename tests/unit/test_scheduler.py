@@ -1,0 +1,153 @@
+"""The placement scheduler decides where replicas and leaders go; these scenarios run it
+round after round, completing each round's moves at once (what the shards' leaders do
+in a real cluster), and check where the layout settles and how many moves it took."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+
+from shardkv.core.cluster.scheduler import SchedulerSettings, plan
+from shardkv.core.cluster.shardmap import NodeInfo, ShardMap, initial_layout
+
+SETTINGS = SchedulerSettings(replicas=3, max_concurrent_moves=4)
+
+
+def cluster(nodes: int, shards: int) -> ShardMap:
+    return initial_layout({n: f"127.0.0.1:{9000 + n}" for n in range(1, nodes + 1)}, shards)
+
+
+def add_nodes(shard_map: ShardMap, count: int) -> ShardMap:
+    first = max(shard_map.nodes) + 1
+    for n in range(first, first + count):
+        shard_map = shard_map.with_node(NodeInfo(n, f"127.0.0.1:{9000 + n}"))
+    return shard_map
+
+
+def complete_moves(shard_map: ShardMap) -> ShardMap:
+    """Every target reached: recorded as the replicas, as the placement leader does."""
+    done = [
+        replace(s, replicas=s.target, target=(), epoch=s.epoch + 1)
+        for s in shard_map.shards.values()
+        if s.target
+    ]
+    return shard_map.with_shards(done) if done else shard_map
+
+
+def converge(
+    shard_map: ShardMap, live: set[int], settings: SchedulerSettings = SETTINGS
+) -> tuple[ShardMap, int, list[float]]:
+    """Rounds until the scheduler has nothing to change: (map, moves, seconds per round)."""
+    moves = 0
+    timings = []
+    for _ in range(10_000):
+        started = time.perf_counter()
+        changes = plan(shard_map, live, settings)
+        timings.append(time.perf_counter() - started)
+        for change in changes:
+            assert change.epoch == shard_map.shards[change.shard_id].epoch + 1
+            assert len(set(change.target or change.replicas)) == len(
+                change.target or change.replicas
+            )
+        moves += sum(1 for c in changes if c.target)
+        in_flight = sum(1 for s in shard_map.shards.values() if s.target) + sum(
+            1 for c in changes if c.target
+        )
+        assert in_flight <= settings.max_concurrent_moves
+        if not changes:
+            return shard_map, moves, timings
+        shard_map = complete_moves(shard_map.with_shards(changes))
+    raise AssertionError("the scheduler never settled")
+
+
+def replicas_per_node(shard_map: ShardMap) -> Counter[int]:
+    return Counter(n for s in shard_map.shards.values() for n in s.replicas)
+
+
+def leaders_per_node(shard_map: ShardMap) -> Counter[int]:
+    return Counter(s.replicas[0] for s in shard_map.shards.values())
+
+
+def test_a_fourth_node_gets_a_quarter_of_the_replicas_and_leaders_in_minimal_moves() -> None:
+    shard_map = add_nodes(cluster(3, 12), 1)
+    settled, moves, _ = converge(shard_map, {1, 2, 3, 4})
+    assert replicas_per_node(settled) == {1: 9, 2: 9, 3: 9, 4: 9}
+    assert moves == 9  # node 4 needs 9 replicas, each move brings one
+    assert sorted(leaders_per_node(settled).values()) == [3, 3, 3, 3]
+    assert all(len(s.replicas) == 3 for s in settled.shards.values())
+
+
+def test_a_dead_node_is_replaced_on_every_shard_it_held() -> None:
+    shard_map = cluster(5, 20)
+    dead = 2
+    settled, moves, _ = converge(shard_map, {1, 3, 4, 5})
+    # Each of the dead node's 12 replicas is re-created once; a shard can only go to a
+    # node it is not on yet, so greedy repair may leave one move to rebalance.
+    assert replicas_per_node(shard_map)[dead] <= moves <= 1.2 * replicas_per_node(shard_map)[dead]
+    for shard in settled.shards.values():
+        assert dead not in shard.replicas and len(shard.replicas) == 3
+    counts = replicas_per_node(settled)
+    assert max(counts.values()) - min(counts.values()) <= 1
+    assert dead not in leaders_per_node(settled)
+
+
+def test_a_shard_without_a_quorum_of_live_replicas_is_left_alone() -> None:
+    shard_map = cluster(3, 1)
+    assert plan(shard_map, {1}, SETTINGS) == []  # 2 of 3 replicas dead: cannot change
+
+
+def test_a_shard_being_moved_is_not_touched_again_and_the_budget_holds() -> None:
+    shard_map = add_nodes(cluster(3, 12), 3)
+    first = plan(shard_map, set(shard_map.nodes), SETTINGS)
+    assert sum(1 for c in first if c.target) == SETTINGS.max_concurrent_moves
+    moving = shard_map.with_shards(first)
+    again = plan(moving, set(shard_map.nodes), SETTINGS)
+    assert not any(c.target for c in again)  # no budget left while those run
+    assert not any(moving.shards[c.shard_id].target for c in again)
+
+
+@pytest.mark.parametrize(
+    ("change", "live_after"),
+    [
+        (lambda m: add_nodes(m, 10), lambda m: set(m.nodes)),
+        (lambda m: m, lambda m: set(m.nodes) - {7, 42, 99}),
+    ],
+    ids=["add-10-nodes", "lose-3-nodes"],
+)
+def test_100_nodes_and_10000_shards_converge_to_a_balanced_layout(
+    change: Callable[[ShardMap], ShardMap],
+    live_after: Callable[[ShardMap], set[int]],
+    record_property: Callable[[str, object], None],
+) -> None:
+    settings = SchedulerSettings(replicas=3, max_concurrent_moves=256, max_leader_moves=256)
+    shard_map = change(cluster(100, 10_000))
+    live = live_after(shard_map)
+    before = replicas_per_node(shard_map)
+    mean = 30_000 / len(live)
+    # The least any plan can do: every replica on a dead node is re-created, and every
+    # live node under the mean is brought up to its floor, one replica per move (a
+    # re-created replica can do both).
+    minimum = max(
+        sum(c for n, c in before.items() if n not in live),
+        sum(max(0, int(mean) - before.get(n, 0)) for n in live),
+    )
+    settled, moves, timings = converge(shard_map, live, settings)
+    replicas = replicas_per_node(settled)
+    leaders = leaders_per_node(settled)
+    assert set(replicas) == live
+    for n in live:
+        assert abs(replicas[n] - mean) <= 0.05 * mean, (n, replicas[n], mean)
+        assert abs(leaders[n] - 10_000 / len(live)) <= 0.05 * 10_000 / len(live)
+    assert moves <= 1.2 * minimum, (moves, minimum)
+    record_property("moves", moves)
+    record_property("minimum_moves", minimum)
+    record_property("max_decision_ms", round(max(timings) * 1000, 1))
+    median_ms = sorted(timings)[len(timings) // 2] * 1000
+    print(
+        f"moves {moves} (minimum {minimum}), rounds {len(timings)}, decision "
+        f"max {max(timings) * 1000:.1f} ms, median {median_ms:.1f} ms"
+    )
