@@ -13,7 +13,6 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import redis
 
 from shardkv.core.cluster.shardmap import ShardMap
@@ -72,12 +71,8 @@ def test_a_node_joins_through_a_follower_seed_and_restarts_with_its_data_dir_alo
             lambda: 4 in status(cluster.nodes[1])["placement"]["voters"],  # type: ignore[index]
             "node 4 did not become a voter of the placement group",
         )
-        # It holds no shard yet (moving replicas is the scheduler's job), so it redirects.
-        direct = redis.Redis(port=newcomer.port, socket_timeout=5)
-        with pytest.raises(redis.exceptions.MovedError) as moved:
-            direct.execute_command("GET", "k1")
-        assert moved.value.slot_id == 12706
-        assert moved.value.port in {n.port for n in cluster.nodes.values()}
+        # Whether or not the scheduler moved a replica of k7's shard here yet, a cluster
+        # client that starts from the new node reads it (served, or redirected).
         via_newcomer = redis.RedisCluster(host="127.0.0.1", port=newcomer.port)
         assert via_newcomer.get("k7") == b"7"
 

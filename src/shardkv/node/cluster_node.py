@@ -10,6 +10,7 @@ leaderships away, stops the loop, then the transport).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 import grpc
 from prometheus_client import CollectorRegistry, Histogram
 
-from shardkv.core.raft import ConfChange, ConfChangeType, NotLeaderError, Status
+from shardkv.core.raft import ConfChange, ConfChangeType, NotLeaderError, Role, Status
 from shardkv.core.resp import ErrorReply, Reply
+from shardkv.node.driver import GroupReport
 from shardkv.node.metrics import RaftCollector
 from shardkv.node.runtime import ClusterSettings, NodeRuntime
 from shardkv.observability.logging import get_logger
@@ -27,6 +29,7 @@ from shardkv.observability.metrics import LATENCY_BUCKETS_S
 from shardkv.storage import Engine
 from shardkv.storage.snapshot_files import SnapshotFiles
 from shardkv.transport import AdminRequestError, PeerTLS, PeerTransport, TransportCollector
+from shardkv.transport.proto import shardkv_pb2 as pb
 
 log = get_logger(__name__)
 
@@ -60,6 +63,7 @@ class ClusterNode:
         self.node_id = settings.node_id
         self.settings = settings
         self._peers = peers
+        self._poll_task: asyncio.Task[None] | None = None
         files = SnapshotFiles(peers.snapshot_dir) if peers.snapshot_dir is not None else None
         self.runtime = NodeRuntime(
             settings,
@@ -110,6 +114,7 @@ class ClusterNode:
         await self.transport.start()
         self.runtime.driver.dial_known_peers()
         await self.runtime.start()
+        self._poll_task = asyncio.get_running_loop().create_task(self._poll_statuses())
         log.info(
             "cluster_member_started",
             node_id=self.node_id,
@@ -118,8 +123,31 @@ class ClusterNode:
         )
 
     async def stop(self) -> None:
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poll_task
         await self.runtime.stop()
         await self.transport.stop()
+
+    async def _poll_statuses(self) -> None:
+        """While this node leads the placement group: every balance interval, ask every
+        up node for its groups' status (the Admin ``Status`` call), which tells the
+        scheduler who is alive and what membership each shard's leader has committed."""
+        s = self.settings
+        interval_s = s.leader_balance_interval_ticks * s.tick_interval_ms / 1000
+        driver = self.runtime.driver
+        while True:
+            await asyncio.sleep(interval_s)
+            targets = driver.status_poll_targets()
+            if not targets:
+                continue
+            answers = await asyncio.gather(
+                *(self.transport.peer_status(n, interval_s) for n in targets)
+            )
+            for node_id, answer in zip(targets, answers, strict=True):
+                if answer is not None:
+                    driver.record_status(node_id, [_report(g) for g in answer.groups])
 
     # -- the gRPC Admin service's backend (`transport.admin.AdminBackend`) -----------------
 
@@ -183,6 +211,17 @@ class ClusterNode:
         if isinstance(replies[0], ErrorReply):
             raise AdminRequestError(grpc.StatusCode.FAILED_PRECONDITION, replies[0].message)
         return driver.replica(group_id).applied_index
+
+
+def _report(group: pb.GroupStatus) -> GroupReport:
+    return GroupReport(
+        group_id=group.group_id,
+        term=group.term,
+        is_leader=group.role == Role.LEADER.value,
+        voters=tuple(group.conf_state.voters),
+        learners=tuple(group.conf_state.learners),
+        settled=group.applied >= group.commit,
+    )
 
 
 def _no_group(group_id: int) -> AdminRequestError:

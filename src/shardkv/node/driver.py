@@ -46,7 +46,7 @@ group 0.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -59,6 +59,7 @@ from shardkv.core.cluster.placement import (
     set_shards_command,
 )
 from shardkv.core.cluster.routing import CROSSSLOT, KEYLESS, command_slot
+from shardkv.core.cluster.scheduler import SchedulerSettings, plan
 from shardkv.core.cluster.shardmap import (
     NODE_REMOVED,
     NODE_UP,
@@ -96,7 +97,11 @@ from shardkv.node.shard_snapshots import ShardSnapshots
 from shardkv.observability.logging import get_logger
 from shardkv.storage import Engine
 from shardkv.storage.engine import ConsistentView
-from shardkv.storage.kv_snapshot import read_applied_index, stage_applied_index
+from shardkv.storage.kv_snapshot import (
+    read_applied_index,
+    stage_applied_index,
+    stage_delete_scope,
+)
 from shardkv.storage.raft_log import RaftLogStorage
 from shardkv.storage.snapshot_files import SnapshotFiles
 
@@ -106,6 +111,14 @@ log = get_logger(__name__)
 DEFAULT_GROUP_ID: Final = 1
 #: Context of the heartbeat with which a leader tells its followers it hibernates.
 HIBERNATE_CONTEXT: Final = b"\x00hibernate"
+#: Balance checks in a row a hosted shard must be absent from the map's placement before
+#: its replica here is destroyed (its removal was recorded from the shard's committed
+#: membership; the wait covers a membership change not recorded yet).
+UNPLACED_CHECKS_BEFORE_DESTROY: Final = 10
+#: A shard leader's report older than this many balance intervals is not used.
+REPORT_MAX_AGE_INTERVALS: Final = 5
+#: Answer to requests a destroyed replica still held.
+REPLICA_GONE: Final = ErrorReply("TRYAGAIN this shard moved away from this node; retry it")
 #: META keys: node id (8 bytes) -> its client address, from applied leader announcements.
 CLIENT_ADDRESS_PREFIX: Final = b"cluster/client/"
 CLIENT_ADDRESS_PREFIX_END: Final = b"cluster/client0"
@@ -155,6 +168,12 @@ class ClusterSettings:
     #: waiting) hibernates after this many ticks: no ticks, no heartbeats, on any replica,
     #: until a message or a request wakes it. 0: never.
     hibernate_after_ticks: int = 30
+    #: Placement (group 0's leader): a node not heard from for this long is dead.
+    dead_node_timeout_s: float = 60.0
+    #: Placement: shards with a membership change under way at once, cluster-wide.
+    max_concurrent_moves: int = 4
+    #: Placement: the scheduler moves replicas and leaders by itself.
+    rebalance: bool = True
 
 
 @dataclass(slots=True)
@@ -189,6 +208,20 @@ class Cycle:
     @property
     def must_sync(self) -> bool:
         return any(w.must_sync for w in self.works)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupReport:
+    """One group as a node reported it to the placement group's leader (`record_status`)."""
+
+    group_id: int
+    term: int
+    is_leader: bool
+    voters: tuple[int, ...]
+    learners: tuple[int, ...]
+    #: The reporter applied everything it knows committed: its membership is committed.
+    settled: bool
+    reported_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -260,6 +293,17 @@ class NodeDriver:
         self._peer_addresses: dict[int, str] = dict(settings.initial_members)
         #: A placement change proposed by this node (as group 0's leader) is in flight.
         self._placement_inflight = False
+        #: Group 0's leader: when each node last answered a status poll, and each shard's
+        #: membership as its leader last reported it (`record_status`).
+        self._heard_s: dict[int, float] = {}
+        self._reports: dict[int, GroupReport] = {}
+        #: When this node last became group 0's leader (liveness needs a full timeout of
+        #: polls before it calls a node dead).
+        self._placement_leader_since_s: float | None = None
+        #: Data groups hosted here that the map no longer places here: balance checks
+        #: in a row (destroyed after `UNPLACED_CHECKS_BEFORE_DESTROY`).
+        self._unplaced_checks: dict[int, int] = {}
+        self._to_destroy: list[int] = []
         #: Groups that may have work: the loop visits these, never every group per wake.
         self._active: dict[int, _GroupState] = {}
         #: Messages produced in this iteration by every group, sent together: one stream
@@ -504,7 +548,12 @@ class NodeDriver:
         replica = g.replica
         raw = replica.raw
         last_index = raw.raft.log.last_index()
-        if raw.role is not Role.LEADER or not replica.idle or last_index != g.quiet_index:
+        if (
+            raw.role is not Role.LEADER
+            or not replica.idle
+            or last_index != g.quiet_index
+            or g.shard.target  # membership changes to make (`_drive_to_target`)
+        ):
             g.quiet_ticks = 0
             g.quiet_index = last_index
             return
@@ -754,8 +803,9 @@ class NodeDriver:
             batch.put(META, CLIENT_ADDRESS_PREFIX + node_id.to_bytes(8, "big"), address)
 
     def _on_conf_change(self, group_id: int, change: ConfChange, batch: WriteBatch) -> None:
-        for g in self._groups.values():
-            g.snapshot_due = True
+        changed = self._groups.get(group_id)
+        if changed is not None:
+            changed.snapshot_due = True
         key = MEMBER_PREFIX + change.node_id.to_bytes(8, "big")
         if change.type is ConfChangeType.REMOVE_NODE:
             batch.delete(META, key)
@@ -804,6 +854,10 @@ class NodeDriver:
                 self._active[shard.shard_id] = g
                 log.info("shard_opened_from_map", shard=shard.shard_id, epoch=shard.epoch)
             elif g.shard != shard:
+                if (shard.target and shard.target != g.shard.target) or (
+                    shard.preferred_leader != g.shard.preferred_leader
+                ):
+                    self._activate(g)  # its leader has membership changes, or a hand-over
                 if g.shard.slot_ranges != shard.slot_ranges:
                     g.replica.narrow_fence(shard.scope)
                     log.warning(
@@ -835,17 +889,188 @@ class NodeDriver:
         replica = p.replica
         machine = replica.machine
         if not replica.is_leader or not isinstance(machine, PlacementMachine):
+            self._placement_leader_since_s = None
+            self._reports.clear()
             return
+        if self._placement_leader_since_s is None:
+            self._placement_leader_since_s = self._monotonic_s()
         shard_map = machine.shard_map
         if shard_map is None or replica.applied_index < replica.raw.raft.log.committed:
             return
         commands = self._registry_updates(shard_map) + self._membership_updates(shard_map)
         if commands:
-            self._placement_inflight = True
-            replica.queue_write(commands, self._placement_done)
-            self._activate(p)
+            self._propose_placement(commands)
             return
         self._reconcile_placement_members(shard_map)
+        if not self._placement_inflight:
+            commands = self._schedule(shard_map)
+            if commands:
+                self._propose_placement(commands)
+
+    def _propose_placement(self, commands: list[list[bytes]]) -> None:
+        p = self._placement
+        assert p is not None
+        self._placement_inflight = True
+        p.replica.queue_write(commands, self._placement_done)
+        self._activate(p)
+
+    def _schedule(self, shard_map: ShardMap) -> list[list[bytes]]:
+        """One round of the placement scheduler (`core.cluster.scheduler`), once every
+        node had a chance to report since this node became group 0's leader."""
+        s = self.settings
+        since = self._placement_leader_since_s
+        now = self._monotonic_s()
+        interval_s = s.leader_balance_interval_ticks * s.tick_interval_ms / 1000
+        if not s.rebalance or since is None or now - since < 3 * interval_s:
+            return []
+        settings = SchedulerSettings(
+            replicas=s.replicas, max_concurrent_moves=s.max_concurrent_moves
+        )
+        changes = plan(shard_map, self.live_nodes(), settings)
+        if not changes:
+            return []
+        log.info(
+            "placement_scheduled",
+            moves=[(c.shard_id, c.target) for c in changes if c.target],
+            leader_moves=sum(1 for c in changes if not c.target),
+        )
+        return [set_shards_command(changes)]
+
+    def live_nodes(self) -> set[int]:
+        """Group 0's leader: the map's up nodes heard from within ``dead_node_timeout_s``
+        (every up node counts as heard at the moment this node became the leader)."""
+        shard_map = self.shard_map
+        since = self._placement_leader_since_s
+        if shard_map is None or since is None:
+            return set()
+        now = self._monotonic_s()
+        timeout_s = self.settings.dead_node_timeout_s
+        return {
+            n
+            for n in shard_map.up_nodes()
+            if n == self.node_id or now - max(self._heard_s.get(n, since), since) < timeout_s
+        }
+
+    def status_poll_targets(self) -> list[int]:
+        """Nodes whose status group 0's leader should ask for now (`record_status`); none
+        elsewhere."""
+        p = self._placement
+        if p is None or not p.replica.is_leader or self.shard_map is None:
+            return []
+        return [n for n in self.shard_map.up_nodes() if n != self.node_id]
+
+    def record_status(self, node_id: int, reports: list[GroupReport]) -> None:
+        """``node_id`` answered a status poll with its groups: it is alive, and the groups
+        it leads report their membership."""
+        now = self._monotonic_s()
+        self._heard_s[node_id] = now
+        for report in reports:
+            if not report.is_leader or report.group_id == PLACEMENT_GROUP_ID:
+                continue
+            old = self._reports.get(report.group_id)
+            if old is None or report.term >= old.term or self._report_stale(old, now):
+                self._reports[report.group_id] = replace(report, reported_s=now)
+
+    def _report_stale(self, report: GroupReport, now: float) -> bool:
+        s = self.settings
+        max_age_s = REPORT_MAX_AGE_INTERVALS * s.leader_balance_interval_ticks * s.tick_interval_ms
+        return now - report.reported_s > max_age_s / 1000
+
+    def _drive_to_target(self, g: _GroupState) -> None:
+        """A shard leader whose map entry has a target: one membership change towards it
+        at a time. Add the target's missing nodes as learners, promote them once caught
+        up, then remove what is not in the target (handing leadership to a target voter
+        first if this node is to go). The placement group's leader records the result."""
+        replica = g.replica
+        raw = replica.raw
+        shard_map = self.shard_map
+        target = g.shard.target
+        if raw.role is not Role.LEADER or shard_map is None or not target:
+            return
+        if raw.raft.pending_conf_index > replica.applied_index:
+            return  # one change at a time
+        conf = raw.conf_state()
+        status = raw.status()
+        change: ConfChange | None = None
+        for n in target:
+            node = shard_map.nodes.get(n)
+            if not conf.is_member(n) and node is not None and node.peer_address:
+                change = ConfChange(ConfChangeType.ADD_LEARNER_NODE, n, node.peer_address.encode())
+                break
+        if change is None:
+            for n in conf.learners:
+                progress = status.progress.get(n)
+                if n not in target:
+                    change = ConfChange(ConfChangeType.REMOVE_NODE, n)
+                    break
+                lag = self.settings.promote_lag_entries
+                if progress is not None and progress.match + lag >= status.commit:
+                    change = ConfChange(ConfChangeType.ADD_NODE, n)
+                    break
+        if change is None and all(n in conf.voters for n in target):
+            for n in conf.voters:
+                if n in target:
+                    continue
+                if n == self.node_id:
+                    transferee = self._best_transferee(g, among=target)
+                    if transferee:
+                        raw.transfer_leader(transferee)
+                        self._activate(g)
+                    return
+                change = ConfChange(ConfChangeType.REMOVE_NODE, n)
+                break
+        if change is None:
+            return
+        log.info(
+            "shard_membership_step",
+            shard=replica.group_id,
+            change=change.type.name.lower(),
+            node=change.node_id,
+            target=list(target),
+        )
+        replica.propose_conf_change(change, lambda replies: None)
+        self._activate(g)
+
+    def _check_unplaced(self) -> None:
+        """Destroy (at the next cycle) replicas of shards the map has not placed here for
+        `UNPLACED_CHECKS_BEFORE_DESTROY` balance checks in a row, unless they lead."""
+        shard_map = self.shard_map
+        if shard_map is None or self._placement is None or self.stopping:
+            return
+        placed = {s.shard_id for s in shard_map.shards_on(self.node_id)}
+        for group_id, g in self._groups.items():
+            if group_id == PLACEMENT_GROUP_ID:
+                continue
+            if group_id in placed or g.replica.is_leader:
+                self._unplaced_checks.pop(group_id, None)
+                continue
+            checks = self._unplaced_checks.get(group_id, 0) + 1
+            self._unplaced_checks[group_id] = checks
+            if checks >= UNPLACED_CHECKS_BEFORE_DESTROY and group_id not in self._to_destroy:
+                self._to_destroy.append(group_id)
+
+    def _destroy_group(self, group_id: int) -> None:
+        """Delete this node's replica of ``group_id``: its log, Raft state, KV data and
+        counters, in one batch (synced with the next cycle; a crash before that leaves
+        the replica, destroyed again at the next check)."""
+        g = self._groups.pop(group_id, None)
+        if g is None:
+            return
+        self._active.pop(group_id, None)
+        self._unplaced_checks.pop(group_id, None)
+        g.replica.fail_pending(REPLICA_GONE)
+        for first, last in g.shard.slot_ranges:
+            for slot in range(first, last + 1):
+                if self._slot_group[slot] is g:
+                    self._slot_group[slot] = None
+        batch = WriteBatch()
+        RaftLogStorage.stage_destroy(group_id, batch)
+        machine = g.replica.machine
+        if isinstance(machine, KVStateMachine):
+            stage_delete_scope(machine.scope, batch)
+        self._engine.write(batch)
+        self.snapshots.dropped(group_id)
+        log.info("shard_replica_destroyed", shard=group_id)
 
     def _placement_done(self, replies: list[Reply]) -> None:
         self._placement_inflight = False
@@ -876,19 +1101,25 @@ class NodeDriver:
         return commands
 
     def _membership_updates(self, shard_map: ShardMap) -> list[list[bytes]]:
-        """Record in the map (with a new epoch) the voters of each shard hosted here whose
-        membership changed (``shardkv member add/remove``); a node that thereby lost its
-        last replica is marked removed."""
+        """Record in the map (with a new epoch) each shard's committed voters where they
+        changed: a shard that reached its ``target`` gets ``replicas = target`` and no
+        target; one without a target gets its voters as they are (``shardkv member
+        add/remove``); one still moving is left as it is. Voters come from the replicas
+        hosted here that applied everything committed, and from the shard leaders'
+        reports (`record_status`). A node that thereby lost its last replica, and is in
+        no target, is marked removed."""
         changed: list[ShardInfo] = []
         joined: list[int] = []
-        for group_id, g in sorted(self._groups.items()):
-            if group_id == PLACEMENT_GROUP_ID or group_id not in shard_map.shards:
+        for shard_id, (voters, learners) in sorted(self._committed_memberships().items()):
+            shard = shard_map.shards.get(shard_id)
+            if shard is None:
                 continue
-            raw = g.replica.raw
-            if g.replica.applied_index < raw.raft.log.committed:
-                continue  # this replica's view of its membership may be behind
-            voters = raw.conf_state().voters
-            shard = shard_map.shards[group_id]
+            if shard.target:
+                if set(voters) == set(shard.target) and not learners:
+                    changed.append(
+                        replace(shard, replicas=shard.target, target=(), epoch=shard.epoch + 1)
+                    )
+                continue
             if set(shard.replicas) == set(voters):
                 continue
             kept = [n for n in shard.replicas if n in voters]
@@ -902,7 +1133,7 @@ class NodeDriver:
         ]
         commands.append(set_shards_command(changed))
         after = {**shard_map.shards, **{s.shard_id: s for s in changed}}
-        still_placed = {n for s in after.values() for n in s.replicas}
+        still_placed = {n for s in after.values() for n in s.placed}
         for shard in changed:
             for n in shard_map.shards[shard.shard_id].replicas:
                 if n not in still_placed and shard_map.nodes[n].state == NODE_UP:
@@ -910,6 +1141,25 @@ class NodeDriver:
                     gone = replace(shard_map.nodes[n], state=NODE_REMOVED)
                     commands.append(register_node_command(gone))
         return commands
+
+    def _committed_memberships(self) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
+        """shard id -> (voters, learners) as committed, from the shards' leaders: the ones
+        here (once they applied everything committed), and the others' reports
+        (`record_status`; the newest term's wins)."""
+        found: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        for group_id, g in self._groups.items():
+            if group_id == PLACEMENT_GROUP_ID:
+                continue
+            raw = g.replica.raw
+            if not g.replica.is_leader or g.replica.applied_index < raw.raft.log.committed:
+                continue  # a follower's view of its membership may be behind
+            conf = raw.conf_state()
+            found[group_id] = (conf.voters, conf.learners)
+        now = self._monotonic_s()
+        for group_id, report in self._reports.items():
+            if group_id not in found and report.settled and not self._report_stale(report, now):
+                found[group_id] = (report.voters, report.learners)
+        return found
 
     def _reconcile_placement_members(self, shard_map: ShardMap) -> None:
         """Keep group 0's membership the map's live nodes: add a missing one as a learner,
@@ -1014,6 +1264,24 @@ class NodeDriver:
         g.replica.raw.transfer_leader(to_node)
         self._activate(g)
 
+    def group_reports(self) -> list[GroupReport]:
+        """This node's answer to a status poll (what the Admin ``Status`` call carries)."""
+        reports = []
+        for group_id, g in sorted(self._groups.items()):
+            raw = g.replica.raw
+            conf = raw.conf_state()
+            reports.append(
+                GroupReport(
+                    group_id=group_id,
+                    term=raw.term,
+                    is_leader=raw.role is Role.LEADER,
+                    voters=conf.voters,
+                    learners=conf.learners,
+                    settled=g.replica.applied_index >= raw.raft.log.committed,
+                )
+            )
+        return reports
+
     def all_replicas(self) -> list[Replica]:
         """Every group's replica here, the placement group's first."""
         return [g.replica for _, g in sorted(self._groups.items())]
@@ -1074,10 +1342,14 @@ class NodeDriver:
         """Where a client should send a command for ``slot`` (which this node does not
         lead): ``-MOVED`` to the leader of its shard, or ``-TRYAGAIN`` when none is known."""
         g = self._slot_group[slot]
-        if g is not None:
+        if g is not None and g.replica.raw.conf_state().is_member(self.node_id):
             address = self.leader_client_address(g.replica.group_id)
         else:
+            # Not hosted here, or a replica being added (empty, not a member yet): the
+            # map's view of the shard's leader.
             address = self._remote_leader_address(slot)
+            if address == self.settings.client_address:
+                address = None
         if address is None:
             return self._no_leader()
         return ErrorReply(f"MOVED {slot} {address}")
@@ -1150,6 +1422,8 @@ class NodeDriver:
                 # Before the tick: the tick may run check-quorum, which clears every
                 # follower's recent_active flag that this check relies on.
                 self._hand_to_preferred_leader(g)
+                if g.shard.target:
+                    self._drive_to_target(g)
             raw.tick()
             g.replica.expire_waiters(timeout_s)
             if raw.has_ready():
@@ -1157,6 +1431,7 @@ class NodeDriver:
         if balance:
             # Even while group 0 hibernates: a change to make wakes it.
             self._reconcile_placement()
+            self._check_unplaced()
         self.on_work()
 
     def _hand_to_preferred_leader(self, g: _GroupState) -> None:
@@ -1184,6 +1459,10 @@ class NodeDriver:
         if self.failed is not None:
             return None
         try:
+            if self._to_destroy:  # between cycles: no Ready of theirs is in flight
+                for group_id in self._to_destroy:
+                    self._destroy_group(group_id)
+                self._to_destroy = []
             active, self._active = self._active, {}
             cycle = Cycle()
             now_ms = self._clock_ms()
@@ -1351,11 +1630,15 @@ class NodeDriver:
 
         return served
 
-    def _best_transferee(self, g: _GroupState) -> int:
+    def _best_transferee(self, g: _GroupState, among: Iterable[int] | None = None) -> int:
+        """The most caught-up other voter (of ``among``, if given); 0 if none."""
+        allowed = None if among is None else set(among)
         status = g.replica.raw.status()
         best, best_match = 0, -1
         for node_id, progress in status.progress.items():
             if node_id == self.node_id or progress.is_learner:
+                continue
+            if allowed is not None and node_id not in allowed:
                 continue
             if progress.match > best_match:
                 best, best_match = node_id, progress.match

@@ -183,6 +183,12 @@ class ShardSnapshots:
         if is_ref(data):
             self._live[group_id] = SnapshotRef.decode(data).name
 
+    def dropped(self, group_id: int) -> None:
+        """``group_id``'s replica was destroyed here: its file goes at the next `synced`."""
+        name = self._live.pop(group_id, None)
+        if name is not None:
+            self._superseded.append(name)
+
     def remove_unreferenced(self, min_age_s: float = UNREFERENCED_FILE_MIN_AGE_S) -> int:
         """Remove files no group's latest snapshot refers to and at least ``min_age_s`` old
         (0 at startup, before the transport runs). Returns how many."""

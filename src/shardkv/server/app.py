@@ -312,8 +312,13 @@ class Server:
     def info_sections(self) -> dict[str, dict[str, str]]:
         rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         # INFO keyspace counts every shard hosted here (DBSIZE: only those this node leads).
-        keys = sum(m.key_count() for m in self._machines)
-        expires = sum(m.expires_count() for m in self._machines)
+        machines = (
+            [r.machine for _, r in self.cluster.runtime.groups()]
+            if self.cluster is not None  # shards come and go as the scheduler moves them
+            else self._machines
+        )
+        keys = sum(m.key_count() for m in machines)
+        expires = sum(m.expires_count() for m in machines)
         stats = self.metrics.commands.counts
         return {
             "server": conn_commands.server_info_fields(self),

@@ -49,6 +49,9 @@ def cluster_settings(config: ServerConfig) -> ClusterSettings:
         join=config.join_existing,
         shard_count=config.shards,
         replicas=config.replicas,
+        dead_node_timeout_s=config.dead_node_timeout_s,
+        max_concurrent_moves=config.max_concurrent_moves,
+        rebalance=config.rebalance,
     )
 
 

@@ -85,8 +85,16 @@ class ServerConfig:
     #: Shards (Raft groups) a NEW cluster splits the 16384 slots into; read only when the
     #: cluster is first created (the map is kept in the data dir afterwards).
     shards: int = 16
-    #: Replicas per shard of a new cluster, capped by the number of initial members.
+    #: Replicas per shard of a new cluster, capped by the number of initial members; the
+    #: placement scheduler keeps every shard at this many live replicas.
     replicas: int = 3
+    #: A node the placement group's leader has not heard from for this long is dead: its
+    #: replicas are re-created on live nodes.
+    dead_node_timeout_s: float = 60.0
+    #: Shards moving (a membership change under way) at once, cluster-wide.
+    max_concurrent_moves: int = 4
+    #: Whether the placement scheduler moves replicas and leaders by itself.
+    rebalance: bool = True
     #: Test-only: POST /v1/test/partition on the admin port cuts this node off from peers.
     enable_fault_injection: bool = False
 
@@ -108,6 +116,8 @@ class ServerConfig:
             "expire_sweep_max_keys",
             "shards",
             "replicas",
+            "dead_node_timeout_s",
+            "max_concurrent_moves",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -67,6 +67,8 @@ LINEARIZABILITY_TIMEOUT_S: Final = 10.0
 #: A join not answered within this many ticks is asked again (same peer address, so the
 #: placement group answers with the same id if the first ask was applied).
 JOIN_RETRY_TICKS: Final = 60
+#: How often group 0's leader polls every node's status (the balance interval).
+STATUS_POLL_INTERVAL_TICKS: Final = 10
 
 #: Client ids of the liveness phase's probes (one per shard) start here.
 PROBE_CLIENT_BASE: Final = 1_000_000
@@ -198,6 +200,9 @@ class ShardSim:
         self._probed_ok: set[int] = set()
         #: (slot, epoch) -> group that served it; a second group is a violation.
         self._served_by: dict[tuple[int, int], int] = {}
+        #: (group, epoch) -> the slots the placement group gave that group at that epoch.
+        self._epoch_slots: dict[tuple[int, int], tuple[tuple[int, int], ...]] = {}
+        self._poll_interval_ticks = STATUS_POLL_INTERVAL_TICKS
         self._joined = False
         self._join_asked_at = -JOIN_RETRY_TICKS
         self.joined_node: int | None = None
@@ -284,14 +289,22 @@ class ShardSim:
 
     def _checker(self, node_id: int) -> Callable[[int, int, int], None]:
         def served(group: int, epoch: int, slot: int) -> None:
-            assert self.shard_map is not None
             self.stats.served += 1
-            owner = self.shard_map.shard_of_slot(slot)
-            if owner.shard_id != group or owner.epoch != epoch:
+            # The slots the placement group gave ``group`` at ``epoch`` (epochs also rise
+            # on membership and leader moves, which keep the slots).
+            ranges = self._epoch_slots.get((group, epoch))
+            driver = self.nodes[node_id].driver
+            known = driver.shard_map if driver is not None else None
+            if ranges is None and known is not None and group in known.shards:
+                shard = known.shards[group]
+                if shard.epoch == epoch:
+                    ranges = self._epoch_slots[(group, epoch)] = shard.slot_ranges
+            if ranges is None or not any(first <= slot <= last for first, last in ranges):
                 raise self._fail(
                     "slot served by a group that does not own it",
                     f"node {node_id}: group {group} at epoch {epoch} served slot {slot}, "
-                    f"which the map gives to shard {owner.shard_id} at epoch {owner.epoch}",
+                    f"which the map gives to shard {group} at epoch {epoch} only as "
+                    f"{ranges}",
                 )
             first = self._served_by.setdefault((slot, epoch), group)
             if first != group:
@@ -337,12 +350,31 @@ class ShardSim:
             and self.tick - self._join_asked_at >= JOIN_RETRY_TICKS
         ):
             self._ask_to_join()
+        if self.tick % self._poll_interval_ticks == 0:
+            self._poll_statuses()
         if clients:
             self._run_clients()
         for node in list(self.nodes.values()):  # (a join applied here adds a node)
             self._run_cycles(node, faults)
         if faults:
             self._inject_faults()
+
+    def _poll_statuses(self) -> None:
+        """What `ClusterNode._poll_statuses` does over gRPC: group 0's leader asks every
+        node it can reach (not partitioned, up) for its groups' status."""
+        for node in self.nodes.values():
+            driver = node.driver
+            if driver is None:
+                continue
+            for target in driver.status_poll_targets():
+                other = self.nodes.get(target)
+                if other is None or other.driver is None:
+                    continue
+                if self.network.is_blocked(node.node_id, target) or self.network.is_blocked(
+                    target, node.node_id
+                ):
+                    continue
+                driver.record_status(target, other.driver.group_reports())
 
     def _send(self, node: _Node, messages: list[Message]) -> None:
         for m in messages:

@@ -549,3 +549,15 @@ def install_in_pages(
     stage_applied_index(group_id, applied_index, final_batch)
     final_batch.delete(META, install_marker_key(group_id))
     return info
+
+
+def stage_delete_scope(scope: KeyScope, batch: WriteBatch) -> None:
+    """Stage deleting everything of ``scope``'s group a snapshot would hold, and its
+    applied index and install marker: a replica that left this node."""
+    for tag, column, start, end in _scope_ranges(scope):
+        if tag == _META_TAG:
+            batch.delete(column, start)
+        else:
+            batch.delete_range(column, start, end)
+    batch.delete(META, applied_index_key(scope.group_id))
+    batch.delete(META, install_marker_key(scope.group_id))

@@ -220,6 +220,8 @@ class PeerTransport:
         # The stream currently accepted from each sender; older ones are superseded.
         self._inbound_streams: dict[int, object] = {}
         self._inbound_snapshots = 0
+        #: node id -> (address, channel) for Admin calls to peers (`peer_status`).
+        self._admin_channels: dict[int, tuple[str, grpc.aio.Channel]] = {}
         self._snapshot_tasks: set[asyncio.Task[None]] = set()
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -296,6 +298,10 @@ class PeerTransport:
         self._stopped = True
         peers = list(self._peers.values())
         self._peers.clear()
+        channels = [channel for _, channel in self._admin_channels.values()]
+        self._admin_channels.clear()
+        for channel in channels:
+            await channel.close(grace=None)
         for task in self._snapshot_tasks:
             task.cancel()
         await asyncio.gather(
@@ -337,6 +343,26 @@ class PeerTransport:
         )
         self._peers[node_id] = sender
         sender.start()
+
+    async def peer_status(self, node_id: int, timeout_s: float) -> pb.StatusResponse | None:
+        """``node_id``'s answer to the Admin ``Status`` call, or None (unknown peer,
+        partitioned by fault injection, unreachable, or no answer within ``timeout_s``).
+        One channel per peer is kept for these calls."""
+        sender = self._peers.get(node_id)
+        if sender is None or node_id in self._blocked or self._stopped:
+            return None
+        cached = self._admin_channels.get(node_id)
+        if cached is None or cached[0] != sender.address:
+            if cached is not None:
+                await cached[1].close(grace=None)
+            cached = (sender.address, self._new_channel(sender.address))
+            self._admin_channels[node_id] = cached
+        stub = pb_grpc.AdminStub(cached[1])  # type: ignore[no-untyped-call]
+        try:
+            response: pb.StatusResponse = await stub.Status(pb.StatusRequest(), timeout=timeout_s)
+        except grpc.aio.AioRpcError:
+            return None
+        return response
 
     def remove_peer(self, node_id: int) -> None:
         """Stop sending to ``node_id``: its queue is discarded, its stream closed in the

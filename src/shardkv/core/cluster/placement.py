@@ -67,18 +67,25 @@ def set_shards_command(shards: list[ShardInfo]) -> list[bytes]:
 
 
 def _encode_shard(shard: ShardInfo) -> bytes:
-    doc = [shard.shard_id, [list(r) for r in shard.slot_ranges], list(shard.replicas), shard.epoch]
+    doc = [
+        shard.shard_id,
+        [list(r) for r in shard.slot_ranges],
+        list(shard.replicas),
+        shard.epoch,
+        list(shard.target),
+    ]
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def _decode_shard(data: bytes) -> ShardInfo:
     try:
-        shard_id, ranges, replicas, epoch = json.loads(data)
+        shard_id, ranges, replicas, epoch, *rest = json.loads(data)
         return ShardInfo(
             int(shard_id),
             tuple((int(a), int(b)) for a, b in ranges),
             tuple(int(r) for r in replicas),
             int(epoch),
+            tuple(int(r) for r in rest[0]) if rest else (),
         )
     except (ValueError, TypeError) as exc:
         raise ShardMapError(f"unreadable shard {data[:80]!r}: {exc}") from exc
