@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -145,5 +147,39 @@ def test_a_dead_nodes_replicas_are_recreated_on_the_live_nodes(tmp_path: Path) -
         assert_every_key_reads_back(live[0].port)
         # With its last replica gone, the dead node is out of the cluster.
         assert shard_map(live[0]).nodes[victim].state == "removed"
+    finally:
+        cluster.stop()
+
+
+def test_node_remove_drains_a_node_and_every_shard_keeps_three_replicas(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "c", 4, shards=8)
+    try:
+        cluster.start()
+        write_keys(cluster.nodes[1].port)
+        leaving = 3
+        admins = ",".join(f"127.0.0.1:{n.admin_port}" for n in cluster.nodes.values())
+        started = time.monotonic()
+        out = subprocess.run(
+            [sys.executable, "-m", "shardkv", "node", "remove", "--id", str(leaving),
+             "--admin", admins, "--timeout-s", "120"],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
+        print(f"drained in {time.monotonic() - started:.1f} s:\n{out.stdout}")
+        assert f"node {leaving} is removed" in out.stdout
+        m = shard_map(cluster.nodes[1])
+        assert m.nodes[leaving].state == "removed"
+        for shard in m.shards.values():
+            assert len(shard.replicas) == 3 and leaving not in shard.replicas, shard
+        assert_every_key_reads_back(cluster.nodes[1].port)
+        # A second remove would leave 2 nodes for 3 replicas: refused, nothing changes.
+        again = subprocess.run(
+            [sys.executable, "-m", "shardkv", "node", "remove", "--id", "4",
+             "--admin", admins, "--no-wait"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert again.returncode != 0
+        assert "would leave 2 nodes for 3 replicas" in again.stderr, again.stderr
+        assert shard_map(cluster.nodes[1]).nodes[4].state == "up"
     finally:
         cluster.stop()

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from shardkv.core.cluster.scheduler import SchedulerSettings, plan
-from shardkv.core.cluster.shardmap import NodeInfo, ShardMap, initial_layout
+from shardkv.core.cluster.shardmap import NODE_DRAINING, NodeInfo, ShardMap, initial_layout
 
 SETTINGS = SchedulerSettings(replicas=3, max_concurrent_moves=4)
 
@@ -93,6 +93,17 @@ def test_a_dead_node_is_replaced_on_every_shard_it_held() -> None:
     counts = replicas_per_node(settled)
     assert max(counts.values()) - min(counts.values()) <= 1
     assert dead not in leaders_per_node(settled)
+
+
+def test_a_draining_node_is_emptied_and_receives_nothing() -> None:
+    shard_map = cluster(5, 20)
+    draining = replace(shard_map.nodes[3], state=NODE_DRAINING)
+    shard_map = shard_map.with_node(draining)
+    settled, moves, _ = converge(shard_map, set(shard_map.nodes))  # alive, yet leaving
+    assert moves == replicas_per_node(shard_map)[3]
+    assert 3 not in replicas_per_node(settled) and 3 not in leaders_per_node(settled)
+    counts = replicas_per_node(settled)
+    assert max(counts.values()) - min(counts.values()) <= 1
 
 
 def test_a_shard_without_a_quorum_of_live_replicas_is_left_alone() -> None:

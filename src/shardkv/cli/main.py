@@ -324,6 +324,31 @@ def node() -> None:
     """Nodes of a running cluster."""
 
 
+@node.command("remove")
+@click.option("--id", "node_id", type=int, required=True, help="The node to remove.")
+@click.option("--admin", "admins", default=DEFAULT_ADMINS, show_default=True, help=ADMINS_HELP)
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until drained.")
+@click.option("--timeout-s", type=float, default=1800.0, show_default=True)
+def node_remove(node_id: int, admins: str, wait: bool, timeout_s: float) -> None:
+    """Drain every replica off a node, then remove it from the cluster (stop it after).
+
+    The placement scheduler re-creates each of its replicas on the other nodes (at most
+    max_concurrent_moves at a time) before the node leaves, so every shard keeps its
+    replica count throughout."""
+    from shardkv.cli.nodes import NodeRemoveError, remove_node
+
+    try:
+        remove_node(
+            [a.strip() for a in admins.split(",") if a.strip()],
+            node_id,
+            wait=wait,
+            timeout_s=timeout_s,
+            echo=click.echo,
+        )
+    except NodeRemoveError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @node.command("list")
 @click.option("--admin", "admins", default=DEFAULT_ADMINS, show_default=True, help=ADMINS_HELP)
 def node_list(admins: str) -> None:

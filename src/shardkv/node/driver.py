@@ -61,6 +61,7 @@ from shardkv.core.cluster.placement import (
 from shardkv.core.cluster.routing import CROSSSLOT, KEYLESS, command_slot
 from shardkv.core.cluster.scheduler import SchedulerSettings, plan
 from shardkv.core.cluster.shardmap import (
+    NODE_DRAINING,
     NODE_REMOVED,
     NODE_UP,
     PLACEMENT_GROUP_ID,
@@ -898,6 +899,7 @@ class NodeDriver:
         if shard_map is None or replica.applied_index < replica.raw.raft.log.committed:
             return
         commands = self._registry_updates(shard_map) + self._membership_updates(shard_map)
+        commands += self._drained_updates(shard_map)
         if commands:
             self._propose_placement(commands)
             return
@@ -1141,6 +1143,49 @@ class NodeDriver:
                     gone = replace(shard_map.nodes[n], state=NODE_REMOVED)
                     commands.append(register_node_command(gone))
         return commands
+
+    def _drained_updates(self, shard_map: ShardMap) -> list[list[bytes]]:
+        """Mark removed each draining node that holds no replica and is in no target."""
+        placed = {n for s in shard_map.shards.values() for n in s.placed}
+        return [
+            register_node_command(replace(info, state=NODE_REMOVED))
+            for n, info in sorted(shard_map.nodes.items())
+            if info.state == NODE_DRAINING and n not in placed
+        ]
+
+    def decommission_node(self, node_id: int, on_done: ReplyCallback) -> None:
+        """Group 0's leader: start draining ``node_id`` (``shardkv node remove``): the
+        scheduler moves its replicas away, then it is marked removed. ``on_done`` gets
+        ``[OK]`` once the state is applied, or an error: unknown or removed node, or too
+        few other up nodes to keep ``replicas`` copies of every shard. Raises
+        `NotLeaderError` elsewhere (its ``leader_id`` says whom to ask)."""
+        p = self._placement
+        assert p is not None
+        if not p.replica.is_leader or self.shard_map is None:
+            raise NotLeaderError(
+                f"node {self.node_id} does not lead the placement group", p.replica.leader_id
+            )
+        shard_map = self.shard_map
+        info = shard_map.nodes.get(node_id)
+        if info is None or info.state == NODE_REMOVED:
+            on_done([ErrorReply(f"ERR node {node_id} is not in the cluster")])
+            return
+        if info.state == NODE_DRAINING:
+            on_done([OK])
+            return
+        others = [n for n, i in shard_map.nodes.items() if n != node_id and i.state == NODE_UP]
+        if len(others) < self.settings.replicas:
+            on_done(
+                [
+                    ErrorReply(
+                        f"ERR removing node {node_id} would leave {len(others)} nodes for "
+                        f"{self.settings.replicas} replicas of each shard; add a node first"
+                    )
+                ]
+            )
+            return
+        p.replica.queue_write([register_node_command(replace(info, state=NODE_DRAINING))], on_done)
+        self._activate(p)
 
     def _committed_memberships(self) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
         """shard id -> (voters, learners) as committed, from the shards' leaders: the ones

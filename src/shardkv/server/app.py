@@ -376,6 +376,7 @@ class Server:
         app.router.add_get("/v1/debug/tracemalloc/top", self._http_tracemalloc_top)
         app.router.add_post("/v1/members", self._http_member_add)
         app.router.add_delete("/v1/members/{node_id}", self._http_member_remove)
+        app.router.add_post("/v1/nodes/{node_id}/remove", self._http_node_remove)
         app.router.add_get("/v1/kv/{key}", self._http_kv)
         app.router.add_put("/v1/kv/{key}", self._http_kv)
         app.router.add_delete("/v1/kv/{key}", self._http_kv)
@@ -449,6 +450,42 @@ class Server:
         except ValueError:
             return web.json_response({"error": "node id must be an integer"}, status=400)
         return await self._membership(self.cluster.runtime.remove_member(node_id))
+
+    async def _http_node_remove(self, request: web.Request) -> web.Response:
+        """Start draining a node (``shardkv node remove``). Only the placement group's
+        leader does it; elsewhere 409 with ``leader_admin``, its admin address."""
+        if self.cluster is None:
+            return web.json_response({"error": "not a cluster member"}, status=409)
+        try:
+            node_id = int(request.match_info["node_id"])
+        except ValueError:
+            return web.json_response({"error": "node id must be an integer"}, status=400)
+        driver = self.cluster.runtime.driver
+        fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
+
+        def done(replies: list[Reply]) -> None:
+            if not fut.done():
+                fut.set_result(replies)
+
+        try:
+            driver.decommission_node(node_id, done)
+        except NotLeaderError as exc:
+            shard_map = driver.shard_map
+            leader = shard_map.nodes.get(exc.leader) if shard_map is not None else None
+            return web.json_response(
+                {
+                    "error": "this node does not lead the placement group",
+                    "leader_admin": leader.admin_address if leader is not None else "",
+                },
+                status=409,
+            )
+        try:
+            replies = await asyncio.wait_for(fut, self.config.shutdown_deadline_s * 3)
+        except TimeoutError:
+            return web.json_response({"error": "not applied in time; retry"}, status=503)
+        if isinstance(replies[0], ErrorReply):
+            return web.json_response({"error": replies[0].message}, status=409)
+        return web.json_response({"node_id": node_id, "state": "draining"})
 
     async def _membership(self, change: Awaitable[None]) -> web.Response:
         assert self.cluster is not None

@@ -6,10 +6,10 @@ each with a new epoch. The placement group's leader proposes them; it calls `pla
 only once the previous round applied. Three rules, in order:
 
 1. **Repair.** A shard with fewer live replicas than ``replicas`` (a node is dead: not
-   heard from for ``dead_node_timeout_s``) gets a ``target`` that keeps its live replicas
-   and adds the least loaded live nodes. Its leader adds them as learners, promotes them,
-   then removes the dead ones; a shard without a quorum of live replicas cannot change
-   its membership and is left alone.
+   heard from for ``dead_node_timeout_s``; or draining: ``shardkv node remove``) gets a
+   ``target`` that keeps its live replicas and adds the least loaded live nodes. Its
+   leader adds them as learners, promotes them, then removes the others; a shard without
+   a quorum of live replicas cannot change its membership and is left alone.
 2. **Replica balance.** While the most loaded live node holds at least two replicas more
    than the least loaded one, one replica moves from the first to the second (a shard
    on the first and not on the second). Every move narrows the spread by two, so the
@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 
-from shardkv.core.cluster.shardmap import NODE_REMOVED, ShardInfo, ShardMap
+from shardkv.core.cluster.shardmap import NODE_UP, ShardInfo, ShardMap
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +50,7 @@ def plan(
     """The shards to change in this round (see the module docstring), ascending by id,
     each at most once and with its epoch raised by one. ``live``: nodes heard from
     recently; nodes the map marks removed never count as live."""
-    alive = sorted(
-        n for n in live if n in shard_map.nodes and shard_map.nodes[n].state != NODE_REMOVED
-    )
+    alive = sorted(n for n in live if n in shard_map.nodes and shard_map.nodes[n].state == NODE_UP)
     if not alive:
         return []
     alive_set = frozenset(alive)

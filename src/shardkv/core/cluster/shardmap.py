@@ -38,13 +38,16 @@ class ShardMapError(ValueError):
 NODE_UP: Final = "up"
 #: `NodeInfo.state` of a node removed from every group: kept so its id is never reused.
 NODE_REMOVED: Final = "removed"
+#: Being decommissioned (``shardkv node remove``): the scheduler moves every replica off
+#: it and places nothing new there; once it holds none it is marked removed.
+NODE_DRAINING: Final = "draining"
 
 
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
     """A node as the map knows it: its addresses (``host:port``) for peers (gRPC), Redis
     clients (the address in ``-MOVED``) and operators (admin HTTP), each empty until the
-    node registered it, and its state (`NODE_UP` or `NODE_REMOVED`)."""
+    node registered it, and its state (`NODE_UP`, `NODE_DRAINING` or `NODE_REMOVED`)."""
 
     node_id: int
     peer_address: str
