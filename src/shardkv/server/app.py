@@ -442,24 +442,29 @@ class Server:
             )
         return await self._membership(self.cluster.runtime.add_member(node_id, address))
 
-    async def _http_member_remove(self, request: web.Request) -> web.Response:
+    def _node_id_in_path(self, request: web.Request) -> int | web.Response:
+        """The ``{node_id}`` of a cluster request, or the error response to give."""
         if self.cluster is None:
             return web.json_response({"error": "not a cluster member"}, status=409)
         try:
-            node_id = int(request.match_info["node_id"])
+            return int(request.match_info["node_id"])
         except ValueError:
             return web.json_response({"error": "node id must be an integer"}, status=400)
+
+    async def _http_member_remove(self, request: web.Request) -> web.Response:
+        node_id = self._node_id_in_path(request)
+        if isinstance(node_id, web.Response):
+            return node_id
+        assert self.cluster is not None
         return await self._membership(self.cluster.runtime.remove_member(node_id))
 
     async def _http_node_remove(self, request: web.Request) -> web.Response:
         """Start draining a node (``shardkv node remove``). Only the placement group's
         leader does it; elsewhere 409 with ``leader_admin``, its admin address."""
-        if self.cluster is None:
-            return web.json_response({"error": "not a cluster member"}, status=409)
-        try:
-            node_id = int(request.match_info["node_id"])
-        except ValueError:
-            return web.json_response({"error": "node id must be an integer"}, status=400)
+        node_id = self._node_id_in_path(request)
+        if isinstance(node_id, web.Response):
+            return node_id
+        assert self.cluster is not None
         driver = self.cluster.runtime.driver
         fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
 
