@@ -102,7 +102,25 @@ def main() -> None:
     "--replicas",
     type=int,
     default=None,
-    help="Replicas per shard of a new cluster, capped by the member count. [3]",
+    help="Replicas per shard of a new cluster, capped by the member count; the scheduler "
+    "keeps every shard at this many live replicas. [3]",
+)
+@click.option(
+    "--dead-node-timeout-s",
+    type=float,
+    default=None,
+    help="A node unheard of for this long is dead: its replicas are re-created. [60]",
+)
+@click.option(
+    "--max-concurrent-moves",
+    type=int,
+    default=None,
+    help="Shards the scheduler moves at once, cluster-wide. [4]",
+)
+@click.option(
+    "--rebalance/--no-rebalance",
+    default=None,
+    help="Let the scheduler move replicas and leaders by itself. [on]",
 )
 @click.option(
     "--advertise-host", default=None, help="Host clients are redirected to for this node. [--bind]"
