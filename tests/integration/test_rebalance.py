@@ -183,3 +183,49 @@ def test_node_remove_drains_a_node_and_every_shard_keeps_three_replicas(tmp_path
         assert shard_map(cluster.nodes[1]).nodes[4].state == "up"
     finally:
         cluster.stop()
+
+
+def shardkv_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shardkv", *args], capture_output=True, text=True, timeout=180
+    )
+
+
+def test_rebalance_pause_holds_moves_and_resume_lets_them_finish(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "c", 3, shards=6)
+    newcomer: ServerProcess | None = None
+    try:
+        cluster.start()
+        admins = ",".join(f"127.0.0.1:{n.admin_port}" for n in cluster.nodes.values())
+        paused = shardkv_cli("rebalance", "pause", "--admin", admins)
+        assert paused.returncode == 0, paused.stderr
+        newcomer = ServerProcess(
+            tmp_path / "c" / "node-new", "--peer-port", str(free_port()), "--join",
+            f"127.0.0.1:{cluster.peer_ports[1]}",
+        ).start(timeout_s=60)  # fmt: skip
+        time.sleep(8)  # several scheduler rounds
+        m = shard_map(cluster.nodes[1])
+        assert m.rebalance_paused
+        assert not any(4 in s.placed for s in m.shards.values()), m.shards
+        status_out = shardkv_cli("rebalance", "status", "--admin", admins)
+        assert "balancing: paused" in status_out.stdout, status_out.stdout + status_out.stderr
+        resumed = shardkv_cli("rebalance", "resume", "--admin", admins)
+        assert resumed.returncode == 0, resumed.stderr
+        joined = newcomer
+        eventually(
+            lambda: (
+                sum(1 for s in shard_map(cluster.nodes[1]).shards.values() if 4 in s.replicas) >= 4
+            ),
+            lambda: f"no moves after resume: {shard_map(cluster.nodes[1]).shards}",
+            timeout_s=90,
+        )
+        waited = shardkv_cli("rebalance", "status", "--admin", admins, "--wait")
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+        assert "balancing: on" in waited.stdout
+        assert leads(joined) >= 1 or eventually(
+            lambda: leads(joined) >= 1, lambda: "node 4 leads nothing", timeout_s=30
+        )
+    finally:
+        cluster.stop()
+        if newcomer is not None:
+            newcomer.stop()

@@ -162,3 +162,14 @@ def test_100_nodes_and_10000_shards_converge_to_a_balanced_layout(
         f"moves {moves} (minimum {minimum}), rounds {len(timings)}, decision "
         f"max {max(timings) * 1000:.1f} ms, median {median_ms:.1f} ms"
     )
+
+
+def test_paused_balancing_still_repairs_but_moves_nothing_else() -> None:
+    shard_map = add_nodes(cluster(4, 12), 1)  # node 5 is new and empty; node 2 is dead
+    paused = SchedulerSettings(replicas=3, max_concurrent_moves=100, balance=False)
+    changes = plan(shard_map, {1, 3, 4, 5}, paused)
+    assert changes and all(2 in shard_map.shards[c.shard_id].replicas for c in changes)
+    assert all(2 not in c.target for c in changes)
+    settled, _, _ = converge(shard_map, {1, 3, 4, 5}, paused)
+    assert 2 not in replicas_per_node(settled)  # repaired...
+    assert plan(settled, {1, 3, 4, 5}, paused) == []  # ...and not balanced further

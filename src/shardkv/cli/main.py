@@ -353,7 +353,7 @@ def node_remove(node_id: int, admins: str, wait: bool, timeout_s: float) -> None
     The placement scheduler re-creates each of its replicas on the other nodes (at most
     max_concurrent_moves at a time) before the node leaves, so every shard keeps its
     replica count throughout."""
-    from shardkv.cli.nodes import NodeRemoveError, remove_node
+    from shardkv.cli.nodes import PlacementRequestError, remove_node
 
     try:
         remove_node(
@@ -363,7 +363,7 @@ def node_remove(node_id: int, admins: str, wait: bool, timeout_s: float) -> None
             timeout_s=timeout_s,
             echo=click.echo,
         )
-    except NodeRemoveError as exc:
+    except PlacementRequestError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -375,3 +375,76 @@ def node_list(admins: str) -> None:
     from shardkv.cli.local_cluster import discover_admins, print_status
 
     sys.exit(print_status(discover_admins([a.strip() for a in admins.split(",") if a.strip()])))
+
+
+@main.group()
+def rebalance() -> None:
+    """The placement scheduler's moves: pause, resume, watch."""
+
+
+def _admin_list(admins: str) -> list[str]:
+    return [a.strip() for a in admins.split(",") if a.strip()]
+
+
+@rebalance.command("pause")
+@click.option("--admin", "admins", default=DEFAULT_ADMINS, show_default=True, help=ADMINS_HELP)
+def rebalance_pause(admins: str) -> None:
+    """Stop balance and leader moves (moves under way finish; repairs and drains go on)."""
+    from shardkv.cli.nodes import PlacementRequestError, set_rebalance
+
+    try:
+        set_rebalance(_admin_list(admins), paused=True)
+    except PlacementRequestError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("balancing paused")
+
+
+@rebalance.command("resume")
+@click.option("--admin", "admins", default=DEFAULT_ADMINS, show_default=True, help=ADMINS_HELP)
+def rebalance_resume(admins: str) -> None:
+    """Let the scheduler balance replicas and leaders again."""
+    from shardkv.cli.nodes import PlacementRequestError, set_rebalance
+
+    try:
+        set_rebalance(_admin_list(admins), paused=False)
+    except PlacementRequestError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("balancing resumed")
+
+
+@rebalance.command("status")
+@click.option("--admin", "admins", default=DEFAULT_ADMINS, show_default=True, help=ADMINS_HELP)
+@click.option("--wait", is_flag=True, help="Draw a progress bar until no move is under way.")
+@click.option("--timeout-s", type=float, default=1800.0, show_default=True)
+def rebalance_status_command(admins: str, wait: bool, timeout_s: float) -> None:
+    """Whether balancing is paused, and every move under way with its step."""
+    import time
+
+    from shardkv.cli.nodes import PlacementRequestError, rebalance_status
+
+    try:
+        status = rebalance_status(_admin_list(admins))
+        click.echo(f"balancing: {'paused' if status['paused'] else 'on'}")
+        operators = status["operators"]
+        for op in operators:
+            click.echo(
+                f"shard {op['shard']}: {op['replicas']} -> {op['target']}, step "
+                f"{op['done_steps']}/{op['total_steps']}: {op['step']}"
+            )
+        if not operators:
+            click.echo("no move under way")
+        if not wait or not operators:
+            return
+        deadline = time.monotonic() + timeout_s
+        with click.progressbar(length=len(operators), label="moves") as bar:
+            running = {op["shard"] for op in operators}
+            while running and time.monotonic() < deadline:
+                time.sleep(1.0)
+                now = {op["shard"] for op in rebalance_status(_admin_list(admins))["operators"]}
+                finished = running - now
+                bar.update(len(finished))
+                running -= finished
+        if running:
+            raise click.ClickException(f"moves of shards {sorted(running)} still under way")
+    except PlacementRequestError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,4 +1,5 @@
-"""``shardkv node remove``: decommission a node through the placement group's leader."""
+"""``shardkv node remove`` and ``shardkv rebalance``: requests to the placement group's
+leader, found through any node's admin address."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 from shardkv.cli.local_cluster import discover_admins, fetch_status
 from shardkv.core.cluster.shardmap import NODE_REMOVED, ShardMap
@@ -15,8 +17,8 @@ from shardkv.core.cluster.shardmap import NODE_REMOVED, ShardMap
 POLL_INTERVAL_S = 1.0
 
 
-class NodeRemoveError(Exception):
-    """The node cannot be removed now; the message says why and what to do."""
+class PlacementRequestError(Exception):
+    """The request cannot be done now; the message says why and what to do."""
 
 
 def remove_node(
@@ -30,19 +32,12 @@ def remove_node(
     """Ask the placement group's leader (found through any of ``admins``) to drain
     ``node_id``; with ``wait``, report the replicas left until it is removed."""
     every = discover_admins(admins)
-    leader = _placement_leader_admin(every)
+    leader = placement_leader_admin(every)
     if leader is None:
-        raise NodeRemoveError(
+        raise PlacementRequestError(
             f"no placement group leader found through {', '.join(every)}: is the cluster up?"
         )
-    request = urllib.request.Request(f"http://{leader}/v1/nodes/{node_id}/remove", method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as resp:
-            json.load(resp)
-    except urllib.error.HTTPError as err:
-        raise NodeRemoveError(json.load(err).get("error", str(err))) from err
-    except (urllib.error.URLError, OSError) as err:
-        raise NodeRemoveError(f"cannot reach {leader}: {err}") from err
+    _call("POST", f"http://{leader}/v1/nodes/{node_id}/remove")
     echo(f"node {node_id} is draining")
     if not wait:
         return
@@ -60,13 +55,13 @@ def remove_node(
                 echo(f"node {node_id}: {left} replica{'' if left == 1 else 's'} left")
                 last = left
         time.sleep(POLL_INTERVAL_S)
-    raise NodeRemoveError(
+    raise PlacementRequestError(
         f"node {node_id} still holds replicas after {timeout_s:.0f} s; it keeps draining "
         "(see `shardkv node list`)"
     )
 
 
-def _placement_leader_admin(admins: list[str], wait_s: float = 30.0) -> str | None:
+def placement_leader_admin(admins: list[str], wait_s: float = 30.0) -> str | None:
     """The admin address of the node that leads the placement group, waiting up to
     ``wait_s`` for one (an election, a cluster just started)."""
     deadline = time.monotonic() + wait_s
@@ -88,3 +83,39 @@ def _map(admins: list[str]) -> ShardMap | None:
         if raw:
             return ShardMap.decode(str(raw).encode())
     return None
+
+
+def set_rebalance(admins: list[str], paused: bool) -> None:
+    """Pause or resume the scheduler's balance and leader moves."""
+    leader = _leader_or_fail(admins)
+    _call("POST", f"http://{leader}/v1/rebalance", {"paused": paused})
+
+
+def rebalance_status(admins: list[str]) -> dict[str, Any]:
+    """The placement group leader's view: ``paused`` and ``operators`` (moves under way)."""
+    return _call("GET", f"http://{_leader_or_fail(admins)}/v1/rebalance")
+
+
+def _leader_or_fail(admins: list[str]) -> str:
+    every = discover_admins(admins)
+    leader = placement_leader_admin(every)
+    if leader is None:
+        raise PlacementRequestError(
+            f"no placement group leader found through {', '.join(every)}: is the cluster up?"
+        )
+    return leader
+
+
+def _call(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            result: dict[str, Any] = json.load(resp)
+            return result
+    except urllib.error.HTTPError as err:
+        raise PlacementRequestError(json.load(err).get("error", str(err))) from err
+    except (urllib.error.URLError, OSError) as err:
+        raise PlacementRequestError(f"cannot reach {url}: {err}") from err

@@ -55,6 +55,7 @@ from shardkv.core.cluster.placement import (
     PlacementMachine,
     join_node_command,
     placement_members,
+    rebalance_command,
     register_node_command,
     set_shards_command,
 )
@@ -926,7 +927,9 @@ class NodeDriver:
         if not s.rebalance or since is None or now - since < 3 * interval_s:
             return []
         settings = SchedulerSettings(
-            replicas=s.replicas, max_concurrent_moves=s.max_concurrent_moves
+            replicas=s.replicas,
+            max_concurrent_moves=s.max_concurrent_moves,
+            balance=not shard_map.rebalance_paused,
         )
         changes = plan(shard_map, self.live_nodes(), settings)
         if not changes:
@@ -1186,6 +1189,46 @@ class NodeDriver:
             return
         p.replica.queue_write([register_node_command(replace(info, state=NODE_DRAINING))], on_done)
         self._activate(p)
+
+    def set_rebalance_paused(self, paused: bool, on_done: ReplyCallback) -> None:
+        """Group 0's leader: pause or resume the scheduler's balance and leader moves
+        (``shardkv rebalance pause|resume``); ``on_done`` gets ``[OK]`` once applied.
+        Raises `NotLeaderError` elsewhere."""
+        p = self._placement
+        assert p is not None
+        if not p.replica.is_leader:
+            raise NotLeaderError(
+                f"node {self.node_id} does not lead the placement group", p.replica.leader_id
+            )
+        p.replica.queue_write([rebalance_command(paused)], on_done)
+        self._activate(p)
+
+    def rebalance_status(self) -> dict[str, object]:
+        """Whether balancing is paused, and each move under way: the shard, where it is
+        (``replicas``) and goes (``target``), its membership as its leader last reported
+        (exact on group 0's leader, which receives the reports), and the next step."""
+        shard_map = self.shard_map
+        if shard_map is None:
+            return {"paused": False, "operators": []}
+        memberships = self._committed_memberships()
+        operators = []
+        for shard_id, shard in sorted(shard_map.shards.items()):
+            if not shard.target:
+                continue
+            voters, learners = memberships.get(shard_id, (shard.replicas, ()))
+            operators.append(
+                {
+                    "shard": shard_id,
+                    "replicas": list(shard.replicas),
+                    "target": list(shard.target),
+                    "voters": list(voters),
+                    "learners": list(learners),
+                    "step": _move_step(shard.target, voters, learners),
+                    "done_steps": _move_steps_done(shard, voters, learners),
+                    "total_steps": _move_steps_total(shard),
+                }
+            )
+        return {"paused": shard_map.rebalance_paused, "operators": operators}
 
     def _committed_memberships(self) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
         """shard id -> (voters, learners) as committed, from the shards' leaders: the ones
@@ -1688,6 +1731,36 @@ class NodeDriver:
             if progress.match > best_match:
                 best, best_match = node_id, progress.match
         return best
+
+
+def _move_step(target: tuple[int, ...], voters: tuple[int, ...], learners: tuple[int, ...]) -> str:
+    """What a move's shard leader does next (see `NodeDriver._drive_to_target`)."""
+    missing = [n for n in target if n not in voters and n not in learners]
+    if missing:
+        return f"add learner {missing[0]}"
+    catching_up = [n for n in learners if n in target]
+    if catching_up:
+        return f"learner {catching_up[0]} catching up, then promote"
+    extra = [n for n in voters if n not in target]
+    if extra:
+        return f"remove {extra[0]}"
+    return "record the new replicas"
+
+
+def _move_steps_total(shard: ShardInfo) -> int:
+    """Conf changes a move takes: add and promote each new node, remove each old one."""
+    added = sum(1 for n in shard.target if n not in shard.replicas)
+    removed = sum(1 for n in shard.replicas if n not in shard.target)
+    return 2 * added + removed
+
+
+def _move_steps_done(shard: ShardInfo, voters: tuple[int, ...], learners: tuple[int, ...]) -> int:
+    done = 0
+    for n in shard.target:
+        if n not in shard.replicas:
+            done += 2 if n in voters else 1 if n in learners else 0
+    done += sum(1 for n in shard.replicas if n not in shard.target and n not in voters)
+    return done
 
 
 def _ignore(replies: list[Reply]) -> None:

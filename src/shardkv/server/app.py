@@ -19,7 +19,7 @@ import signal
 import ssl
 import time
 import tracemalloc
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -377,6 +377,8 @@ class Server:
         app.router.add_post("/v1/members", self._http_member_add)
         app.router.add_delete("/v1/members/{node_id}", self._http_member_remove)
         app.router.add_post("/v1/nodes/{node_id}/remove", self._http_node_remove)
+        app.router.add_get("/v1/rebalance", self._http_rebalance)
+        app.router.add_post("/v1/rebalance", self._http_rebalance)
         app.router.add_get("/v1/kv/{key}", self._http_kv)
         app.router.add_put("/v1/kv/{key}", self._http_kv)
         app.router.add_delete("/v1/kv/{key}", self._http_kv)
@@ -466,6 +468,39 @@ class Server:
             return node_id
         assert self.cluster is not None
         driver = self.cluster.runtime.driver
+        return await self._placement_change(
+            lambda done: driver.decommission_node(node_id, done),
+            {"node_id": node_id, "state": "draining"},
+        )
+
+    async def _http_rebalance(self, request: web.Request) -> web.Response:
+        """GET: whether balancing is paused and every move under way (exact on the
+        placement group's leader). POST ``{"paused": true|false}``: pause or resume
+        (``shardkv rebalance``); only the placement group's leader does it (409 with
+        ``leader_admin`` elsewhere)."""
+        if self.cluster is None:
+            return web.json_response({"error": "not a cluster member"}, status=409)
+        driver = self.cluster.runtime.driver
+        if request.method == "GET":
+            return web.json_response(driver.rebalance_status())
+        try:
+            paused = (await request.json())["paused"]
+            if not isinstance(paused, bool):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"error": 'expected JSON {"paused": true|false}'}, 400)
+        return await self._placement_change(
+            lambda done: driver.set_rebalance_paused(paused, done), {"paused": paused}
+        )
+
+    async def _placement_change(
+        self, propose: Callable[[Callable[[list[Reply]], None]], None], ok: dict[str, Any]
+    ) -> web.Response:
+        """Run a change only the placement group's leader makes; answer ``ok`` once it
+        applied, 409 with the leader's admin address elsewhere, 409 with an error reply's
+        message, 503 if it did not apply in time."""
+        assert self.cluster is not None
+        driver = self.cluster.runtime.driver
         fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
 
         def done(replies: list[Reply]) -> None:
@@ -473,7 +508,7 @@ class Server:
                 fut.set_result(replies)
 
         try:
-            driver.decommission_node(node_id, done)
+            propose(done)
         except NotLeaderError as exc:
             shard_map = driver.shard_map
             leader = shard_map.nodes.get(exc.leader) if shard_map is not None else None
@@ -490,7 +525,7 @@ class Server:
             return web.json_response({"error": "not applied in time; retry"}, status=503)
         if isinstance(replies[0], ErrorReply):
             return web.json_response({"error": replies[0].message}, status=409)
-        return web.json_response({"node_id": node_id, "state": "draining"})
+        return web.json_response(ok)
 
     async def _membership(self, change: Awaitable[None]) -> web.Response:
         assert self.cluster is not None

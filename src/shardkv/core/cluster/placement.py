@@ -13,6 +13,8 @@ guessing. The map changes only through the commands below, proposed by group 0's
 - ``SET_SHARDS <shard json> [...]``: add shards or replace them, all at once; each changed
   shard's epoch must rise (`ShardMap.with_shards`), and the result must still give every
   slot to exactly one shard.
+- ``SET_REBALANCE <pause|resume>``: stop or restart the scheduler's balance and leader
+  moves (``shardkv rebalance pause``; repairs and drains go on).
 
 A command that would break the map is refused (an error reply, nothing changes), on every
 replica alike. This module is pure: the node driver stages the writes it returns and
@@ -39,12 +41,18 @@ SHARD_MAP_KEY: Final = b"cluster/shard_map"
 REGISTER_NODE: Final = b"\x00place-node"
 JOIN_NODE: Final = b"\x00place-join"
 SET_SHARDS: Final = b"\x00place-shards"
+#: ``rebalance <pause|resume>``: stop or restart the scheduler's balance moves.
+SET_REBALANCE: Final = b"\x00place-rebalance"
 
 
 def placement_members(node_ids: list[int]) -> tuple[list[int], list[int]]:
     """(voters, learners) of the placement group of a cluster of ``node_ids``."""
     ordered = sorted(node_ids)
     return ordered[:PLACEMENT_VOTERS_MAX], ordered[PLACEMENT_VOTERS_MAX:]
+
+
+def rebalance_command(paused: bool) -> list[bytes]:
+    return [SET_REBALANCE, b"pause" if paused else b"resume"]
 
 
 def register_node_command(node: NodeInfo) -> list[bytes]:
@@ -133,6 +141,8 @@ class PlacementMachine:
                 reply = node_id
             elif args[0] == SET_SHARDS and len(args) >= 2:
                 updated = current.with_shards([_decode_shard(a) for a in args[1:]])
+            elif args[0] == SET_REBALANCE and len(args) == 2 and args[1] in (b"pause", b"resume"):
+                updated = current.with_rebalance_paused(args[1] == b"pause")
             else:
                 return ErrorReply(f"ERR unknown placement command {args[0][1:]!r}")
         except (ShardMapError, ValueError) as exc:

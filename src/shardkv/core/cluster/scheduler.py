@@ -42,6 +42,8 @@ class SchedulerSettings:
     max_concurrent_moves: int = 4
     #: Preferred-leader reorders per round (cheap: no data moves, only leaderships).
     max_leader_moves: int = 16
+    #: Rules 2 and 3 (``shardkv rebalance pause`` turns them off; repair stays on).
+    balance: bool = True
 
 
 def plan(
@@ -81,6 +83,9 @@ def plan(
             load[n] += 1
         changed[shard_id] = replace(shard, epoch=shard.epoch + 1, target=(*kept, *added))
         budget -= 1
+
+    if not settings.balance:
+        return [changed[i] for i in sorted(changed)]
 
     # 2. Replica balance.
     on_node: dict[int, list[int]] = {n: [] for n in alive}

@@ -94,6 +94,9 @@ class ShardMap:
 
     nodes: dict[int, NodeInfo]
     shards: dict[int, ShardInfo]
+    #: ``shardkv rebalance pause``: the scheduler makes no balance or leader moves
+    #: (repairs and drains go on).
+    rebalance_paused: bool = False
     _slot_owner: list[int] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -144,7 +147,9 @@ class ShardMap:
 
     def with_node(self, node: NodeInfo) -> ShardMap:
         """A copy where ``node`` replaces the node with its id (or is added)."""
-        return ShardMap({**self.nodes, node.node_id: node}, dict(self.shards))
+        return ShardMap(
+            {**self.nodes, node.node_id: node}, dict(self.shards), self.rebalance_paused
+        )
 
     def with_shards(self, shards: list[ShardInfo]) -> ShardMap:
         """A copy where each of ``shards`` replaces the shard with its id (or is added).
@@ -157,7 +162,14 @@ class ShardMap:
                 raise ShardMapError(
                     f"shard {shard.shard_id}: epoch {shard.epoch} does not rise above {old.epoch}"
                 )
-        return ShardMap(dict(self.nodes), {**self.shards, **{s.shard_id: s for s in shards}})
+        return ShardMap(
+            dict(self.nodes),
+            {**self.shards, **{s.shard_id: s for s in shards}},
+            self.rebalance_paused,
+        )
+
+    def with_rebalance_paused(self, paused: bool) -> ShardMap:
+        return ShardMap(dict(self.nodes), dict(self.shards), paused)
 
     def up_nodes(self) -> list[int]:
         """Ids of the nodes not removed, ascending."""
@@ -173,6 +185,7 @@ class ShardMap:
                 [n.node_id, n.peer_address, n.client_address, n.admin_address, n.state]
                 for _, n in sorted(self.nodes.items())
             ],
+            "rebalance_paused": self.rebalance_paused,
             "shards": [
                 [
                     s.shard_id,
@@ -207,11 +220,12 @@ class ShardMap:
                 )
                 for s in doc["shards"]
             }
+            paused = bool(doc.get("rebalance_paused", False))
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             if isinstance(exc, ShardMapError):
                 raise
             raise ShardMapError(f"unreadable shard map: {exc}") from exc
-        return cls(nodes, shards)
+        return cls(nodes, shards, paused)
 
 
 def equal_slot_ranges(shard_count: int) -> list[SlotRange]:
