@@ -289,22 +289,9 @@ def _leader_admin(admins: str) -> str:
 
 
 def _admin_call(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    import json
-    import urllib.error
-    import urllib.request
+    from shardkv.cli.nodes import call
 
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=180) as resp:
-            result: dict[str, Any] = json.load(resp)
-            return result
-    except urllib.error.HTTPError as err:
-        raise click.ClickException(json.load(err).get("error", str(err))) from err
-    except (urllib.error.URLError, OSError) as err:
-        raise click.ClickException(f"cannot reach {url}: {err}") from err
+    return call(method, url, body, timeout_s=180)
 
 
 ADMINS_HELP = "Comma-separated admin HTTP addresses; the leader among them is used."
@@ -353,18 +340,9 @@ def node_remove(node_id: int, admins: str, wait: bool, timeout_s: float) -> None
     The placement scheduler re-creates each of its replicas on the other nodes (at most
     max_concurrent_moves at a time) before the node leaves, so every shard keeps its
     replica count throughout."""
-    from shardkv.cli.nodes import PlacementRequestError, remove_node
+    from shardkv.cli.nodes import remove_node
 
-    try:
-        remove_node(
-            [a.strip() for a in admins.split(",") if a.strip()],
-            node_id,
-            wait=wait,
-            timeout_s=timeout_s,
-            echo=click.echo,
-        )
-    except PlacementRequestError as exc:
-        raise click.ClickException(str(exc)) from exc
+    remove_node(_admin_list(admins), node_id, wait=wait, timeout_s=timeout_s, echo=click.echo)
 
 
 @node.command("list")
@@ -386,30 +364,25 @@ def _admin_list(admins: str) -> list[str]:
     return [a.strip() for a in admins.split(",") if a.strip()]
 
 
+def _set_rebalance(admins: str, paused: bool) -> None:
+    from shardkv.cli.nodes import set_rebalance
+
+    set_rebalance(_admin_list(admins), paused=paused)
+    click.echo(f"balancing {'paused' if paused else 'resumed'}")
+
+
 @rebalance.command("pause")
 @click.option("--admin", "admins", default=DEFAULT_ADMINS, show_default=True, help=ADMINS_HELP)
 def rebalance_pause(admins: str) -> None:
     """Stop balance and leader moves (moves under way finish; repairs and drains go on)."""
-    from shardkv.cli.nodes import PlacementRequestError, set_rebalance
-
-    try:
-        set_rebalance(_admin_list(admins), paused=True)
-    except PlacementRequestError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo("balancing paused")
+    _set_rebalance(admins, paused=True)
 
 
 @rebalance.command("resume")
 @click.option("--admin", "admins", default=DEFAULT_ADMINS, show_default=True, help=ADMINS_HELP)
 def rebalance_resume(admins: str) -> None:
     """Let the scheduler balance replicas and leaders again."""
-    from shardkv.cli.nodes import PlacementRequestError, set_rebalance
-
-    try:
-        set_rebalance(_admin_list(admins), paused=False)
-    except PlacementRequestError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo("balancing resumed")
+    _set_rebalance(admins, paused=False)
 
 
 @rebalance.command("status")
@@ -420,31 +393,28 @@ def rebalance_status_command(admins: str, wait: bool, timeout_s: float) -> None:
     """Whether balancing is paused, and every move under way with its step."""
     import time
 
-    from shardkv.cli.nodes import PlacementRequestError, rebalance_status
+    from shardkv.cli.nodes import rebalance_status
 
-    try:
-        status = rebalance_status(_admin_list(admins))
-        click.echo(f"balancing: {'paused' if status['paused'] else 'on'}")
-        operators = status["operators"]
-        for op in operators:
-            click.echo(
-                f"shard {op['shard']}: {op['replicas']} -> {op['target']}, step "
-                f"{op['done_steps']}/{op['total_steps']}: {op['step']}"
-            )
-        if not operators:
-            click.echo("no move under way")
-        if not wait or not operators:
-            return
-        deadline = time.monotonic() + timeout_s
-        with click.progressbar(length=len(operators), label="moves") as bar:
-            running = {op["shard"] for op in operators}
-            while running and time.monotonic() < deadline:
-                time.sleep(1.0)
-                now = {op["shard"] for op in rebalance_status(_admin_list(admins))["operators"]}
-                finished = running - now
-                bar.update(len(finished))
-                running -= finished
-        if running:
-            raise click.ClickException(f"moves of shards {sorted(running)} still under way")
-    except PlacementRequestError as exc:
-        raise click.ClickException(str(exc)) from exc
+    status = rebalance_status(_admin_list(admins))
+    click.echo(f"balancing: {'paused' if status['paused'] else 'on'}")
+    operators = status["operators"]
+    for op in operators:
+        click.echo(
+            f"shard {op['shard']}: {op['replicas']} -> {op['target']}, step "
+            f"{op['done_steps']}/{op['total_steps']}: {op['step']}"
+        )
+    if not operators:
+        click.echo("no move under way")
+    if not wait or not operators:
+        return
+    deadline = time.monotonic() + timeout_s
+    with click.progressbar(length=len(operators), label="moves") as bar:
+        running = {op["shard"] for op in operators}
+        while running and time.monotonic() < deadline:
+            time.sleep(1.0)
+            now = {op["shard"] for op in rebalance_status(_admin_list(admins))["operators"]}
+            finished = running - now
+            bar.update(len(finished))
+            running -= finished
+    if running:
+        raise click.ClickException(f"moves of shards {sorted(running)} still under way")

@@ -10,6 +10,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import click
+
 from shardkv.cli.local_cluster import discover_admins, fetch_status
 from shardkv.core.cluster.shardmap import NODE_REMOVED, ShardMap
 
@@ -17,8 +19,9 @@ from shardkv.core.cluster.shardmap import NODE_REMOVED, ShardMap
 POLL_INTERVAL_S = 1.0
 
 
-class PlacementRequestError(Exception):
-    """The request cannot be done now; the message says why and what to do."""
+class PlacementRequestError(click.ClickException):
+    """The request cannot be done now; the message says why and what to do (the CLI
+    prints it and exits with status 1)."""
 
 
 def remove_node(
@@ -37,7 +40,7 @@ def remove_node(
         raise PlacementRequestError(
             f"no placement group leader found through {', '.join(every)}: is the cluster up?"
         )
-    _call("POST", f"http://{leader}/v1/nodes/{node_id}/remove")
+    call("POST", f"http://{leader}/v1/nodes/{node_id}/remove")
     echo(f"node {node_id} is draining")
     if not wait:
         return
@@ -88,12 +91,12 @@ def _map(admins: list[str]) -> ShardMap | None:
 def set_rebalance(admins: list[str], paused: bool) -> None:
     """Pause or resume the scheduler's balance and leader moves."""
     leader = _leader_or_fail(admins)
-    _call("POST", f"http://{leader}/v1/rebalance", {"paused": paused})
+    call("POST", f"http://{leader}/v1/rebalance", {"paused": paused})
 
 
 def rebalance_status(admins: list[str]) -> dict[str, Any]:
     """The placement group leader's view: ``paused`` and ``operators`` (moves under way)."""
-    return _call("GET", f"http://{_leader_or_fail(admins)}/v1/rebalance")
+    return call("GET", f"http://{_leader_or_fail(admins)}/v1/rebalance")
 
 
 def _leader_or_fail(admins: list[str]) -> str:
@@ -106,13 +109,16 @@ def _leader_or_fail(admins: list[str]) -> str:
     return leader
 
 
-def _call(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def call(
+    method: str, url: str, body: dict[str, Any] | None = None, timeout_s: float = 60.0
+) -> dict[str, Any]:
+    """A JSON admin HTTP request; raises `PlacementRequestError` with the server's error."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
         url, data=data, method=method, headers={"Content-Type": "application/json"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=60) as resp:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             result: dict[str, Any] = json.load(resp)
             return result
     except urllib.error.HTTPError as err:
