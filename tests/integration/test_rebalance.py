@@ -36,6 +36,16 @@ def leads(node: ServerProcess) -> int:
     return sum(1 for s in status(node)["shards"] if s["role"] == "leader")  # type: ignore[attr-defined,index]
 
 
+def metric(node: ServerProcess, name: str) -> float:
+    """The value of an unlabelled series in ``node``'s /metrics."""
+    url = f"http://127.0.0.1:{node.admin_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "_total "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
+
+
 def eventually(check: Callable[[], bool], what: Callable[[], str], timeout_s: float) -> float:
     """Seconds until ``check`` held; fails with ``what()`` after ``timeout_s``."""
     started = time.monotonic()
@@ -105,6 +115,10 @@ def test_a_joined_node_receives_its_share_of_replicas_and_leaders(tmp_path: Path
         counts = {n: sum(1 for s in m.shards.values() if n in s.replicas) for n in m.nodes}
         assert max(counts.values()) - min(counts.values()) <= 1, counts
         assert_every_key_reads_back(joined.port)
+        moved = sum(1 for s in m.shards.values() if 4 in s.replicas)
+        assert metric(joined, "shardkv_snapshot_bytes_installed") > 0
+        everyone = (*cluster.nodes.values(), joined)
+        assert sum(metric(n, "shardkv_placement_moves_finished") for n in everyone) >= moved
         # Replicas that moved away were deleted from the nodes they left.
         eventually(
             lambda: all(

@@ -323,6 +323,10 @@ class NodeDriver:
         self.snapshots_taken = 0
         self.snapshots_installed = 0
         self.proposals = 0
+        #: As group 0's leader: moves proposed, and moves recorded as reached.
+        self.moves_scheduled = 0
+        self.moves_finished = 0
+        self.replicas_destroyed = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -934,6 +938,7 @@ class NodeDriver:
         changes = plan(shard_map, self.live_nodes(), settings)
         if not changes:
             return []
+        self.moves_scheduled += sum(1 for c in changes if c.target)
         log.info(
             "placement_scheduled",
             moves=[(c.shard_id, c.target) for c in changes if c.target],
@@ -1075,6 +1080,7 @@ class NodeDriver:
             stage_delete_scope(machine.scope, batch)
         self._engine.write(batch)
         self.snapshots.dropped(group_id)
+        self.replicas_destroyed += 1
         log.info("shard_replica_destroyed", shard=group_id)
 
     def _placement_done(self, replies: list[Reply]) -> None:
@@ -1124,6 +1130,7 @@ class NodeDriver:
                     changed.append(
                         replace(shard, replicas=shard.target, target=(), epoch=shard.epoch + 1)
                     )
+                    self.moves_finished += 1
                 continue
             if set(shard.replicas) == set(voters):
                 continue

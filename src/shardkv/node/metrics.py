@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shardkv.core.cluster.shardmap import NODE_REMOVED, NODE_UP
+from shardkv.core.cluster.shardmap import NODE_DRAINING, NODE_REMOVED, NODE_UP
 from shardkv.core.raft import Role
 from shardkv.node.runtime import NodeRuntime
 
@@ -79,7 +79,7 @@ class RaftCollector(Collector):
         nodes = GaugeMetricFamily(
             "shardkv_cluster_nodes", "Nodes in this node's copy of the map.", labels=["state"]
         )
-        for state in (NODE_UP, NODE_REMOVED):
+        for state in (NODE_UP, NODE_DRAINING, NODE_REMOVED):
             count = sum(
                 1 for n in (shard_map.nodes.values() if shard_map else ()) if n.state == state
             )
@@ -95,6 +95,11 @@ class RaftCollector(Collector):
                 "shardkv_placement_applied_index",
                 "Placement group entries applied here (the map's version on this node).",
                 placement.applied_index,
+            ),
+            (
+                "shardkv_placement_moves_running",
+                "Shards moving to a new set of replicas (a target in the map).",
+                sum(1 for s in (shard_map.shards.values() if shard_map else ()) if s.target),
             ),
         ):
             g = GaugeMetricFamily(name, doc)
@@ -112,6 +117,27 @@ class RaftCollector(Collector):
                 "shardkv_raft_snapshots_installed",
                 "Snapshots received and installed.",
                 rt.snapshots_installed,
+            ),
+            (
+                "shardkv_snapshot_bytes_installed",
+                "Bytes of shard snapshots installed here (replicas moved or caught up).",
+                rt.driver.snapshots.installed_bytes,
+            ),
+            (
+                "shardkv_placement_moves_scheduled",
+                "Moves this node proposed as the placement group's leader (repairs, "
+                "balance, drains).",
+                rt.driver.moves_scheduled,
+            ),
+            (
+                "shardkv_placement_moves_finished",
+                "Moves this node recorded as reached, as the placement group's leader.",
+                rt.driver.moves_finished,
+            ),
+            (
+                "shardkv_replicas_destroyed",
+                "Replicas deleted here after they moved away.",
+                rt.driver.replicas_destroyed,
             ),
         ):
             c = CounterMetricFamily(name, doc)

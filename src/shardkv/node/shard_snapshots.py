@@ -52,6 +52,8 @@ class ShardSnapshots:
         self._live: dict[int, str] = {}
         #: Files of replaced snapshots, removed once the replacement is synced.
         self._superseded: list[str] = []
+        #: Bytes of snapshots installed (a metric: data moved to this node).
+        self.installed_bytes = 0
 
     # -- building ----------------------------------------------------------------------
 
@@ -111,6 +113,7 @@ class ShardSnapshots:
             stage_install(
                 snapshot.data, batch, group_id=scope.group_id, applied_index=index, scope=scope
             )
+            self.installed_bytes += len(snapshot.data)
             return
         files = self._require_files()
         ref = SnapshotRef.decode(snapshot.data)
@@ -123,6 +126,7 @@ class ShardSnapshots:
             scope=scope,
             marker=_encode_marker(snapshot, scope),
         )
+        self.installed_bytes += ref.size
 
     def finish_interrupted_installs(self, engine: Engine) -> list[int]:
         """Complete every paged install the process died in (the group's ranges hold part
