@@ -243,3 +243,44 @@ def test_rebalance_pause_holds_moves_and_resume_lets_them_finish(tmp_path: Path)
         cluster.stop()
         if newcomer is not None:
             newcomer.stop()
+
+
+def test_six_processes_labelled_as_three_hosts_never_keep_two_replicas_on_one_host(
+    tmp_path: Path,
+) -> None:
+    cluster = Cluster(tmp_path / "c", 6, shards=6)
+    for i, node in cluster.nodes.items():
+        node.extra += ["--labels", f"host=h{(i + 1) // 2}"]
+        node.env["SHARDKV_DEAD_NODE_TIMEOUT_S"] = "10"
+    try:
+        cluster.start()
+        write_keys(cluster.nodes[1].port)
+
+        def spread(live: set[int]) -> bool:
+            m = shard_map(cluster.nodes[min(live)])
+            host = {n: info.label("host") for n, info in m.nodes.items()}
+            return all(
+                not s.target
+                and len(s.replicas) == 3
+                and set(s.replicas) <= live
+                and len({host[n] for n in s.replicas}) == 3
+                for s in m.shards.values()
+            )
+
+        everyone = set(cluster.nodes)
+        took_s = eventually(
+            lambda: spread(everyone),
+            lambda: f"replicas share a host: {shard_map(cluster.nodes[1]).shards}",
+            timeout_s=120,
+        )
+        print(f"spread over hosts {took_s:.1f} s after start")
+        cluster.nodes[6].stop(signal.SIGKILL)
+        took_s = eventually(
+            lambda: spread(everyone - {6}),
+            lambda: f"not repaired apart: {shard_map(cluster.nodes[1]).shards}",
+            timeout_s=120,
+        )
+        print(f"repaired, still spread, {took_s:.1f} s after the kill")
+        assert_every_key_reads_back(cluster.nodes[1].port)
+    finally:
+        cluster.stop()

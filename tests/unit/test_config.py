@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shardkv.server.config import ConfigError, ServerConfig, load_config
+from shardkv.server.config import ConfigError, ServerConfig, load_config, parse_labels
 
 
 def test_defaults_match_the_documented_ones() -> None:
@@ -58,3 +58,11 @@ def test_resp_bounds_come_from_the_settings() -> None:
     cfg = ServerConfig(max_bulk_bytes=1000, max_query_buffer_bytes=5000)
     assert cfg.resp_limits.max_bulk_bytes == 1000
     assert cfg.resp_limits.max_unparsed_bytes == 5000
+
+
+def test_labels_are_key_value_pairs_and_bad_ones_are_refused() -> None:
+    cfg = load_config(environ={"SHARDKV_LABELS": "zone=z1, host=h1"})
+    assert parse_labels(cfg.labels) == (("host", "h1"), ("zone", "z1"))
+    for bad in ("host", "host=", "host=h1,host=h2", "ho st=h1", "host=h1;zone=z"):
+        with pytest.raises(ConfigError, match="labels"):
+            load_config(environ={"SHARDKV_LABELS": bad})

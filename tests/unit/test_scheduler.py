@@ -173,3 +173,46 @@ def test_paused_balancing_still_repairs_but_moves_nothing_else() -> None:
     settled, _, _ = converge(shard_map, {1, 3, 4, 5}, paused)
     assert 2 not in replicas_per_node(settled)  # repaired...
     assert plan(settled, {1, 3, 4, 5}, paused) == []  # ...and not balanced further
+
+
+def labelled(shard_map: ShardMap, labels: dict[int, dict[str, str]]) -> ShardMap:
+    for n, node_labels in labels.items():
+        info = shard_map.nodes[n]
+        shard_map = shard_map.with_node(replace(info, labels=tuple(sorted(node_labels.items()))))
+    return shard_map
+
+
+def hosts_shared(shard_map: ShardMap) -> list[int]:
+    """Shards with two replicas on one host."""
+    host = {n: i.label("host") for n, i in shard_map.nodes.items()}
+    return [
+        s.shard_id
+        for s in shard_map.shards.values()
+        if len({host[n] for n in s.replicas}) < len(s.replicas)
+    ]
+
+
+def test_six_processes_on_three_hosts_never_share_a_host_after_join_and_repair() -> None:
+    # Two processes per host (one per core), ids 1-6 on hosts h1 h1 h2 h2 h3 h3: the first
+    # layout (round-robin over ids) puts replicas of most shards twice on one host.
+    shard_map = labelled(cluster(6, 12), {n: {"host": f"h{(n + 1) // 2}"} for n in range(1, 7)})
+    assert hosts_shared(shard_map)
+    settled, _, _ = converge(shard_map, set(shard_map.nodes))
+    assert hosts_shared(settled) == []
+    counts = replicas_per_node(settled)
+    assert max(counts.values()) - min(counts.values()) <= 1
+    # A 7th process on a 4th host joins; then one process of h2 dies.
+    joined = labelled(add_nodes(settled, 1), {7: {"host": "h4"}})
+    after_join, _, _ = converge(joined, set(joined.nodes))
+    assert hosts_shared(after_join) == [] and 7 in replicas_per_node(after_join)
+    after_repair, _, _ = converge(after_join, set(joined.nodes) - {3})
+    assert hosts_shared(after_repair) == [] and 3 not in replicas_per_node(after_repair)
+
+
+def test_replicas_spread_over_zones_when_there_are_enough() -> None:
+    zones = {n: {"host": f"h{n}", "zone": f"z{(n - 1) // 2 + 1}"} for n in range(1, 7)}
+    shard_map = labelled(cluster(6, 12), zones)  # z1: 1 2, z2: 3 4, z3: 5 6
+    settled, _, _ = converge(shard_map, set(shard_map.nodes))
+    zone = {n: i.label("zone") for n, i in settled.nodes.items()}
+    for s in settled.shards.values():
+        assert len({zone[n] for n in s.replicas}) == 3, s

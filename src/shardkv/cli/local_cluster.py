@@ -23,10 +23,21 @@ def node_ports(base_port: int, node: int) -> tuple[int, int, int]:
 
 
 def run_local_cluster(
-    nodes: int, base_port: int, data_dir: str, bind: str, shards: int = 16, replicas: int = 3
+    nodes: int,
+    base_port: int,
+    data_dir: str,
+    bind: str,
+    shards: int = 16,
+    replicas: int = 3,
+    processes_per_host: int = 1,
 ) -> int:
     """Start ``nodes`` server processes, stream their logs, stop them all on Ctrl-C or
-    SIGTERM. Returns 0 when every node exited cleanly."""
+    SIGTERM. Returns 0 when every node exited cleanly. With ``processes_per_host`` > 1,
+    nodes are labelled as that many processes per host (``host=h1`` for the first ones),
+    as one process per core of a machine would be: no shard keeps two replicas on one."""
+    if processes_per_host < 1:
+        print("error: --processes-per-host must be at least 1", file=sys.stderr)
+        return 2
     if nodes < 1:
         print("error: --nodes must be at least 1", file=sys.stderr)
         return 2
@@ -60,6 +71,8 @@ def run_local_cluster(
             "--replicas",
             str(replicas),
         ]
+        if processes_per_host > 1:
+            cmd += ["--labels", f"host=h{(i - 1) // processes_per_host + 1}"]
         procs.append(
             subprocess.Popen(
                 cmd,

@@ -118,6 +118,11 @@ def main() -> None:
     help="Shards the scheduler moves at once, cluster-wide. [4]",
 )
 @click.option(
+    "--labels",
+    default=None,
+    help="Failure domains, e.g. host=h1,zone=z1: no two replicas of a shard on one host.",
+)
+@click.option(
     "--rebalance/--no-rebalance",
     default=None,
     help="Let the scheduler move replicas and leaders by itself. [on]",
@@ -203,13 +208,28 @@ def cluster() -> None:
     "--shards", type=int, default=16, show_default=True, help="Shards of the new cluster."
 )
 @click.option("--replicas", type=int, default=3, show_default=True, help="Replicas per shard.")
+@click.option(
+    "--processes-per-host",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Label nodes as this many processes per host (--labels host=hN): one per core.",
+)
 def cluster_up(
-    nodes: int, base_port: int, data_dir: str, bind: str, shards: int, replicas: int
+    nodes: int,
+    base_port: int,
+    data_dir: str,
+    bind: str,
+    shards: int,
+    replicas: int,
+    processes_per_host: int,
 ) -> None:
     """Run a local cluster in the foreground; Ctrl-C stops every node cleanly."""
     from shardkv.cli.local_cluster import run_local_cluster
 
-    sys.exit(run_local_cluster(nodes, base_port, data_dir, bind, shards, replicas))
+    sys.exit(
+        run_local_cluster(nodes, base_port, data_dir, bind, shards, replicas, processes_per_host)
+    )
 
 
 @cluster.command("status")

@@ -90,6 +90,7 @@ class ClusterNode:
             tls=peers.tls,
             rng=random.Random(),
             snapshot_files=files,
+            labels=dict(settings.labels),
         )
         if registry is not None:
             fsync = Histogram(
@@ -147,7 +148,11 @@ class ClusterNode:
             )
             for node_id, answer in zip(targets, answers, strict=True):
                 if answer is not None:
-                    driver.record_status(node_id, [_report(g) for g in answer.groups])
+                    driver.record_status(
+                        node_id,
+                        [_report(g) for g in answer.groups],
+                        tuple(sorted(answer.labels.items())),
+                    )
 
     # -- the gRPC Admin service's backend (`transport.admin.AdminBackend`) -----------------
 

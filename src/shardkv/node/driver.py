@@ -176,6 +176,8 @@ class ClusterSettings:
     max_concurrent_moves: int = 4
     #: Placement: the scheduler moves replicas and leaders by itself.
     rebalance: bool = True
+    #: This node's failure domains (``--labels``), registered in the map.
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -299,6 +301,8 @@ class NodeDriver:
         #: membership as its leader last reported it (`record_status`).
         self._heard_s: dict[int, float] = {}
         self._reports: dict[int, GroupReport] = {}
+        #: node id -> failure-domain labels it reported (registered by `_registry_updates`).
+        self._known_labels: dict[int, tuple[tuple[str, str], ...]] = {}
         #: When this node last became group 0's leader (liveness needs a full timeout of
         #: polls before it calls a node dead).
         self._placement_leader_since_s: float | None = None
@@ -969,11 +973,17 @@ class NodeDriver:
             return []
         return [n for n in self.shard_map.up_nodes() if n != self.node_id]
 
-    def record_status(self, node_id: int, reports: list[GroupReport]) -> None:
-        """``node_id`` answered a status poll with its groups: it is alive, and the groups
-        it leads report their membership."""
+    def record_status(
+        self,
+        node_id: int,
+        reports: list[GroupReport],
+        labels: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """``node_id`` answered a status poll with its groups and labels: it is alive, the
+        groups it leads report their membership, and its labels are registered."""
         now = self._monotonic_s()
         self._heard_s[node_id] = now
+        self._known_labels[node_id] = labels
         for report in reports:
             if not report.is_leader or report.group_id == PLACEMENT_GROUP_ID:
                 continue
@@ -1098,14 +1108,17 @@ class NodeDriver:
                 continue
             if node_id == self.node_id:
                 client, admin = own
+                labels: tuple[tuple[str, str], ...] | None = self.settings.labels
             else:
                 client = self._known_clients.get(node_id, "")
                 admin = self._known_admins.get(node_id, "")
+                labels = self._known_labels.get(node_id)
             updated = replace(
                 info,
                 peer_address=self._peer_addresses.get(node_id) or info.peer_address,
                 client_address=client or info.client_address,
                 admin_address=admin or info.admin_address,
+                labels=info.labels if labels is None else labels,
             )
             if updated != info:
                 commands.append(register_node_command(updated))

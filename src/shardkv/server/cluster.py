@@ -23,7 +23,7 @@ from shardkv.node.cluster_node import ClusterNode, PeerSettings
 from shardkv.node.runtime import ClusterSettings, ReplyCallback
 from shardkv.node.write_path import BUSY
 from shardkv.observability.logging import get_logger
-from shardkv.server.config import ServerConfig
+from shardkv.server.config import ServerConfig, parse_labels
 from shardkv.storage import Engine
 from shardkv.transport import PeerTLS
 
@@ -52,6 +52,7 @@ def cluster_settings(config: ServerConfig) -> ClusterSettings:
         dead_node_timeout_s=config.dead_node_timeout_s,
         max_concurrent_moves=config.max_concurrent_moves,
         rebalance=config.rebalance,
+        labels=parse_labels(config.labels),
     )
 
 

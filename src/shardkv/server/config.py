@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -95,6 +96,9 @@ class ServerConfig:
     max_concurrent_moves: int = 4
     #: Whether the placement scheduler moves replicas and leaders by itself.
     rebalance: bool = True
+    #: Failure domains, "key=value,...": no two replicas of a shard share a ``host``, and
+    #: replicas spread over ``zone``s when there are enough (e.g. "host=h1,zone=z1").
+    labels: str | None = None
     #: Test-only: POST /v1/test/partition on the admin port cuts this node off from peers.
     enable_fault_injection: bool = False
 
@@ -122,6 +126,7 @@ class ServerConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        parse_labels(self.labels)  # raises ConfigError
         for name in ("port", "admin_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535:
@@ -239,6 +244,25 @@ def _coerce(name: str, raw: Any) -> Any:
         return str(raw)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name}: cannot read {raw!r} as {kind}") from exc
+
+
+_LABEL_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def parse_labels(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``"host=h1,zone=z1"`` as sorted (key, value) pairs; raises `ConfigError` for
+    anything else (keys and values: letters, digits, ``_ . -``; each key once)."""
+    if not text:
+        return ()
+    labels: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep or not _LABEL_PART.fullmatch(key) or not _LABEL_PART.fullmatch(value):
+            raise ConfigError(f"labels: expected key=value[,key=value...], got {part!r}")
+        if key in labels:
+            raise ConfigError(f"labels: {key!r} given twice")
+        labels[key] = value
+    return tuple(sorted(labels.items()))
 
 
 def load_config(

@@ -374,7 +374,9 @@ class ShardSim:
                     target, node.node_id
                 ):
                     continue
-                driver.record_status(target, other.driver.group_reports())
+                driver.record_status(
+                    target, other.driver.group_reports(), other.driver.settings.labels
+                )
 
     def _send(self, node: _Node, messages: list[Message]) -> None:
         for m in messages:

@@ -80,8 +80,10 @@ class AdminService(pb_grpc.AdminServicer):
         blocked: Callable[[], frozenset[int]],
         set_blocked: Callable[[frozenset[int]], None],
         enable_fault_injection: bool,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         self._node_id = node_id
+        self._labels = dict(labels or {})
         self._backend = backend
         self._peer_stats = peer_stats
         self._blocked = blocked
@@ -91,7 +93,7 @@ class AdminService(pb_grpc.AdminServicer):
     async def Status(
         self, request: pb.StatusRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.StatusResponse:
-        response = pb.StatusResponse(node_id=self._node_id)
+        response = pb.StatusResponse(node_id=self._node_id, labels=dict(self._labels))
         blocked = self._blocked()
         for node_id, s in sorted(self._peer_stats().items()):
             response.peers.add(

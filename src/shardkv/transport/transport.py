@@ -107,6 +107,7 @@ class PeerTransport:
     - ``snapshot_chunk_bytes`` (default 1 MiB), ``max_snapshot_bytes`` (receiver side),
       ``max_pending_snapshots_per_peer`` (sender side), ``max_inbound_snapshots``,
       ``snapshot_timeout_s`` (whole transfer).
+    - ``labels``: this node's failure domains, answered in the Admin ``Status`` call.
     - ``snapshot_files``: where the node keeps snapshots. A snapshot whose data is a file
       reference is sent from that file, and a KV snapshot received is written to a new
       file there as it arrives; the handler then gets the file's reference. Without it,
@@ -151,6 +152,7 @@ class PeerTransport:
         admin: AdminBackend | None = None,
         enable_fault_injection: bool = False,
         snapshot_files: SnapshotFiles | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         if node_id <= 0:
             raise ValueError(f"node_id must be positive, got {node_id}")
@@ -185,6 +187,7 @@ class PeerTransport:
         )
         self._on_snapshot = on_snapshot
         self._snapshot_files = snapshot_files
+        self._labels = dict(labels or {})
         self._on_snapshot_status = on_snapshot_status
         self._on_peer_unreachable = on_peer_unreachable
         self._tls = tls
@@ -263,6 +266,7 @@ class PeerTransport:
                 blocked=lambda: self._blocked,
                 set_blocked=self.set_blocked,
                 enable_fault_injection=self._enable_fault_injection,
+                labels=self._labels,
             ),
             server,
         )

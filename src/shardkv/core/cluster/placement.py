@@ -5,8 +5,8 @@ voters, every other node as a learner. So every node learns the map by applying 
 log (a learner is a watch that never misses a change and never votes), and never by
 guessing. The map changes only through the commands below, proposed by group 0's leader:
 
-- ``REGISTER_NODE <id> <peer> <client> <admin> <state>``: add a node or replace its
-  addresses and state (the node registry).
+- ``REGISTER_NODE <id> <peer> <client> <admin> <state> [<labels json>]``: add a node or
+  replace its addresses, state and failure-domain labels (the node registry).
 - ``JOIN_NODE <peer> <client> <admin>``: register a node that joins through a seed and
   answer its id: the node already registered (and up) at that peer address keeps its id
   (a retried join), otherwise it gets one above every id the map has ever held.
@@ -63,6 +63,7 @@ def register_node_command(node: NodeInfo) -> list[bytes]:
         node.client_address.encode(),
         node.admin_address.encode(),
         node.state.encode(),
+        json.dumps(dict(node.labels), sort_keys=True).encode(),
     ]
 
 
@@ -126,8 +127,17 @@ class PlacementMachine:
             return ErrorReply("ERR the cluster map is not known on this replica yet")
         reply: Reply = OK
         try:
-            if args[0] == REGISTER_NODE and len(args) == 6:
-                node = NodeInfo(int(args[1]), *(a.decode() for a in args[2:6]))
+            if args[0] == REGISTER_NODE and len(args) in (6, 7):
+                labels = json.loads(args[6]) if len(args) == 7 else {}
+                peer, client, admin, state = (a.decode() for a in args[2:6])
+                node = NodeInfo(
+                    int(args[1]),
+                    peer,
+                    client,
+                    admin,
+                    state,
+                    tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+                )
                 updated = current.with_node(node)
             elif args[0] == JOIN_NODE and len(args) == 4:
                 peer, client, admin = (a.decode() for a in args[1:4])

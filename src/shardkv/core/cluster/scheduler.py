@@ -19,6 +19,11 @@ only once the previous round applied. Three rules, in order:
    are reordered to prefer the second. No membership changes; the shard's leader hands
    over (`NodeDriver._hand_to_preferred_leader`).
 
+Failure domains (``--labels host=..,zone=..``): no move or repair puts two replicas of a
+shard on one host, none lowers the number of zones a shard spans, and a shard whose
+replicas share a host (or could span more zones) is moved apart as a repair (a new
+cluster's first layout cannot know every node's labels).
+
 A shard that has a ``target`` is left alone until it is reached (one move per shard at
 a time), and at most ``max_concurrent_moves`` shards have one. Over-replicated shards
 (more voters than ``replicas``, e.g. after ``shardkv member add``) are left as they are.
@@ -28,7 +33,7 @@ count is a fair proxy until sizes are reported.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 from shardkv.core.cluster.shardmap import NODE_UP, ShardInfo, ShardMap
@@ -65,7 +70,9 @@ def plan(
                 load[n] += 1
     budget = settings.max_concurrent_moves - sum(1 for s in shards.values() if s.target)
 
-    # 1. Repair.
+    domains = _Domains(shard_map)
+
+    # 1. Repair: live replicas first, then failure domains.
     want = min(settings.replicas, len(alive))
     for shard_id, shard in sorted(shards.items()):
         if budget <= 0:
@@ -75,13 +82,33 @@ def plan(
         kept = [n for n in shard.replicas if n in alive_set]
         if len(kept) >= want or len(kept) * 2 <= len(shard.replicas):
             continue  # healthy, or without a quorum of live replicas: nothing to do
-        added = sorted((n for n in alive if n not in shard.replicas), key=lambda n: (load[n], n))
-        added = added[: want - len(kept)]
+        added: list[int] = []
+        while len(kept) + len(added) < want:
+            best = domains.best([n for n in alive if n not in shard.replicas], kept + added, load)
+            if best is None:
+                break
+            added.append(best)
+            load[best] += 1
         if not added:
             continue
-        for n in added:
-            load[n] += 1
         changed[shard_id] = replace(shard, epoch=shard.epoch + 1, target=(*kept, *added))
+        budget -= 1
+    for shard_id, shard in sorted(shards.items()):
+        if budget <= 0:
+            break
+        if shard.target or shard_id in changed or any(n not in alive_set for n in shard.replicas):
+            continue
+        misplaced = domains.misplaced(shard.replicas, alive)
+        if misplaced is None:
+            continue
+        others = [n for n in shard.replicas if n != misplaced]
+        best = domains.best([n for n in alive if n not in shard.replicas], others, load)
+        if best is None or domains.score(best, others) <= domains.score(misplaced, others):
+            continue
+        target = tuple(best if n == misplaced else n for n in shard.replicas)
+        changed[shard_id] = replace(shard, epoch=shard.epoch + 1, target=target)
+        load[misplaced] -= 1
+        load[best] += 1
         budget -= 1
 
     if not settings.balance:
@@ -95,7 +122,7 @@ def plan(
                 if n in on_node:
                     on_node[n].append(shard_id)
     while budget > 0:
-        move = _next_move(shards, changed, load, on_node, alive_set)
+        move = _next_move(shards, changed, load, on_node, alive_set, domains)
         if move is None:
             break
         shard, src, dst = move
@@ -129,6 +156,53 @@ def plan(
     return [changed[i] for i in sorted(changed)]
 
 
+class _Domains:
+    """Failure domains from the nodes' labels: ``host`` (a node without one is its own
+    host) and ``zone`` (optional)."""
+
+    def __init__(self, shard_map: ShardMap) -> None:
+        self._host = {n: i.label("host") or f"node:{n}" for n, i in shard_map.nodes.items()}
+        self._zone = {n: i.label("zone") for n, i in shard_map.nodes.items()}
+
+    def score(self, node: int, others: Sequence[int]) -> int:
+        """How well ``node`` joins ``others`` as a replica: -1 if it shares a host with
+        one, 1 if it brings a zone they lack, else 0."""
+        if any(self._host[node] == self._host[o] for o in others):
+            return -1
+        zone = self._zone[node]
+        return 1 if zone is not None and all(self._zone[o] != zone for o in others) else 0
+
+    def best(
+        self, candidates: Sequence[int], others: Sequence[int], load: dict[int, int]
+    ) -> int | None:
+        """The candidate to join ``others``: on a host of its own, in a new zone if
+        possible, least loaded; None if every candidate shares a host with them."""
+        fitting = [n for n in candidates if self.score(n, others) >= 0]
+        if not fitting:
+            return None
+        return min(fitting, key=lambda n: (-self.score(n, others), load[n], n))
+
+    def misplaced(self, replicas: Sequence[int], alive: Sequence[int]) -> int | None:
+        """A replica to move for the domains' sake: the later of two on one host, else
+        (when zones are labelled and alive nodes span more of them) the later of two in
+        one zone; None if the replicas are spread as well as they can be."""
+        seen_hosts: set[str] = set()
+        for n in replicas:
+            if self._host[n] in seen_hosts:
+                return n
+            seen_hosts.add(self._host[n])
+        zones_alive = {self._zone[n] for n in alive} - {None}
+        used = [self._zone[n] for n in replicas]
+        if len(set(used) - {None}) >= min(len(replicas), len(zones_alive)):
+            return None
+        seen_zones: set[str | None] = set()
+        for n in replicas:
+            if self._zone[n] in seen_zones:
+                return n
+            seen_zones.add(self._zone[n])
+        return None
+
+
 def _layout(shard: ShardInfo) -> tuple[int, ...]:
     return shard.target or shard.replicas
 
@@ -139,8 +213,10 @@ def _next_move(
     load: dict[int, int],
     on_node: dict[int, list[int]],
     alive: frozenset[int],
+    domains: _Domains,
 ) -> tuple[ShardInfo, int, int] | None:
-    """(shard, from, to) narrowing the replica spread, or None once it is at most 1."""
+    """(shard, from, to) narrowing the replica spread, or None once it is at most 1. A
+    move never puts two replicas on one host, nor lowers the number of zones used."""
     by_load = sorted(load, key=lambda n: (load[n], n))
     for src in reversed(by_load):
         for dst in by_load:
@@ -154,6 +230,9 @@ def _next_move(
                     continue
                 if any(n not in alive for n in shard.replicas):
                     continue  # repair's job (it waits for a budget)
+                others = [n for n in shard.replicas if n != src]
+                if domains.score(dst, others) < domains.score(src, others):
+                    continue
                 on_node[src].remove(shard_id)
                 return shard, src, dst
         if load[src] - load[by_load[0]] <= 1:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from shardkv.core.cluster.slots import SLOT_COUNT
 from shardkv.core.kv.scope import KeyScope, SlotRange
@@ -54,6 +54,12 @@ class NodeInfo:
     client_address: str = ""
     admin_address: str = ""
     state: str = NODE_UP
+    #: Failure domains (``--labels host=h1,zone=z1``), sorted by key: no two replicas of
+    #: a shard on one ``host``; replicas spread over ``zone``s when there are enough.
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def label(self, key: str) -> str | None:
+        return dict(self.labels).get(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +188,14 @@ class ShardMap:
         doc = {
             "version": SHARD_MAP_VERSION,
             "nodes": [
-                [n.node_id, n.peer_address, n.client_address, n.admin_address, n.state]
+                [
+                    n.node_id,
+                    n.peer_address,
+                    n.client_address,
+                    n.admin_address,
+                    n.state,
+                    dict(n.labels),
+                ]
                 for _, n in sorted(self.nodes.items())
             ],
             "rebalance_paused": self.rebalance_paused,
@@ -207,9 +220,7 @@ class ShardMap:
             if doc["version"] != SHARD_MAP_VERSION:
                 raise ShardMapError(f"shard map version {doc['version']} is not supported")
             # (Maps written before the registry had admin addresses list three fields.)
-            nodes = {
-                int(n[0]): NodeInfo(int(n[0]), *(str(f) for f in n[1:5])) for n in doc["nodes"]
-            }
+            nodes = {int(n[0]): _decode_node(n) for n in doc["nodes"]}
             shards = {
                 int(s[0]): ShardInfo(
                     int(s[0]),
@@ -226,6 +237,22 @@ class ShardMap:
                 raise
             raise ShardMapError(f"unreadable shard map: {exc}") from exc
         return cls(nodes, shards, paused)
+
+
+def _decode_node(fields: list[Any]) -> NodeInfo:
+    """A node of the map's JSON: id, peer, client, admin, state, labels (maps written
+    before the registry had admin addresses or labels list fewer fields)."""
+    text = [str(f) for f in fields[1:5]]
+    text += ["", "", "", NODE_UP][len(text) :]
+    labels = fields[5] if len(fields) > 5 else {}
+    return NodeInfo(
+        int(fields[0]),
+        text[0],
+        text[1],
+        text[2],
+        text[3],
+        tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+    )
 
 
 def equal_slot_ranges(shard_count: int) -> list[SlotRange]:
