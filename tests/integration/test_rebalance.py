@@ -36,6 +36,12 @@ def leads(node: ServerProcess) -> int:
     return sum(1 for s in status(node)["shards"] if s["role"] == "leader")  # type: ignore[attr-defined,index]
 
 
+def shardkv_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shardkv", *args], capture_output=True, text=True, timeout=180
+    )
+
+
 def metric(node: ServerProcess, name: str) -> float:
     """The value of an unlabelled series in ``node``'s /metrics."""
     url = f"http://127.0.0.1:{node.admin_port}/metrics"
@@ -100,7 +106,9 @@ def test_a_joined_node_receives_its_share_of_replicas_and_leaders(tmp_path: Path
             if any(s.target for s in m.shards.values()):
                 return False
             held = sum(1 for s in m.shards.values() if 4 in s.replicas)
-            return 8 <= held <= 10 and 2 <= leads(joined) <= 4
+            counts = [sum(1 for s in m.shards.values() if n in s.replicas) for n in m.nodes]
+            spread = max(counts) - min(counts)
+            return 8 <= held <= 10 and 2 <= leads(joined) <= 4 and spread <= 1
 
         took_s = eventually(
             balanced,
@@ -159,7 +167,12 @@ def test_a_dead_nodes_replicas_are_recreated_on_the_live_nodes(tmp_path: Path) -
         )
         print(f"every shard has 3 live replicas {took_s:.1f} s after the kill")
         assert_every_key_reads_back(live[0].port)
-        # With its last replica gone, the dead node is out of the cluster.
+        # It stays in the cluster (a node back from a reboot gets replicas again) until
+        # an operator removes it; with nothing left to drain that is immediate.
+        assert shard_map(live[0]).nodes[victim].state == "up"
+        admins = ",".join(f"127.0.0.1:{n.admin_port}" for n in live)
+        out = shardkv_cli("node", "remove", "--id", str(victim), "--admin", admins)
+        assert out.returncode == 0, out.stdout + out.stderr
         assert shard_map(live[0]).nodes[victim].state == "removed"
     finally:
         cluster.stop()
@@ -173,11 +186,7 @@ def test_node_remove_drains_a_node_and_every_shard_keeps_three_replicas(tmp_path
         leaving = 3
         admins = ",".join(f"127.0.0.1:{n.admin_port}" for n in cluster.nodes.values())
         started = time.monotonic()
-        out = subprocess.run(
-            [sys.executable, "-m", "shardkv", "node", "remove", "--id", str(leaving),
-             "--admin", admins, "--timeout-s", "120"],
-            capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
+        out = shardkv_cli("node", "remove", "--id", str(leaving), "--admin", admins)
         assert out.returncode == 0, out.stdout + out.stderr
         print(f"drained in {time.monotonic() - started:.1f} s:\n{out.stdout}")
         assert f"node {leaving} is removed" in out.stdout
@@ -187,22 +196,12 @@ def test_node_remove_drains_a_node_and_every_shard_keeps_three_replicas(tmp_path
             assert len(shard.replicas) == 3 and leaving not in shard.replicas, shard
         assert_every_key_reads_back(cluster.nodes[1].port)
         # A second remove would leave 2 nodes for 3 replicas: refused, nothing changes.
-        again = subprocess.run(
-            [sys.executable, "-m", "shardkv", "node", "remove", "--id", "4",
-             "--admin", admins, "--no-wait"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        again = shardkv_cli("node", "remove", "--id", "4", "--admin", admins, "--no-wait")
         assert again.returncode != 0
         assert "would leave 2 nodes for 3 replicas" in again.stderr, again.stderr
         assert shard_map(cluster.nodes[1]).nodes[4].state == "up"
     finally:
         cluster.stop()
-
-
-def shardkv_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shardkv", *args], capture_output=True, text=True, timeout=180
-    )
 
 
 def test_rebalance_pause_holds_moves_and_resume_lets_them_finish(tmp_path: Path) -> None:

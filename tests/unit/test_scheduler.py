@@ -54,13 +54,13 @@ def converge(
                 change.target or change.replicas
             )
         moves += sum(1 for c in changes if c.target)
-        in_flight = sum(1 for s in shard_map.shards.values() if s.target) + sum(
-            1 for c in changes if c.target
-        )
-        assert in_flight <= settings.max_concurrent_moves
         if not changes:
             return shard_map, moves, timings
-        shard_map = complete_moves(shard_map.with_shards(changes))
+        shard_map = shard_map.with_shards(changes)
+        assert sum(1 for s in shard_map.shards.values() if s.target) <= (
+            settings.max_concurrent_moves
+        )
+        shard_map = complete_moves(shard_map)
     raise AssertionError("the scheduler never settled")
 
 
@@ -216,3 +216,26 @@ def test_replicas_spread_over_zones_when_there_are_enough() -> None:
     zone = {n: i.label("zone") for n, i in settled.nodes.items()}
     for s in settled.shards.values():
         assert len({zone[n] for n in s.replicas}) == 3, s
+
+
+def test_a_move_towards_a_node_that_dies_is_aimed_elsewhere_and_repair_goes_on() -> None:
+    shard_map = add_nodes(cluster(4, 12), 1)
+    first = plan(shard_map, set(shard_map.nodes), SETTINGS)
+    moving = shard_map.with_shards(first)
+    assert {n for c in first if c.target for n in c.target} >= {5}
+    # Node 5 dies before any move finished, and node 4 too: every move is re-aimed (or
+    # cancelled), and the shards on node 4 are repaired as the budget frees up.
+    settled, _, _ = converge(moving, {1, 2, 3})
+    assert 5 not in replicas_per_node(settled) and 4 not in replicas_per_node(settled)
+    assert all(len(s.replicas) == 3 for s in settled.shards.values())
+    assert not any(s.target for s in settled.shards.values())
+
+
+def test_draining_and_dead_replicas_of_one_shard_are_both_replaced() -> None:
+    shard_map = cluster(6, 6)
+    shard_map = shard_map.with_node(replace(shard_map.nodes[3], state=NODE_DRAINING))
+    live = set(shard_map.nodes) - {2}  # node 2 dead; shard 1 is on 1, 2, 3
+    assert shard_map.shards[1].replicas == (1, 2, 3)
+    settled, _, _ = converge(shard_map, live)
+    for s in settled.shards.values():
+        assert not {2, 3} & set(s.replicas) and len(s.replicas) == 3

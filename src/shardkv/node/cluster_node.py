@@ -137,22 +137,28 @@ class ClusterNode:
         scheduler who is alive and what membership each shard's leader has committed."""
         s = self.settings
         interval_s = s.leader_balance_interval_ticks * s.tick_interval_ms / 1000
-        driver = self.runtime.driver
         while True:
             await asyncio.sleep(interval_s)
-            targets = driver.status_poll_targets()
-            if not targets:
-                continue
-            answers = await asyncio.gather(
-                *(self.transport.peer_status(n, interval_s) for n in targets)
-            )
-            for node_id, answer in zip(targets, answers, strict=True):
-                if answer is not None:
-                    driver.record_status(
-                        node_id,
-                        [_report(g) for g in answer.groups],
-                        tuple(sorted(answer.labels.items())),
-                    )
+            try:
+                await self._poll_round(interval_s)
+            except Exception as exc:  # one bad round must not end the polls
+                log.warning("status_poll_failed", error=repr(exc))
+
+    async def _poll_round(self, timeout_s: float) -> None:
+        driver = self.runtime.driver
+        targets = driver.status_poll_targets()
+        if not targets:
+            return
+        answers = await asyncio.gather(
+            *(self.transport.peer_status(n, timeout_s) for n in targets), return_exceptions=True
+        )
+        for node_id, answer in zip(targets, answers, strict=True):
+            if isinstance(answer, pb.StatusResponse):
+                driver.record_status(
+                    node_id,
+                    [_report(g) for g in answer.groups],
+                    tuple(sorted(answer.labels.items())),
+                )
 
     # -- the gRPC Admin service's backend (`transport.admin.AdminBackend`) -----------------
 

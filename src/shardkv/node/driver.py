@@ -117,6 +117,8 @@ HIBERNATE_CONTEXT: Final = b"\x00hibernate"
 #: its replica here is destroyed (its removal was recorded from the shard's committed
 #: membership; the wait covers a membership change not recorded yet).
 UNPLACED_CHECKS_BEFORE_DESTROY: Final = 10
+#: Balance intervals between sweeps of snapshot files no snapshot refers to.
+FILE_SWEEP_INTERVALS: Final = 60
 #: A shard leader's report older than this many balance intervals is not used.
 REPORT_MAX_AGE_INTERVALS: Final = 5
 #: Answer to requests a destroyed replica still held.
@@ -237,6 +239,9 @@ class SnapshotJob:
     conf_state: ConfState
     view: ConsistentView
     snapshots: ShardSnapshots
+    #: The group's log storage when the job started (a group destroyed and opened again
+    #: has another one: the snapshot is then dropped).
+    storage: RaftLogStorage
 
     def build(self) -> bytes:
         """Serialise the snapshot and close the view (slow: it reads every key). Returns
@@ -377,6 +382,13 @@ class NodeDriver:
             _, new = self._open_group(shard, bootstrap=not s.join)
             if new:
                 fresh.add(shard.shard_id)
+        # Replicas kept on disk that the map no longer places here (a move finished while
+        # this node was down, or a destroy did not reach the disk): open them too, so
+        # they are destroyed by the usual check, not left behind.
+        for group_id in RaftLogStorage.stored_groups(self._engine):
+            shard = shard_map.shards.get(group_id)
+            if group_id not in self._groups and shard is not None:
+                self._open_group(shard, bootstrap=False)
         for key, value in self._engine.scan(
             META, CLIENT_ADDRESS_PREFIX, CLIENT_ADDRESS_PREFIX_END, 10_000
         ):
@@ -1057,11 +1069,10 @@ class NodeDriver:
         shard_map = self.shard_map
         if shard_map is None or self._placement is None or self.stopping:
             return
-        placed = {s.shard_id for s in shard_map.shards_on(self.node_id)}
         for group_id, g in self._groups.items():
             if group_id == PLACEMENT_GROUP_ID:
                 continue
-            if group_id in placed or g.replica.is_leader:
+            if not self._may_destroy(g):
                 self._unplaced_checks.pop(group_id, None)
                 continue
             checks = self._unplaced_checks.get(group_id, 0) + 1
@@ -1069,13 +1080,33 @@ class NodeDriver:
             if checks >= UNPLACED_CHECKS_BEFORE_DESTROY and group_id not in self._to_destroy:
                 self._to_destroy.append(group_id)
 
+    def _may_destroy(self, g: _GroupState) -> bool:
+        """Whether this node's replica of ``g`` may go: the map does not place it here,
+        it does not lead, no snapshot of it is being built, and either its own applied
+        membership no longer lists this node, or it knows no leader (a removed replica
+        that never applied its removal: its leader stopped talking to it). A replica
+        that is a member and hears a leader stays, whatever a lagging map says."""
+        shard_map = self.shard_map
+        if shard_map is None:
+            return False
+        shard = shard_map.shards.get(g.shard.shard_id)
+        if shard is not None and self.node_id in shard.placed:
+            return False
+        replica = g.replica
+        if replica.is_leader or g.snapshot_running:
+            return False
+        member = replica.raw.conf_state().is_member(self.node_id)
+        return not member or replica.leader_id == 0
+
     def _destroy_group(self, group_id: int) -> None:
         """Delete this node's replica of ``group_id``: its log, Raft state, KV data and
         counters, in one batch (synced with the next cycle; a crash before that leaves
         the replica, destroyed again at the next check)."""
-        g = self._groups.pop(group_id, None)
-        if g is None:
+        g = self._groups.get(group_id)
+        if g is None or not self._may_destroy(g):  # placed here again meanwhile, ...
+            self._unplaced_checks.pop(group_id, None)
             return
+        del self._groups[group_id]
         self._active.pop(group_id, None)
         self._unplaced_checks.pop(group_id, None)
         g.replica.fail_pending(REPLICA_GONE)
@@ -1160,6 +1191,10 @@ class NodeDriver:
         after = {**shard_map.shards, **{s.shard_id: s for s in changed}}
         still_placed = {n for s in after.values() for n in s.placed}
         for shard in changed:
+            if shard_map.shards[shard.shard_id].target:
+                # A move: a node it took the last replica from (drained, repaired away
+                # while down) stays in the cluster; only `node remove` removes one.
+                continue
             for n in shard_map.shards[shard.shard_id].replicas:
                 if n not in still_placed and shard_map.nodes[n].state == NODE_UP:
                     still_placed.add(n)
@@ -1540,6 +1575,9 @@ class NodeDriver:
             # Even while group 0 hibernates: a change to make wakes it.
             self._reconcile_placement()
             self._check_unplaced()
+            sweep_ticks = FILE_SWEEP_INTERVALS * self.settings.leader_balance_interval_ticks
+            if self._ticks % sweep_ticks == 0:
+                self.snapshots.remove_unreferenced()
         self.on_work()
 
     def _hand_to_preferred_leader(self, g: _GroupState) -> None:
@@ -1674,16 +1712,23 @@ class NodeDriver:
             return None
         g.snapshot_running = True
         g.last_snapshot_index = index  # do not start another for this interval
-        return SnapshotJob(g.shard, index, replica.raw.conf_state(), view, self.snapshots)
+        return SnapshotJob(
+            g.shard, index, replica.raw.conf_state(), view, self.snapshots, g.storage
+        )
 
     def snapshot_failed(self, job: SnapshotJob, exc: BaseException) -> None:
         """Building ``job`` raised: fatal, as every storage failure."""
-        self._groups[job.shard.shard_id].snapshot_running = False
+        g = self._groups.get(job.shard.shard_id)
+        if g is not None:
+            g.snapshot_running = False
         self._fail(exc)
 
     def snapshot_built(self, job: SnapshotJob, data: bytes) -> None:
         """Record the snapshot ``job.build()`` returned and compact the log behind it."""
-        g = self._groups[job.shard.shard_id]
+        g = self._groups.get(job.shard.shard_id)
+        if g is None or g.storage is not job.storage:  # destroyed (and maybe re-opened)
+            self.snapshots.discard(data)
+            return
         g.snapshot_running = False
         index = job.index
         try:
@@ -1694,6 +1739,7 @@ class NodeDriver:
                 g.storage.stage_compact(compact_to, batch)
         except RaftStorageError as exc:  # e.g. a newer snapshot was installed meanwhile
             log.info("snapshot_skipped", group=g.replica.group_id, index=index, reason=str(exc))
+            self.snapshots.discard(data)
             return
         except Exception as exc:
             self._fail(exc)

@@ -50,7 +50,9 @@ class ShardSnapshots:
         self.files = files
         #: group id -> name of the file its latest snapshot refers to.
         self._live: dict[int, str] = {}
-        #: Files of replaced snapshots, removed once the replacement is synced.
+        #: Files of replaced snapshots: replaced since the last sync, and before it (removed
+        #: at the next sync, which then surely covers the write that replaced them).
+        self._replaced: list[str] = []
         self._superseded: list[str] = []
         #: Bytes of snapshots installed (a metric: data moved to this node).
         self.installed_bytes = 0
@@ -84,15 +86,22 @@ class ShardSnapshots:
         old = self._live.get(group_id)
         self._live[group_id] = name
         if old is not None and old != name:
-            self._superseded.append(old)
+            self._replaced.append(old)
 
     def synced(self) -> None:
-        """The engine was synced: files of snapshots replaced before are removed (until
-        then a crash would bring back the log that refers to them)."""
+        """A cycle's sync finished. Files replaced before the previous sync are removed:
+        a replacement written while a sync ran is only durable after the next one (until
+        then a crash would bring back the log that refers to the old file)."""
         if self._superseded and self.files is not None:
             for name in self._superseded:
                 (self.files.directory / name).unlink(missing_ok=True)
-        self._superseded.clear()
+        self._superseded, self._replaced = self._replaced, []
+
+    def discard(self, data: bytes) -> None:
+        """A built snapshot that will not be recorded (its group is gone, or a newer one
+        was installed): its file goes now (nothing refers to it)."""
+        if is_ref(data) and self.files is not None:
+            self.files.remove(SnapshotRef.decode(data))
 
     # -- installing --------------------------------------------------------------------
 
@@ -191,7 +200,7 @@ class ShardSnapshots:
         """``group_id``'s replica was destroyed here: its file goes at the next `synced`."""
         name = self._live.pop(group_id, None)
         if name is not None:
-            self._superseded.append(name)
+            self._replaced.append(name)
 
     def remove_unreferenced(self, min_age_s: float = UNREFERENCED_FILE_MIN_AGE_S) -> int:
         """Remove files no group's latest snapshot refers to and at least ``min_age_s`` old

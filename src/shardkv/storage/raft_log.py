@@ -55,7 +55,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from shardkv.core.engine import RAFT_LOG, RAFT_STATE, WriteBatch
+from shardkv.core.engine import RAFT_LOG, RAFT_STATE, ReadView, WriteBatch
 from shardkv.core.raft import (
     CompactedError,
     ConfState,
@@ -276,6 +276,19 @@ class RaftLogStorage:
             raise RaftUsageError(f"group id {group_id} out of range [0, {MAX_GROUP_ID}]")
         batch.delete_range(RAFT_LOG, log_key(group_id, 0), log_key(group_id + 1, 0))
         batch.delete_range(RAFT_STATE, _U64.pack(group_id), _U64.pack(group_id + 1))
+
+    @staticmethod
+    def stored_groups(engine: ReadView) -> list[int]:
+        """Ids of the groups that have Raft state in ``engine``, ascending."""
+        found = []
+        start = b""
+        while True:
+            page = engine.scan(RAFT_STATE, start, None, 1)
+            if not page:
+                return found
+            group_id = _U64.unpack(page[0][0][:8])[0]
+            found.append(group_id)
+            start = _U64.pack(group_id + 1)
 
     # -- Storage protocol ---------------------------------------------------------------
 

@@ -24,9 +24,11 @@ shard on one host, none lowers the number of zones a shard spans, and a shard wh
 replicas share a host (or could span more zones) is moved apart as a repair (a new
 cluster's first layout cannot know every node's labels).
 
-A shard that has a ``target`` is left alone until it is reached (one move per shard at
-a time), and at most ``max_concurrent_moves`` shards have one. Over-replicated shards
-(more voters than ``replicas``, e.g. after ``shardkv member add``) are left as they are.
+A shard that has a ``target`` is left alone until it is reached (one move per shard at a
+time), unless the target names a node that died or is draining: then that node is
+replaced in the target (rule 0). At most ``max_concurrent_moves`` shards have one.
+Over-replicated shards (more voters than ``replicas``, e.g. after ``shardkv member add``)
+are left as they are.
 Counts are by replica, not by bytes: shards are split to bounded sizes (issue 9), so a
 count is a fair proxy until sizes are reported.
 """
@@ -36,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
-from shardkv.core.cluster.shardmap import NODE_UP, ShardInfo, ShardMap
+from shardkv.core.cluster.shardmap import NODE_REMOVED, NODE_UP, ShardInfo, ShardMap
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,10 @@ def plan(
     if not alive:
         return []
     alive_set = frozenset(alive)
+    # Draining nodes still vote: they count towards a shard's quorum, never as a place.
+    voting = frozenset(
+        n for n in live if n in shard_map.nodes and shard_map.nodes[n].state != NODE_REMOVED
+    )
     shards = shard_map.shards
     changed: dict[int, ShardInfo] = {}
     load = dict.fromkeys(alive, 0)
@@ -72,6 +78,32 @@ def plan(
 
     domains = _Domains(shard_map)
 
+    # 0. A move towards a node that died or started draining would never finish (and
+    # would hold its slot of the budget forever): aim it at another node instead.
+    for shard_id, shard in sorted(shards.items()):
+        gone = [n for n in shard.target if n not in alive_set]
+        if not gone:
+            continue
+        retarget = [n for n in shard.target if n in alive_set]
+        for _ in gone:
+            # A replica the move was taking away may stay after all.
+            candidates = [
+                n
+                for n in alive
+                if n not in retarget and (n not in shard.placed or n in shard.replicas)
+            ]
+            best = domains.best(candidates, retarget, load)
+            if best is None:
+                break
+            retarget.append(best)
+            load[best] += 1
+        quorum = sum(1 for n in shard.replicas if n in voting) * 2 > len(shard.replicas)
+        if len(retarget) < min(settings.replicas, len(alive)) or not quorum:
+            continue  # nowhere to go, or no quorum to change anything: wait
+        # (A target equal to the replicas cancels the move: the leader removes whatever
+        # it added already, and the reconciler then clears the target.)
+        changed[shard_id] = replace(shard, epoch=shard.epoch + 1, target=tuple(retarget))
+
     # 1. Repair: live replicas first, then failure domains.
     want = min(settings.replicas, len(alive))
     for shard_id, shard in sorted(shards.items()):
@@ -80,8 +112,14 @@ def plan(
         if shard.target:
             continue
         kept = [n for n in shard.replicas if n in alive_set]
-        if len(kept) >= want or len(kept) * 2 <= len(shard.replicas):
-            continue  # healthy, or without a quorum of live replicas: nothing to do
+        voters_alive = sum(1 for n in shard.replicas if n in voting)
+        if voters_alive * 2 <= len(shard.replicas):
+            continue  # without a quorum of live replicas: it cannot change its membership
+        if len(kept) >= want:
+            if len(kept) < len(shard.replicas):  # enough live ones: drop the others
+                changed[shard_id] = replace(shard, epoch=shard.epoch + 1, target=tuple(kept))
+                budget -= 1
+            continue
         added: list[int] = []
         while len(kept) + len(added) < want:
             best = domains.best([n for n in alive if n not in shard.replicas], kept + added, load)
