@@ -869,7 +869,14 @@ class NodeDriver:
             return
         self.shard_map = new_map
         placement.shard = self._placement_shard(new_map)
-        for shard in new_map.shards_on(self.node_id):
+        # Shards placed here, and hosted ones the map moved away (still members until
+        # their removal applies: they serve and apply at the map's current epoch).
+        leaving = [
+            new_map.shards[group_id]
+            for group_id in self._groups
+            if group_id in new_map.shards and self.node_id not in new_map.shards[group_id].placed
+        ]
+        for shard in (*new_map.shards_on(self.node_id), *leaving):
             g = self._groups.get(shard.shard_id)
             if g is None:
                 g, _ = self._open_group(shard, bootstrap=False)

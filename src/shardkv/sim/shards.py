@@ -99,6 +99,10 @@ class ShardSimSettings:
     #: From this tick on, a new node joins through the placement group's leader, as
     #: ``--join`` does (0: none joins).
     join_at_tick: int = 0
+    #: Group 0's leader calls a node unheard of for this long dead and re-creates its
+    #: replicas elsewhere. Not drawn yet: at 3 s (crashes then trigger repairs and moves
+    #: back) seeds 174 and 217 fail liveness / map settling (no safety violation).
+    dead_node_timeout_s: float = 60.0
 
     @staticmethod
     def draw(seed: int) -> ShardSimSettings:
@@ -228,6 +232,7 @@ class ShardSim:
             replicas=s.replicas,
             join=node.join_map is not None,
             join_map=node.join_map,
+            dead_node_timeout_s=s.dead_node_timeout_s,
         )
         driver = NodeDriver(
             settings,
