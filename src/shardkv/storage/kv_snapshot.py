@@ -122,6 +122,15 @@ def _scope_ranges(scope: KeyScope) -> tuple[_Range, ...]:
     return tuple(ranges)
 
 
+def _stage_clear(scope: KeyScope, batch: WriteBatch) -> None:
+    """Stage deleting every record a snapshot of ``scope`` holds."""
+    for tag, column, start, end in _scope_ranges(scope):
+        if tag == _META_TAG:
+            batch.delete(column, start)  # a one-key range: no range tombstone for a counter
+        else:
+            batch.delete_range(column, start, end)
+
+
 def _resolve_scope(group_id: int, scope: KeyScope | None) -> KeyScope:
     if scope is None:
         return KeyScope.whole(group_id)
@@ -452,11 +461,7 @@ def stage_install(
             f"snapshot of group {info.group_id} slots {info.scope.describe()}, expected"
             f" group {expected.group_id} slots {expected.describe()}"
         )
-    for tag, column, start, end in _scope_ranges(expected):
-        if tag == _META_TAG:
-            batch.delete(column, start)  # a one-key range: no range tombstone for a counter
-        else:
-            batch.delete_range(column, start, end)
+    _stage_clear(expected, batch)
     for column, key, value in records:
         batch.put(column, key, value)
     stage_applied_index(info.group_id, info.applied_index, batch)
@@ -525,11 +530,7 @@ def install_in_pages(
         )
     batch = WriteBatch()
     batch.put(META, install_marker_key(group_id), marker)
-    for tag, column, start, end in _scope_ranges(scope):
-        if tag == _META_TAG:
-            batch.delete(column, start)
-        else:
-            batch.delete_range(column, start, end)
+    _stage_clear(scope, batch)
     write(batch)
     # Verified above; a file that changed since is a storage failure, so check again.
     stream = _RecordStream(open_pieces())
@@ -554,10 +555,6 @@ def install_in_pages(
 def stage_delete_scope(scope: KeyScope, batch: WriteBatch) -> None:
     """Stage deleting everything of ``scope``'s group a snapshot would hold, and its
     applied index and install marker: a replica that left this node."""
-    for tag, column, start, end in _scope_ranges(scope):
-        if tag == _META_TAG:
-            batch.delete(column, start)
-        else:
-            batch.delete_range(column, start, end)
+    _stage_clear(scope, batch)
     batch.delete(META, applied_index_key(scope.group_id))
     batch.delete(META, install_marker_key(scope.group_id))
