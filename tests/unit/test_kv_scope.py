@@ -387,7 +387,12 @@ def write_shard(engine: Engine, scope: KeyScope, prefix: str, *, applied: int) -
 
 def shard_records(view: ReadView, scope: KeyScope) -> dict[str, list[tuple[bytes, bytes]]]:
     """Every record ``scope``'s machine owns in ``view``."""
-    meta_keys = (codec.expires_count_key(scope.group_id), codec.key_count_key(scope.group_id))
+    meta_keys = (
+        codec.expires_count_key(scope.group_id),
+        codec.key_count_key(scope.group_id),
+        codec.data_bytes_key(scope.group_id),
+        codec.scope_key(scope.group_id),
+    )
     return {
         DATA: [
             record
@@ -423,7 +428,7 @@ class TestShardSnapshots:
         assert (info.data_records, info.expiry_records, info.meta_records) == (
             len(records[DATA]),
             len(records[EXPIRY]),
-            2,
+            3,  # key count, expires count, data bytes (no scope record: never split)
         )
         assert info.data_records == 40 and info.expiry_records == 14
 
@@ -460,22 +465,36 @@ class TestShardSnapshots:
             keys_of(SCOPE_B, 40, "other-b")
         )
 
-    def test_a_snapshot_must_be_installed_for_its_own_scope(
+    def test_a_snapshot_installs_only_into_a_scope_of_its_group_that_covers_it(
         self, new_engine: EngineFactory
     ) -> None:
         engine = new_engine()
         write_shard(engine, SCOPE_B, "b", applied=5)
         data = build(engine, SCOPE_B)
-        other_ranges = KeyScope(2, ((5000, 10000),))
-        refused_install(data, SnapshotMismatchError, scope=other_ranges)
-        refused_install(data, SnapshotMismatchError)  # default: every slot of group 2
-        refused_install(data, SnapshotMismatchError, scope=KeyScope.whole(2))
+        partly = KeyScope(2, ((5001, 16383),))
+        refused_install(data, SnapshotMismatchError, scope=partly)
         refused_install(data, SnapshotMismatchError, scope=KeyScope(3, SCOPE_B.slot_ranges))
-        with pytest.raises(SnapshotMismatchError, match="5000-9999"):
-            stage_install(data, WriteBatch(), scope=other_ranges)
+        with pytest.raises(SnapshotMismatchError, match="5001-16383"):
+            stage_install(data, WriteBatch(), scope=partly)
         refused_install(data, ValueError, group_id=2, scope=KeyScope(3, SCOPE_B.slot_ranges))
         batch = WriteBatch()
         assert stage_install(data, batch, group_id=2, scope=SCOPE_B).scope == SCOPE_B
+
+    def test_a_replica_that_missed_a_split_installs_the_smaller_snapshot_over_its_old_scope(
+        self, new_engine: EngineFactory
+    ) -> None:
+        """A snapshot of fewer slots than the replica holds (its shard split meanwhile):
+        the whole old scope is cleared, so no record of the slots split off is left."""
+        engine = new_engine()
+        write_shard(engine, SCOPE_B, "b", applied=5)
+        data = build(engine, SCOPE_B)
+        at_snapshot = shard_records(engine, SCOPE_B)
+        wider = KeyScope(2, ((0, 16383),))
+        write_shard(engine, KeyScope(2, ((0, 4999),)), "stale", applied=3)
+        batch = WriteBatch()
+        assert stage_install(data, batch, group_id=2, scope=wider).scope == SCOPE_B
+        engine.write(batch)
+        assert shard_records(engine, wider) == at_snapshot
 
     def test_the_default_scope_is_every_slot_of_the_group(self, new_engine: EngineFactory) -> None:
         engine = new_engine()

@@ -72,10 +72,18 @@ from shardkv.core.cluster.shardmap import (
     initial_layout,
 )
 from shardkv.core.cluster.slots import SLOT_COUNT
+from shardkv.core.cluster.split import (
+    SPLIT_INIT_INDEX,
+    SPLIT_INIT_TERM,
+    SPLIT_PENDING_SNAPSHOT_DATA,
+    SplitOrder,
+    split_command,
+)
 from shardkv.core.commands import CommandKind, CommandSpec, lookup
 from shardkv.core.engine import DATA, META, WriteBatch
 from shardkv.core.kv import KVStateMachine
 from shardkv.core.kv.machine import parse_scan_cursor
+from shardkv.core.kv.scope import KeyScope, split_scope
 from shardkv.core.raft import (
     ConfChange,
     ConfChangeType,
@@ -84,6 +92,7 @@ from shardkv.core.raft import (
     Message,
     MessageType,
     NotLeaderError,
+    ProposalDroppedError,
     Role,
 )
 from shardkv.core.raft import StorageError as RaftStorageError
@@ -199,6 +208,8 @@ class _GroupState:
     snapshot_running: bool = False
     #: Not ticked (see ``ClusterSettings.hibernate_after_ticks``).
     hibernating: bool = False
+    #: This leader proposed its shard's split and awaits the outcome.
+    split_proposed: bool = False
     #: Ticks this leader has had nothing to do, and its last log index meanwhile.
     quiet_ticks: int = 0
     quiet_index: int = 0
@@ -336,6 +347,10 @@ class NodeDriver:
         self.moves_scheduled = 0
         self.moves_finished = 0
         self.replicas_destroyed = 0
+        #: Split entries applied here (children started), and splits recorded as group
+        #: 0's leader.
+        self.splits_applied = 0
+        self.splits_recorded = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -386,9 +401,16 @@ class NodeDriver:
         # this node was down, or a destroy did not reach the disk): open them too, so
         # they are destroyed by the usual check, not left behind.
         for group_id in RaftLogStorage.stored_groups(self._engine):
+            if group_id in self._groups or group_id == PLACEMENT_GROUP_ID:
+                continue
             shard = shard_map.shards.get(group_id)
-            if group_id not in self._groups and shard is not None:
-                self._open_group(shard, bootstrap=False)
+            if shard is None:
+                # A split child the map does not record yet: its scope record and Raft
+                # state are its own (the map learns of it from its leader's report).
+                storage = RaftLogStorage(self._engine, group_id)
+                voters = tuple(storage.initial_state()[1].voters)
+                shard = ShardInfo(group_id, (), voters or (self.node_id,))
+            self._open_group(shard, bootstrap=False)
         for key, value in self._engine.scan(
             META, CLIENT_ADDRESS_PREFIX, CLIENT_ADDRESS_PREFIX_END, 10_000
         ):
@@ -402,7 +424,8 @@ class NodeDriver:
                 self.add_peer(node_id, value.decode())
         if self.snapshots.files is not None:
             for group_id, g in self._groups.items():
-                self.snapshots.track(group_id, g.storage.snapshot().data)
+                if not g.storage.snapshot_pending:
+                    self.snapshots.track(group_id, g.storage.snapshot().data)
             self.snapshots.remove_unreferenced(min_age_s=0)  # nothing is in flight yet
         for g in self._groups.values():
             voters = g.replica.raw.conf_state().voters
@@ -430,6 +453,13 @@ class NodeDriver:
                 storage = self._bootstrap_placement()
             else:
                 storage = self._bootstrap(shard)
+        return self._make_group(shard, storage), new
+
+    def _make_group(self, shard: ShardInfo, storage: RaftLogStorage) -> _GroupState:
+        """The replica of ``shard`` over ``storage`` (written), registered and routed. A
+        data group's slots are those of its own scope record when it has one (its log
+        split it; the map may not say so yet), else the map's."""
+        group_id = shard.shard_id
         applied = read_applied_index(self._engine, group_id)
         s = self.settings
         config = Config(
@@ -441,10 +471,15 @@ class NodeDriver:
             eager_commit=False,
         )
         machine: KVStateMachine | PlacementMachine
+        scope_epoch = shard.epoch
         if group_id == PLACEMENT_GROUP_ID:
             machine = PlacementMachine(None)
         else:
             machine = KVStateMachine(self._engine, scope=shard.scope)
+            record = machine.stored_scope()
+            if record is not None:
+                scope_epoch, ranges = record
+                machine = machine.narrowed(KeyScope(group_id, ranges))
         replica = Replica(
             config,
             storage,
@@ -456,15 +491,28 @@ class NodeDriver:
             max_pending_reads=s.max_pending_reads,
             snapshots=self.snapshots,
         )
+        replica.scope_epoch = scope_epoch
         replica.on_conf_change = lambda change, batch: self._on_conf_change(group_id, change, batch)
         replica.on_announce = self._on_announce
-        g = _GroupState(replica, storage, shard, last_snapshot_index=applied)
+        g = _GroupState(replica, storage, _local_view(shard, replica), last_snapshot_index=applied)
         replica.on_serve = self._serve_hook(g)
+        replica.on_split = self._split_hook(g)
+        replica.on_scope_change = lambda scope, epoch: self._on_scope_change(g)
+        if storage.snapshot_pending:
+            g.snapshot_due = True  # a split child: its first real snapshot
         self._groups[group_id] = g
-        for first, last in shard.slot_ranges:
-            for slot in range(first, last + 1):
-                self._slot_group[slot] = g
-        return g, new
+        self._route(g)
+        return g
+
+    def _route(self, g: _GroupState) -> None:
+        """Route the slots of ``g``'s applied scope to it, and none other."""
+        owned = g.replica.machine.scope.slot_mask()
+        slot_group = self._slot_group
+        for slot in range(SLOT_COUNT):
+            if owned[slot]:
+                slot_group[slot] = g
+            elif slot_group[slot] is g:
+                slot_group[slot] = None
 
     def _bootstrap_placement(self) -> RaftLogStorage:
         """Create group 0's log; its first snapshot is the map (already in META)."""
@@ -817,6 +865,133 @@ class NodeDriver:
         if admin_address:
             self._known_admins[node_id] = admin_address
 
+    # -- splits ------------------------------------------------------------------------------
+
+    def _split_hook(
+        self, parent: _GroupState
+    ) -> Callable[
+        [SplitOrder, KeyScope, tuple[int, ...], tuple[int, ...], WriteBatch],
+        Callable[[], None] | None,
+    ]:
+        def on_split(
+            order: SplitOrder,
+            scope: KeyScope,
+            voters: tuple[int, ...],
+            learners: tuple[int, ...],
+            batch: WriteBatch,
+        ) -> Callable[[], None] | None:
+            return self._start_child(parent, order, scope, (voters, learners), batch)
+
+        return on_split
+
+    def _start_child(
+        self,
+        parent: _GroupState,
+        order: SplitOrder,
+        scope: KeyScope,
+        members: tuple[tuple[int, ...], tuple[int, ...]],
+        batch: WriteBatch,
+    ) -> Callable[[], None] | None:
+        """``parent``'s split entry applies here: stage the child group (its log starts at
+        `SPLIT_INIT_INDEX` over the data already on disk, with the parent's members) in
+        ``batch``, and return what opens it once ``batch`` is written."""
+        child_id = order.child
+        if child_id in self._groups:
+            # Never expected: a hosted replica overlapping the parent's slots is not opened.
+            log.error("split_child_already_hosted", shard=parent.replica.group_id, child=child_id)
+            return None
+        voters, learners = members
+        storage = RaftLogStorage.bootstrap(
+            self._engine,
+            child_id,
+            ConfState.of(voters, learners),
+            batch,
+            index=SPLIT_INIT_INDEX,
+            term=SPLIT_INIT_TERM,
+            data=SPLIT_PENDING_SNAPSHOT_DATA,
+        )
+        stage_applied_index(child_id, SPLIT_INIT_INDEX, batch)
+        rank = {n: i for i, n in enumerate(parent.shard.replicas)}
+        replicas = tuple(sorted(voters, key=lambda n: (rank.get(n, len(rank)), n)))
+        shard = ShardInfo(child_id, scope.slot_ranges, replicas, epoch=order.epoch)
+
+        def written() -> None:
+            storage.on_written()
+            g = self._make_group(shard, storage)
+            self._active[child_id] = g
+            self.splits_applied += 1
+            if parent.replica.is_leader:
+                g.replica.raw.campaign()  # the parent's leader stands first: no timeout
+
+        return written
+
+    def _on_scope_change(self, g: _GroupState) -> None:
+        """``g``'s replica narrowed its scope (a split, or a snapshot taken after one)."""
+        shard_map = self.shard_map
+        shard = shard_map.shards.get(g.shard.shard_id) if shard_map is not None else None
+        g.shard = _local_view(shard or g.shard, g.replica)
+        self._route(g)
+
+    def _drive_split(self, g: _GroupState) -> None:
+        """A shard leader whose map entry orders a split: propose the split entry (alone
+        in its entry, with the members it applies under), once no membership change is
+        pending; again later if it did not apply."""
+        replica = g.replica
+        raw = replica.raw
+        shard_map = self.shard_map
+        shard = shard_map.shards.get(replica.group_id) if shard_map is not None else None
+        if shard is None or not shard.split or raw.role is not Role.LEADER or g.split_proposed:
+            return
+        order = SplitOrder(shard.shard_id, shard.split[0], shard.split[1], shard.epoch + 1)
+        if replica.scope_epoch >= order.epoch:
+            return  # applied: the placement group records it once the child reports
+        if raw.raft.pending_conf_index > replica.applied_index:
+            return
+        conf = raw.conf_state()
+        g.split_proposed = True
+
+        def done(replies: list[Reply]) -> None:
+            g.split_proposed = False
+            if isinstance(replies[0], ErrorReply):
+                log.info("split_not_applied", shard=shard.shard_id, reply=str(replies[0]))
+
+        log.info(
+            "shard_split_proposed", shard=shard.shard_id, child=order.child, slot=order.first_slot
+        )
+        try:
+            replica.propose_alone(split_command(order, conf.voters, conf.learners), done)
+        except (NotLeaderError, ProposalDroppedError):
+            g.split_proposed = False
+        self._activate(g)
+
+    def _split_updates(self, shard_map: ShardMap) -> list[list[bytes]]:
+        """Group 0's leader: record each ordered split whose child reported a leader (so
+        its split entry committed): the parent keeps the slots before the cut, the child
+        holds the rest on the members the child reports, both at the split's epoch."""
+        changed: list[ShardInfo] = []
+        for parent in shard_map.pending_splits():
+            assert parent.split
+            child_id, first_slot = parent.split
+            report = self._reports.get(child_id)
+            if report is None or not report.voters:
+                continue
+            kept, moved = split_scope(parent.scope, first_slot, child_id)
+            epoch = parent.epoch + 1
+            rank = {n: i for i, n in enumerate(parent.replicas)}
+            replicas = tuple(sorted(report.voters, key=lambda n: (rank.get(n, len(rank)), n)))
+            changed.append(replace(parent, slot_ranges=kept.slot_ranges, epoch=epoch, split=()))
+            changed.append(ShardInfo(child_id, moved.slot_ranges, replicas, epoch))
+            self.splits_recorded += 1
+            log.info(
+                "shard_split_recorded",
+                shard=parent.shard_id,
+                child=child_id,
+                kept=kept.describe(),
+                moved=moved.describe(),
+                epoch=epoch,
+            )
+        return [set_shards_command(changed)] if changed else []
+
     def _on_announce(self, node_id: int, address: bytes, batch: WriteBatch) -> None:
         """An announcement entry in a data group's log (written by earlier versions, which
         spread client addresses that way; the node registry in group 0 does it now)."""
@@ -858,8 +1033,8 @@ class NodeDriver:
     def _follow_map(self) -> None:
         """Group 0 applied a new map: route by it, and host what it places here. A shard
         placed here that is not hosted yet is opened empty (its leader sends a snapshot);
-        a hosted shard takes its new epoch and replicas. (A shard whose slots change is
-        narrowed to the slots both maps give it; moving data is the elastic cluster's.)"""
+        a hosted shard takes its new epoch and replicas (its slots are its own scope's:
+        only its log changes them, by a split)."""
         placement = self._placement
         assert placement is not None and isinstance(placement.replica.machine, PlacementMachine)
         machine = placement.replica.machine
@@ -876,26 +1051,39 @@ class NodeDriver:
             for group_id in self._groups
             if group_id in new_map.shards and self.node_id not in new_map.shards[group_id].placed
         ]
-        for shard in (*new_map.shards_on(self.node_id), *leaving):
+        self._host_placed(new_map, leaving)
+        self._follow_map_peers(new_map)
+
+    def _host_placed(self, shard_map: ShardMap, leaving: Iterable[ShardInfo] = ()) -> None:
+        """Open the shards ``shard_map`` places here that are not hosted yet (empty: the
+        leader sends a snapshot), and bring hosted ones to the map's epoch and replicas.
+        A shard whose slots a hosted replica still holds is not opened yet: that replica
+        has not applied the split that made the shard (it does soon, and starts the
+        shard itself), or it installs a snapshot without those slots; checked again at
+        every balance interval. ``leaving``: hosted shards the map moved away (members
+        until their removal applies: they serve and apply at the map's epoch)."""
+        for shard in (*shard_map.shards_on(self.node_id), *leaving):
             g = self._groups.get(shard.shard_id)
             if g is None:
+                if any(
+                    self._slot_group[slot] is not None
+                    for first, last in shard.slot_ranges
+                    for slot in range(first, last + 1)
+                ):
+                    continue
                 g, _ = self._open_group(shard, bootstrap=False)
                 self._active[shard.shard_id] = g
                 log.info("shard_opened_from_map", shard=shard.shard_id, epoch=shard.epoch)
-            elif g.shard != shard:
-                if (shard.target and shard.target != g.shard.target) or (
-                    shard.preferred_leader != g.shard.preferred_leader
+                continue
+            local = _local_view(shard, g.replica)
+            if local != g.shard:
+                if (
+                    (shard.target and shard.target != g.shard.target)
+                    or (shard.preferred_leader != g.shard.preferred_leader)
+                    or shard.split
                 ):
-                    self._activate(g)  # its leader has membership changes, or a hand-over
-                if g.shard.slot_ranges != shard.slot_ranges:
-                    g.replica.narrow_fence(shard.scope)
-                    log.warning(
-                        "shard_slots_changed_without_move",
-                        shard=shard.shard_id,
-                        slots=shard.scope.describe(),
-                    )
-                g.shard = shard
-        self._follow_map_peers(new_map)
+                    self._activate(g)  # membership changes, a hand-over, or a split
+                g.shard = local
 
     def _follow_map_peers(self, shard_map: ShardMap) -> None:
         """Dial the nodes the map knows and this node does not (the flags and membership
@@ -926,7 +1114,8 @@ class NodeDriver:
         shard_map = machine.shard_map
         if shard_map is None or replica.applied_index < replica.raw.raft.log.committed:
             return
-        commands = self._registry_updates(shard_map) + self._membership_updates(shard_map)
+        commands = self._registry_updates(shard_map) + self._split_updates(shard_map)
+        commands += self._membership_updates(shard_map)
         commands += self._drained_updates(shard_map)
         if commands:
             self._propose_placement(commands)
@@ -1076,6 +1265,7 @@ class NodeDriver:
         shard_map = self.shard_map
         if shard_map is None or self._placement is None or self.stopping:
             return
+        self._host_placed(shard_map)  # those a hosted replica's slots held back
         for group_id, g in self._groups.items():
             if group_id == PLACEMENT_GROUP_ID:
                 continue
@@ -1096,9 +1286,15 @@ class NodeDriver:
         shard_map = self.shard_map
         if shard_map is None:
             return False
-        shard = shard_map.shards.get(g.shard.shard_id)
+        group_id = g.shard.shard_id
+        shard = shard_map.shards.get(group_id)
         if shard is not None and self.node_id in shard.placed:
             return False
+        if shard is None and (
+            group_id > shard_map.last_shard_id
+            or any(s.split[0] == group_id for s in shard_map.pending_splits() if s.split)
+        ):
+            return False  # a split child the map does not record yet
         replica = g.replica
         if replica.is_leader or g.snapshot_running:
             return False
@@ -1560,7 +1756,11 @@ class NodeDriver:
         balance = self._ticks % self.settings.leader_balance_interval_ticks == 0
         active = self._active
         hibernate = self.settings.hibernate_after_ticks > 0
-        for group_id, g in self._groups.items():
+        shard_map = self.shard_map
+        split_pending = (
+            {s.shard_id for s in shard_map.pending_splits()} if balance and shard_map else set()
+        )
+        for group_id, g in list(self._groups.items()):
             if g.hibernating:
                 continue
             raw = g.replica.raw
@@ -1574,6 +1774,8 @@ class NodeDriver:
                 self._hand_to_preferred_leader(g)
                 if g.shard.target:
                     self._drive_to_target(g)
+                elif shard_map is not None and group_id in split_pending:
+                    self._drive_split(g)
             raw.tick()
             g.replica.expire_waiters(timeout_s)
             if raw.has_ready():
@@ -1804,6 +2006,21 @@ class NodeDriver:
             if progress.match > best_match:
                 best, best_match = node_id, progress.match
         return best
+
+
+def _local_view(shard: ShardInfo, replica: Replica) -> ShardInfo:
+    """The map's ``shard`` as ``replica`` serves it: with its applied slots and, where
+    they differ from the map's (a split the map does not record yet, or one this replica
+    has not applied), the epoch of its own scope."""
+    machine = replica.machine
+    if not isinstance(machine, KVStateMachine):
+        return shard
+    ranges = machine.scope.slot_ranges
+    if ranges != shard.slot_ranges:
+        return replace(shard, slot_ranges=ranges, epoch=replica.scope_epoch, split=())
+    if replica.scope_epoch > shard.epoch:
+        return replace(shard, epoch=replica.scope_epoch)
+    return shard
 
 
 def _move_step(target: tuple[int, ...], voters: tuple[int, ...], learners: tuple[int, ...]) -> str:

@@ -30,10 +30,23 @@ from typing import Final, Protocol
 from shardkv.core.cluster.placement import PlacementMachine
 from shardkv.core.cluster.routing import KEYLESS, command_slot
 from shardkv.core.cluster.shardmap import PLACEMENT_GROUP_ID
-from shardkv.core.engine import WriteBatch
+from shardkv.core.cluster.split import (
+    SPLIT_COMMAND,
+    SplitCommandError,
+    SplitOrder,
+    decode_split_command,
+)
+from shardkv.core.engine import META, WriteBatch
 from shardkv.core.kv import KVStateMachine
+from shardkv.core.kv.codec import (
+    data_bytes_key,
+    encode_count,
+    expires_count_key,
+    key_count_key,
+    scope_key,
+)
 from shardkv.core.kv.proposal import decode_proposal, encode_proposal
-from shardkv.core.kv.scope import KeyScope
+from shardkv.core.kv.scope import KeyScope, encode_scope_record, split_scope
 from shardkv.core.raft import (
     ConfChange,
     Config,
@@ -47,7 +60,7 @@ from shardkv.core.raft import (
     Snapshot,
     Storage,
 )
-from shardkv.core.resp import ErrorReply, Reply
+from shardkv.core.resp import OK, ErrorReply, Reply
 from shardkv.node.shard_snapshots import ShardSnapshots
 from shardkv.observability.logging import get_logger
 from shardkv.storage.kv_snapshot import stage_applied_index
@@ -68,6 +81,9 @@ ANNOUNCE_COMMAND: Final = b"\x00announce"
 SendMessages = Callable[[list[Message]], None]
 
 #: A proposal that lost its place in the log (leader change): it did not happen.
+#: Reply to a split command that shares its log entry with other commands (it must be
+#: alone: its apply writes the entries before it first).
+SPLIT_NOT_ALONE: Final = ErrorReply("ERR split refused: a split must be alone in its entry")
 PROPOSAL_DROPPED: Final = ErrorReply(
     "TRYAGAIN the write was not committed because leadership changed; retry it"
 )
@@ -197,6 +213,19 @@ class Replica:
         #: Called when a leader's announcement (node id, client address) is applied, to
         #: stage it durably: a restarted node knows every leader's address at once.
         self.on_announce: Callable[[int, bytes, WriteBatch], None] = lambda n, a, b: None
+        #: The epoch of this replica's applied scope: the map's when the replica opened,
+        #: then the one its own log (a split) or a snapshot set.
+        self.scope_epoch = 0
+        #: Called when a split entry is applied, with the order, the child's scope and
+        #: members (voters, learners), and the batch holding the parent's side: stage the
+        #: child's creation in it and return what to run once it is written (or None).
+        self.on_split: Callable[
+            [SplitOrder, KeyScope, tuple[int, ...], tuple[int, ...], WriteBatch],
+            Callable[[], None] | None,
+        ] = lambda order, scope, voters, learners, batch: None
+        #: Called after this replica's scope changed (a split applied, or a snapshot of
+        #: fewer slots installed), with the new scope and epoch.
+        self.on_scope_change: Callable[[KeyScope, int], None] = lambda scope, epoch: None
 
     # -- client requests ---------------------------------------------------------------
 
@@ -241,6 +270,12 @@ class Replica:
             self._waiters[proposed.last_index] = _Waiter(
                 proposed.term, _split_replies(groups), count, self._monotonic_s()
             )
+
+    def propose_alone(self, args: list[bytes], on_done: ReplyCallback) -> None:
+        """Propose ``args`` as a log entry of its own (a split). Raises `NotLeaderError`;
+        ``on_done`` gets the reply once applied."""
+        proposed = self.raw.propose(encode_proposal(self._clock_ms(), [args]))
+        self._waiters[proposed.last_index] = _Waiter(proposed.term, on_done, 1, self._monotonic_s())
 
     def propose_conf_change(self, change: ConfChange, on_done: ReplyCallback) -> None:
         """Propose a membership change; ``on_done`` gets ``[0]`` once it is applied, or an
@@ -329,9 +364,10 @@ class Replica:
             self.storage.on_written()
             batch.ops.clear()
             self.applied_index = rd.snapshot.metadata.index
+            self._take_stored_scope()
             self._settle_skipped_waiters(work)
         if rd.committed_entries:
-            self._apply(rd, batch, work)
+            self._apply(rd, batch, work, write_now)
         for rs in rd.read_states:
             reads = self._reads_by_ctx.pop(rs.request_ctx, None)
             if reads:
@@ -351,7 +387,13 @@ class Replica:
             return
         self.snapshots.stage_install(snapshot, self.machine.scope, batch, write_now)
 
-    def _apply(self, rd: Ready, batch: WriteBatch, work: ReadyWork) -> None:
+    def _apply(
+        self,
+        rd: Ready,
+        batch: WriteBatch,
+        work: ReadyWork,
+        write_now: Callable[[WriteBatch], None],
+    ) -> None:
         machine = self.machine
         machine.begin_batch()
         waiters = self._waiters
@@ -370,6 +412,12 @@ class Replica:
                 for args in proposal.commands:
                     if args[0] == SWEEP_COMMAND:
                         replies.append(machine.expire_sweep(now_ms, int(args[1])))
+                    elif args[0] == SPLIT_COMMAND and self.group_id != PLACEMENT_GROUP_ID:
+                        if len(proposal.commands) != 1:
+                            replies.append(SPLIT_NOT_ALONE)
+                            continue
+                        reply, machine = self._apply_split(args, entry.index, batch, write_now)
+                        replies.append(reply)
                     elif args[0] == ANNOUNCE_COMMAND:
                         for i in range(1, len(args) - 1, 2):
                             self.on_announce(int(args[i]), args[i + 1], batch)
@@ -388,6 +436,90 @@ class Replica:
         kv_batch = machine.finish_batch()
         batch.extend(kv_batch)
         stage_applied_index(self.group_id, self.applied_index, batch)
+
+    def _apply_split(
+        self,
+        args: list[bytes],
+        index: int,
+        batch: WriteBatch,
+        write_now: Callable[[WriteBatch], None],
+    ) -> tuple[Reply, KVStateMachine | PlacementMachine]:
+        """Apply the split entry at ``index`` (alone in its entry; see
+        ``core/cluster/split.py``). Writes the cycle's batch twice, so the split's reads
+        see every earlier write and the split lands whole, with its applied index, in one
+        write. Returns the reply and the machine that applies the entries after it (with
+        a batch open)."""
+        machine = self.machine
+        assert isinstance(machine, KVStateMachine)
+        try:
+            order, voters, learners = decode_split_command(self.group_id, args)
+            kept, child = split_scope(machine.scope, order.first_slot, order.child)
+        except (SplitCommandError, ValueError) as exc:
+            return ErrorReply(f"ERR split refused: {exc}"), machine
+        if order.epoch <= self.scope_epoch:
+            # Proposed twice (a retry), or older than this replica's scope: done already.
+            return ErrorReply("ERR split refused: the shard's epoch is already past it"), machine
+        batch.extend(machine.finish_batch())
+        stage_applied_index(self.group_id, self.applied_index, batch)
+        write_now(batch)
+        batch.ops.clear()
+        machine.begin_batch()
+        keys, expiring, data_bytes = machine.split_off(child)
+        batch.extend(machine.finish_batch())
+        batch.put(META, key_count_key(child.group_id), encode_count(keys))
+        batch.put(META, expires_count_key(child.group_id), encode_count(expiring))
+        batch.put(META, data_bytes_key(child.group_id), encode_count(max(0, data_bytes)))
+        batch.put(
+            META, scope_key(child.group_id), encode_scope_record(order.epoch, child.slot_ranges)
+        )
+        batch.put(
+            META, scope_key(self.group_id), encode_scope_record(order.epoch, kept.slot_ranges)
+        )
+        stage_applied_index(self.group_id, index, batch)
+        after_written = self.on_split(order, child, voters, learners, batch)
+        write_now(batch)
+        batch.ops.clear()
+        if after_written is not None:
+            after_written()
+        narrowed = self._narrow_to(kept, order.epoch)
+        log.info(
+            "shard_split_applied",
+            shard=self.group_id,
+            child=order.child,
+            kept=kept.describe(),
+            moved=child.describe(),
+            moved_keys=keys,
+            epoch=order.epoch,
+        )
+        narrowed.begin_batch()
+        return OK, narrowed
+
+    def _narrow_to(self, scope: KeyScope, epoch: int) -> KVStateMachine:
+        """Own ``scope`` at ``epoch`` from now on (a new machine, a new fence)."""
+        machine = self.machine
+        assert isinstance(machine, KVStateMachine)
+        narrowed = machine.narrowed(scope)
+        self.machine = narrowed
+        self._owned_slots = scope.slot_mask()
+        self.scope_epoch = epoch
+        self.on_scope_change(scope, epoch)
+        return narrowed
+
+    def _take_stored_scope(self) -> None:
+        """A snapshot was installed and written: take the scope record it carried, if it
+        differs (this replica missed a split of its shard)."""
+        machine = self.machine
+        if not isinstance(machine, KVStateMachine):
+            return
+        record = machine.stored_scope()
+        if record is None:
+            return
+        epoch, ranges = record
+        scope = KeyScope(self.group_id, ranges)
+        if scope != machine.scope:
+            self._narrow_to(scope, epoch)
+        else:
+            self.scope_epoch = max(self.scope_epoch, epoch)
 
     def _settle_skipped_waiters(self, work: ReadyWork) -> None:
         """Waiters at or below the applied index whose entry this replica never applied one

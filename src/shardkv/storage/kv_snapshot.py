@@ -53,10 +53,12 @@ from typing import Final
 from shardkv.core.cluster.slots import SLOT_COUNT
 from shardkv.core.engine import DATA, EXPIRY, META, ReadView, WriteBatch
 from shardkv.core.kv.codec import (
+    data_bytes_key,
     data_ranges,
     expires_count_key,
     expiry_group_range,
     key_count_key,
+    scope_key,
 )
 from shardkv.core.kv.scope import KeyScope, SlotRange
 from shardkv.storage.engine import ConsistentView
@@ -117,7 +119,13 @@ def _scope_ranges(scope: KeyScope) -> tuple[_Range, ...]:
         (_DATA_TAG, DATA, start, end) for start, end in data_ranges(scope.slot_ranges)
     ]
     ranges.append((_EXPIRY_TAG, EXPIRY, *expiry_group_range(scope.group_id)))
-    for key in sorted((key_count_key(scope.group_id), expires_count_key(scope.group_id))):
+    group_keys = (
+        key_count_key(scope.group_id),
+        expires_count_key(scope.group_id),
+        scope_key(scope.group_id),
+        data_bytes_key(scope.group_id),
+    )
+    for key in sorted(group_keys):
         ranges.append((_META_TAG, META, key, key + b"\x00"))
     return tuple(ranges)
 
@@ -456,16 +464,26 @@ def stage_install(
             f"snapshot at applied index {info.applied_index}, expected {applied_index}"
         )
     expected = KeyScope.whole(info.group_id) if scope is None else scope
-    if expected != info.scope:
-        raise SnapshotMismatchError(
-            f"snapshot of group {info.group_id} slots {info.scope.describe()}, expected"
-            f" group {expected.group_id} slots {expected.describe()}"
-        )
+    _check_covered(info, expected)
     _stage_clear(expected, batch)
     for column, key, value in records:
         batch.put(column, key, value)
     stage_applied_index(info.group_id, info.applied_index, batch)
     return info
+
+
+def _check_covered(info: SnapshotInfo, scope: KeyScope) -> None:
+    """Refuse a snapshot of another group, or of slots ``scope`` does not hold. A snapshot
+    of fewer slots is accepted: the replica missed a split of its shard, and installing
+    clears all of ``scope`` (the slots split off belong to a group not hosted here yet)."""
+    mask = scope.slot_mask()
+    if info.group_id != scope.group_id or not all(
+        mask[slot] for first, last in info.slot_ranges for slot in range(first, last + 1)
+    ):
+        raise SnapshotMismatchError(
+            f"snapshot of group {info.group_id} slots {info.scope.describe()}, expected"
+            f" group {scope.group_id} slots within {scope.describe()}"
+        )
 
 
 # -- installing without holding the snapshot ---------------------------------------------
@@ -523,11 +541,7 @@ def install_in_pages(
         raise SnapshotMismatchError(
             f"snapshot at applied index {info.applied_index}, expected {applied_index}"
         )
-    if info.scope != scope:
-        raise SnapshotMismatchError(
-            f"snapshot of group {group_id} slots {info.scope.describe()}, expected"
-            f" slots {scope.describe()}"
-        )
+    _check_covered(info, scope)
     batch = WriteBatch()
     batch.put(META, install_marker_key(group_id), marker)
     _stage_clear(scope, batch)

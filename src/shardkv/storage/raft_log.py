@@ -55,6 +55,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from shardkv.core.cluster.split import SPLIT_PENDING_SNAPSHOT_DATA
 from shardkv.core.engine import RAFT_LOG, RAFT_STATE, ReadView, WriteBatch
 from shardkv.core.raft import (
     CompactedError,
@@ -67,6 +68,7 @@ from shardkv.core.raft import (
     Snapshot,
     SnapshotMetadata,
     SnapshotOutOfDateError,
+    SnapshotTemporarilyUnavailableError,
     UnavailableError,
 )
 from shardkv.core.raft.types import EMPTY_HARD_STATE, entry_size_bytes
@@ -334,7 +336,19 @@ class RaftLogStorage:
         if meta.index == 0:
             return Snapshot()
         data = self._engine.get(RAFT_STATE, state_key(self._group_id, _SNAPSHOT_DATA_NAME))
+        if data == SPLIT_PENDING_SNAPSHOT_DATA:
+            # A split child's first snapshot is built after its first entry: until then a
+            # lagging replica waits for it (the core retries later).
+            raise SnapshotTemporarilyUnavailableError(
+                f"group {self._group_id}'s first snapshot is not built yet"
+            )
         return Snapshot(meta, data if data is not None else b"")
+
+    @property
+    def snapshot_pending(self) -> bool:
+        """Whether the newest snapshot is a split child's placeholder (build one soon)."""
+        data = self._engine.get(RAFT_STATE, state_key(self._group_id, _SNAPSHOT_DATA_NAME))
+        return data == SPLIT_PENDING_SNAPSHOT_DATA
 
     # -- inspection -----------------------------------------------------------------------
 

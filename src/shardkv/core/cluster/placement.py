@@ -26,7 +26,15 @@ from __future__ import annotations
 import json
 from typing import Final
 
-from shardkv.core.cluster.shardmap import NODE_UP, NodeInfo, ShardInfo, ShardMap, ShardMapError
+from shardkv.core.cluster.shardmap import (
+    NODE_UP,
+    NodeInfo,
+    ShardInfo,
+    ShardMap,
+    ShardMapError,
+    decode_shard_fields,
+    encode_shard_fields,
+)
 from shardkv.core.engine import META, WriteBatch
 from shardkv.core.kv.scope import KeyScope
 from shardkv.core.resp import OK, ErrorReply, Reply
@@ -76,27 +84,13 @@ def set_shards_command(shards: list[ShardInfo]) -> list[bytes]:
 
 
 def _encode_shard(shard: ShardInfo) -> bytes:
-    doc = [
-        shard.shard_id,
-        [list(r) for r in shard.slot_ranges],
-        list(shard.replicas),
-        shard.epoch,
-        list(shard.target),
-    ]
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return json.dumps(encode_shard_fields(shard), separators=(",", ":")).encode()
 
 
 def _decode_shard(data: bytes) -> ShardInfo:
     try:
-        shard_id, ranges, replicas, epoch, *rest = json.loads(data)
-        return ShardInfo(
-            int(shard_id),
-            tuple((int(a), int(b)) for a, b in ranges),
-            tuple(int(r) for r in replicas),
-            int(epoch),
-            tuple(int(r) for r in rest[0]) if rest else (),
-        )
-    except (ValueError, TypeError) as exc:
+        return decode_shard_fields(json.loads(data))
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
         raise ShardMapError(f"unreadable shard {data[:80]!r}: {exc}") from exc
 
 

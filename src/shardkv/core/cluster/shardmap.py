@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from shardkv.core.cluster.slots import SLOT_COUNT
-from shardkv.core.kv.scope import KeyScope, SlotRange
+from shardkv.core.kv.scope import KeyScope, SlotRange, split_scope
 
 #: Format version of `ShardMap.encode`.
 SHARD_MAP_VERSION: Final = 1
@@ -78,6 +78,11 @@ class ShardInfo:
     #: the others), and the placement group's leader records ``replicas = target`` and
     #: clears it once the shard's membership is exactly the target.
     target: tuple[int, ...] = ()
+    #: A split ordered by the placement group (empty: none): ``(child shard id, first
+    #: slot of the child)``. The shard's leader proposes the split in the shard's log;
+    #: once the child has a leader, the placement group's leader records both shards at
+    #: epoch ``epoch + 1`` and clears this. Nothing else changes the shard meanwhile.
+    split: tuple[int, int] | tuple[()] = ()
 
     @property
     def scope(self) -> KeyScope:
@@ -103,6 +108,9 @@ class ShardMap:
     #: ``shardkv rebalance pause``: the scheduler makes no balance or leader moves
     #: (repairs and drains go on).
     rebalance_paused: bool = False
+    #: The highest shard id ever given (split children included), so a shard id is
+    #: never used twice (`next_shard_id`).
+    last_shard_id: int = 0
     _slot_owner: list[int] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -128,7 +136,17 @@ class ShardMap:
                 raise ShardMapError(
                     f"shard {shard.shard_id} is on unknown or removed nodes {unknown}"
                 )
-            KeyScope(shard.shard_id, shard.slot_ranges)  # checks bounds and order
+            scope = KeyScope(shard.shard_id, shard.slot_ranges)  # checks bounds and order
+            if shard.split:
+                child, first_slot = shard.split
+                if child in self.shards or child <= PLACEMENT_GROUP_ID or shard.target:
+                    raise ShardMapError(
+                        f"shard {shard.shard_id} cannot split into shard {child} now"
+                    )
+                try:
+                    split_scope(scope, first_slot, child)
+                except ValueError as exc:
+                    raise ShardMapError(f"shard {shard.shard_id}: {exc}") from exc
             for first, last in shard.slot_ranges:
                 for slot in range(first, last + 1):
                     if owner[slot]:
@@ -138,7 +156,19 @@ class ShardMap:
                     owner[slot] = shard.shard_id
         if self.shards and 0 in owner:
             raise ShardMapError(f"slot {owner.index(0)} belongs to no shard")
+        children = [s.split[0] for s in self.shards.values() if s.split]
+        if len(set(children)) != len(children):
+            raise ShardMapError(f"two splits into one shard id: {sorted(children)}")
+        self.last_shard_id = max(self.last_shard_id, *self.shards, *children, 0)
         self._slot_owner = owner
+
+    def next_shard_id(self) -> int:
+        """A shard id never used in this cluster."""
+        return self.last_shard_id + 1
+
+    def pending_splits(self) -> list[ShardInfo]:
+        """Shards with a split ordered and not yet recorded, by id."""
+        return [s for _, s in sorted(self.shards.items()) if s.split]
 
     def shard_of_slot(self, slot: int) -> ShardInfo:
         """The shard that owns ``slot`` (0 <= slot < 16384)."""
@@ -154,7 +184,10 @@ class ShardMap:
     def with_node(self, node: NodeInfo) -> ShardMap:
         """A copy where ``node`` replaces the node with its id (or is added)."""
         return ShardMap(
-            {**self.nodes, node.node_id: node}, dict(self.shards), self.rebalance_paused
+            {**self.nodes, node.node_id: node},
+            dict(self.shards),
+            self.rebalance_paused,
+            self.last_shard_id,
         )
 
     def with_shards(self, shards: list[ShardInfo]) -> ShardMap:
@@ -172,10 +205,11 @@ class ShardMap:
             dict(self.nodes),
             {**self.shards, **{s.shard_id: s for s in shards}},
             self.rebalance_paused,
+            self.last_shard_id,
         )
 
     def with_rebalance_paused(self, paused: bool) -> ShardMap:
-        return ShardMap(dict(self.nodes), dict(self.shards), paused)
+        return ShardMap(dict(self.nodes), dict(self.shards), paused, self.last_shard_id)
 
     def up_nodes(self) -> list[int]:
         """Ids of the nodes not removed, ascending."""
@@ -199,16 +233,8 @@ class ShardMap:
                 for _, n in sorted(self.nodes.items())
             ],
             "rebalance_paused": self.rebalance_paused,
-            "shards": [
-                [
-                    s.shard_id,
-                    [list(r) for r in s.slot_ranges],
-                    list(s.replicas),
-                    s.epoch,
-                    list(s.target),
-                ]
-                for _, s in sorted(self.shards.items())
-            ],
+            "last_shard_id": self.last_shard_id,
+            "shards": [encode_shard_fields(s) for _, s in sorted(self.shards.items())],
         }
         return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
@@ -221,22 +247,46 @@ class ShardMap:
                 raise ShardMapError(f"shard map version {doc['version']} is not supported")
             # (Maps written before the registry had admin addresses list three fields.)
             nodes = {int(n[0]): _decode_node(n) for n in doc["nodes"]}
-            shards = {
-                int(s[0]): ShardInfo(
-                    int(s[0]),
-                    tuple((int(a), int(b)) for a, b in s[1]),
-                    tuple(int(r) for r in s[2]),
-                    int(s[3]),
-                    tuple(int(r) for r in s[4]) if len(s) > 4 else (),
-                )
-                for s in doc["shards"]
-            }
+            shards = {int(s[0]): decode_shard_fields(s) for s in doc["shards"]}
             paused = bool(doc.get("rebalance_paused", False))
+            last_shard_id = int(doc.get("last_shard_id", 0))
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             if isinstance(exc, ShardMapError):
                 raise
             raise ShardMapError(f"unreadable shard map: {exc}") from exc
-        return cls(nodes, shards, paused)
+        return cls(nodes, shards, paused, last_shard_id)
+
+
+def encode_shard_fields(shard: ShardInfo) -> list[Any]:
+    """A shard as the JSON list the map and the placement commands use: id, slot ranges,
+    replicas, epoch, target, split (the last two may be missing in older maps)."""
+    fields: list[Any] = [
+        shard.shard_id,
+        [list(r) for r in shard.slot_ranges],
+        list(shard.replicas),
+        shard.epoch,
+        list(shard.target),
+    ]
+    if shard.split:
+        fields.append(list(shard.split))
+    return fields
+
+
+def decode_shard_fields(fields: list[Any]) -> ShardInfo:
+    """Inverse of `encode_shard_fields`. Raises ``ValueError``, ``TypeError``,
+    ``IndexError`` or ``KeyError`` on a malformed list (callers wrap them)."""
+    split: tuple[int, int] | tuple[()] = ()
+    if len(fields) > 5 and fields[5]:
+        child, first_slot = fields[5]
+        split = (int(child), int(first_slot))
+    return ShardInfo(
+        int(fields[0]),
+        tuple((int(a), int(b)) for a, b in fields[1]),
+        tuple(int(r) for r in fields[2]),
+        int(fields[3]),
+        tuple(int(r) for r in fields[4]) if len(fields) > 4 else (),
+        split,
+    )
 
 
 def _decode_node(fields: list[Any]) -> NodeInfo:

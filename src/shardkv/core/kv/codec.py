@@ -70,6 +70,8 @@ STRING_NO_EXPIRY_HEADER: Final = _HEADER.pack(TYPE_STRING, 0)
 
 KEY_COUNT_PREFIX: Final = b"kv/key_count/"
 EXPIRES_COUNT_PREFIX: Final = b"kv/expires_count/"
+SCOPE_PREFIX: Final = b"kv/scope/"
+DATA_BYTES_PREFIX: Final = b"kv/data_bytes/"
 
 #: Exclusive upper bound of every DATA key (every slot prefix is below it).
 DATA_END: Final = SLOTS_END
@@ -162,6 +164,17 @@ def key_count_key(group_id: int) -> bytes:
 def expires_count_key(group_id: int) -> bytes:
     """The META key of ``group_id``'s count of keys with an expiry."""
     return EXPIRES_COUNT_PREFIX + _GROUP.pack(group_id)
+
+
+def data_bytes_key(group_id: int) -> bytes:
+    """The META key of ``group_id``'s count of DATA bytes (keys plus stored values)."""
+    return DATA_BYTES_PREFIX + _GROUP.pack(group_id)
+
+
+def scope_key(group_id: int) -> bytes:
+    """The META key of ``group_id``'s applied scope record (``scope.encode_scope_record``):
+    its slot ranges and epoch as its own log last changed them (a split)."""
+    return SCOPE_PREFIX + _GROUP.pack(group_id)
 
 
 def encode_count(count: int) -> bytes:

@@ -18,10 +18,12 @@ from shardkv.core.cluster.slots import SLOT_COUNT, key_slot, pattern_slot, slot_
 from shardkv.core.commands import COMMANDS, CommandKind, lookup, unknown_command_error
 from shardkv.core.engine import DATA, EXPIRY, META, Delete, DeleteRange, Put, ReadView, WriteBatch
 from shardkv.core.kv.codec import (
+    EXPIRY_HEAD_BYTES,
     HEADER_BYTES,
     STRING_NO_EXPIRY_HEADER,
     TYPE_NAMES,
     TYPE_STRING,
+    data_bytes_key,
     data_key,
     data_range,
     data_ranges,
@@ -33,11 +35,12 @@ from shardkv.core.kv.codec import (
     expiry_key_head,
     expiry_range_end,
     key_count_key,
+    scope_key,
     user_key,
 )
 from shardkv.core.kv.glob import GlobPattern
 from shardkv.core.kv.longdouble import add_long_double, format_long_double, parse_long_double
-from shardkv.core.kv.scope import KeyScope, SlotRange
+from shardkv.core.kv.scope import KeyScope, SlotRange, decode_scope_record
 from shardkv.core.resp.replies import OK, ErrorReply, Reply, SimpleString
 
 _Handler = Callable[[list[bytes], int], Reply]
@@ -206,6 +209,8 @@ class KVStateMachine:
 
     __slots__ = (
         "_data",
+        "_data_bytes",
+        "_data_bytes_key",
         "_data_ranges",
         "_dispatch",
         "_expires_count",
@@ -252,7 +257,9 @@ class KVStateMachine:
         self._flushed = False
         self._key_count = 0
         self._expires_count = 0
-        self._start_counts = (0, 0)
+        self._data_bytes_key = data_bytes_key(scope.group_id)
+        self._data_bytes = 0
+        self._start_counts = (0, 0, 0)
         self._dispatch = self._build_dispatch()
 
     # ------------------------------------------------------------------------------------
@@ -266,7 +273,8 @@ class KVStateMachine:
         self._in_batch = True
         self._key_count = decode_count(self._view.get(META, self._key_count_key))
         self._expires_count = decode_count(self._view.get(META, self._expires_count_key))
-        self._start_counts = (self._key_count, self._expires_count)
+        self._data_bytes = decode_count(self._view.get(META, self._data_bytes_key))
+        self._start_counts = (self._key_count, self._expires_count, self._data_bytes)
 
     def finish_batch(self) -> WriteBatch:
         """Close the batch and return its writes (possibly empty). The caller must apply
@@ -293,9 +301,11 @@ class KVStateMachine:
                 ops.append(Put(EXPIRY, key, value))
             elif not flushed:
                 ops.append(Delete(EXPIRY, key))
-        if (self._key_count, self._expires_count) != self._start_counts:
+        if (self._key_count, self._expires_count, self._data_bytes) != self._start_counts:
             ops.append(Put(META, self._key_count_key, encode_count(self._key_count)))
             ops.append(Put(META, self._expires_count_key, encode_count(self._expires_count)))
+            # (Data written before the counter existed is not in it: never below zero.)
+            ops.append(Put(META, self._data_bytes_key, encode_count(max(0, self._data_bytes))))
         self._reset_batch()
         return batch
 
@@ -322,6 +332,14 @@ class KVStateMachine:
         """Whether the user key ``key`` hashes to a slot of this machine's scope (the
         caller routes keys; the machine itself does not check)."""
         return self._owned[key_slot(key)] != 0
+
+    def data_bytes(self) -> int:
+        """Bytes of the group's DATA records (keys and values as stored), pending writes
+        of the open batch included: what the scheduler splits shards by. Approximate
+        for data written before this counter existed (it was not counted)."""
+        if self._in_batch:
+            return max(0, self._data_bytes)
+        return decode_count(self._view.get(META, self._data_bytes_key))
 
     def key_count(self) -> int:
         """The group's keys stored (DBSIZE), pending writes of the open batch included."""
@@ -383,6 +401,54 @@ class KVStateMachine:
             else:
                 self._expiry[index_key] = None
         return deleted
+
+    def split_off(self, child: KeyScope) -> tuple[int, int, int]:
+        """Give the slots of ``child`` (all owned by this machine) to the group
+        ``child.group_id``: move their keys' EXPIRY entries under the child's group and
+        take them out of this group's counts. Returns the child's (key count, expires
+        count, data bytes), which the caller stores as the child's counters. The DATA
+        keys stay where they are (keyed by slot, not by group): no value is copied.
+
+        Must run inside a batch opened on a view that holds every earlier write (the
+        caller writes the batches before it first), and the caller must replace this
+        machine by ``narrowed(...)`` afterwards: from then on it no longer owns those
+        slots. Costs one pass over the moved keys and over this group's EXPIRY entries."""
+        if not self._in_batch:
+            raise BatchStateError("split_off() outside a batch")
+        owned = self._owned
+        child_mask = child.slot_mask()
+        if any(child_mask[slot] and not owned[slot] for slot in range(SLOT_COUNT)):
+            raise ValueError(f"slots {child.describe()} are not all owned by this machine")
+        moved_keys = moved_bytes = 0
+        for dkey, value in self._iter_slots(child.slot_ranges):
+            moved_keys += 1
+            moved_bytes += len(dkey) + len(value)
+        moved_expiry = [
+            index_key
+            for index_key, _ in self._iter_range(EXPIRY, *self._expiry_range)
+            if child_mask[slot_of_prefixed(index_key[EXPIRY_HEAD_BYTES:])]
+        ]
+        for index_key in moved_expiry:
+            _, expire_at, dkey = decode_expiry_key(index_key)
+            self._expiry[index_key] = None
+            self._expiry[expiry_key_head(child.group_id, expire_at) + dkey] = b""
+        self._key_count -= moved_keys
+        self._expires_count -= len(moved_expiry)
+        self._data_bytes -= moved_bytes
+        return moved_keys, len(moved_expiry), moved_bytes
+
+    def stored_scope(self) -> tuple[int, tuple[SlotRange, ...]] | None:
+        """(epoch, slot ranges) of the group's scope record in the view (written when its
+        log split it; carried by its snapshots), or None if it never split."""
+        data = self._view.get(META, scope_key(self._group_id))
+        return None if data is None else decode_scope_record(data)
+
+    def narrowed(self, scope: KeyScope) -> KVStateMachine:
+        """A machine of the same group and view owning ``scope`` (after `split_off`).
+        Call between batches."""
+        if scope.group_id != self._group_id:
+            raise ValueError(f"scope of group {scope.group_id} for group {self._group_id}")
+        return KVStateMachine(self._view, scope=scope, max_string_bytes=self._max_string_bytes)
 
     def _not_ours(self, args: list[bytes]) -> ErrorReply:
         spec = lookup(args[0])
@@ -467,8 +533,10 @@ class KVStateMachine:
         not), so that the expiry index and the counts stay exact."""
         if old is None:
             self._key_count += 1
+            self._data_bytes += len(dkey) + HEADER_BYTES + len(payload)
             old_expire_at = 0
         else:
+            self._data_bytes += len(payload) + HEADER_BYTES - len(old)
             old_expire_at = _expire_at_of(old, 1)[0]
         if old_expire_at != expire_at:
             if old_expire_at:
@@ -485,6 +553,7 @@ class KVStateMachine:
     def _delete(self, dkey: bytes, old: bytes) -> None:
         """Delete a data key whose stored value is ``old``."""
         self._key_count -= 1
+        self._data_bytes -= len(dkey) + len(old)
         old_expire_at = _expire_at_of(old, 1)[0]
         if old_expire_at:
             self._expiry[expiry_key_head(self._group_id, old_expire_at) + dkey] = None
@@ -864,6 +933,7 @@ class KVStateMachine:
         self._flushed = True
         self._key_count = 0
         self._expires_count = 0
+        self._data_bytes = 0
         return OK
 
     def _keys(self, args: list[bytes], now_ms: int) -> Reply:

@@ -7,6 +7,7 @@ counters, so a snapshot, a FLUSHALL or a SCAN of one shard never touches another
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from shardkv.core.cluster.slots import SLOT_COUNT, key_slot
@@ -78,3 +79,35 @@ class KeyScope:
     @property
     def slot_count(self) -> int:
         return sum(last - first + 1 for first, last in self.slot_ranges)
+
+
+def split_scope(scope: KeyScope, first_slot: int, child_id: int) -> tuple[KeyScope, KeyScope]:
+    """``scope`` cut before ``first_slot``: (what the parent keeps, the slots at and after
+    ``first_slot`` as the scope of group ``child_id``). Raises ``ValueError`` unless both
+    parts own at least one slot and the child is another group."""
+    if child_id == scope.group_id:
+        raise ValueError(f"a shard cannot split into itself (group {child_id})")
+    kept = tuple(
+        (first, min(last, first_slot - 1))
+        for first, last in scope.slot_ranges
+        if first < first_slot
+    )
+    moved = scope.ranges_from(first_slot)
+    if not kept or not moved:
+        raise ValueError(f"slot {first_slot} does not cut slots {scope.describe()} in two")
+    return KeyScope(scope.group_id, kept), KeyScope(child_id, moved)
+
+
+def encode_scope_record(epoch: int, slot_ranges: tuple[SlotRange, ...]) -> bytes:
+    """A shard's applied scope as its own log set it: ``{"epoch": E, "ranges": [[a, b]]}``."""
+    doc = {"epoch": epoch, "ranges": [list(r) for r in slot_ranges]}
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode_scope_record(data: bytes) -> tuple[int, tuple[SlotRange, ...]]:
+    """Inverse of `encode_scope_record`. Raises ``ValueError`` on anything else."""
+    try:
+        doc = json.loads(data)
+        return int(doc["epoch"]), tuple((int(a), int(b)) for a, b in doc["ranges"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"unreadable scope record {data[:80]!r}") from exc
