@@ -18,6 +18,7 @@ import pytest
 from shardkv.core.cluster.slots import SLOT_COUNT, SLOTS_END, key_slot, slot_prefix
 from shardkv.core.engine import DATA, EXPIRY, META, ReadView, WriteBatch
 from shardkv.core.kv import KeyScope, KVStateMachine, codec
+from shardkv.core.kv.scope import split_scope
 from shardkv.core.resp.replies import OK, ErrorReply
 from shardkv.storage import Engine, MemoryEngine, RocksDBEngine
 from shardkv.storage.kv_snapshot import (
@@ -509,3 +510,61 @@ class TestShardSnapshots:
         assert verify_snapshot_data(build_and_close(engine.consistent_view(), 4)).scope == (
             KeyScope.whole(4)
         )
+
+
+class TestSplit:
+    def test_a_split_hands_the_slots_keys_ttls_and_counts_to_the_child_without_copying(
+        self, new_engine: EngineFactory
+    ) -> None:
+        """After ``split_off`` the parent and the child machines, over the same records,
+        each see exactly their slots' keys, TTLs, counts and bytes; no DATA record was
+        written (the keys are where they were)."""
+        engine = new_engine()
+        whole = KeyScope(3, ((0, SLOT_COUNT - 1),))
+        write_shard(engine, whole, "k", applied=7)
+        data_before = shard_records(engine, whole)[DATA]
+        bytes_before = KVStateMachine(engine, scope=whole).data_bytes()
+        kept, moved = split_scope(whole, 9000, 4)
+
+        parent = KVStateMachine(engine, scope=whole)
+        parent.begin_batch()
+        keys, expiring, moved_bytes = parent.split_off(moved)
+        batch = parent.finish_batch()
+        assert not any(op.column == DATA for op in batch.ops), "no DATA record is rewritten"
+        batch.put(META, codec.key_count_key(4), codec.encode_count(keys))
+        batch.put(META, codec.expires_count_key(4), codec.encode_count(expiring))
+        batch.put(META, codec.data_bytes_key(4), codec.encode_count(moved_bytes))
+        engine.write(batch)
+
+        parent = parent.narrowed(kept)
+        child = KVStateMachine(engine, scope=moved)
+        assert shard_records(engine, whole)[DATA] == data_before
+        for machine, scope in ((parent, kept), (child, moved)):
+            records = shard_records(engine, scope)
+            expected_keys = [k for k, _ in records[DATA]]
+            assert machine.key_count() == len(expected_keys)
+            assert machine.expires_count() == len(records[EXPIRY])
+            indexed = {codec.decode_expiry_key(k)[2] for k, _ in records[EXPIRY]}
+            assert indexed == {k for k, v in records[DATA] if codec.decode_header(v)[1]}
+            for dkey, _ in records[DATA]:
+                ttl = machine.execute([b"PTTL", codec.user_key(dkey)], START_MS)
+                assert isinstance(ttl, int) and ttl != -2
+        assert keys > 0 and expiring > 0
+        assert parent.key_count() + child.key_count() == len(data_before)
+        assert parent.data_bytes() + child.data_bytes() == bytes_before > 0
+
+    def test_a_split_slot_must_cut_the_scope_in_two(self) -> None:
+        scope = KeyScope(1, ((0, 99), (200, 299)))
+        assert split_scope(scope, 250, 2) == (
+            KeyScope(1, ((0, 99), (200, 249))),
+            KeyScope(2, ((250, 299),)),
+        )
+        assert split_scope(scope, 150, 2) == (
+            KeyScope(1, ((0, 99),)),
+            KeyScope(2, ((200, 299),)),
+        )
+        for bad_slot in (0, 300, 16383):
+            with pytest.raises(ValueError):
+                split_scope(scope, bad_slot, 2)
+        with pytest.raises(ValueError):
+            split_scope(scope, 50, 1)  # into itself

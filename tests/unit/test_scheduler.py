@@ -11,8 +11,14 @@ from dataclasses import replace
 
 import pytest
 
-from shardkv.core.cluster.scheduler import SchedulerSettings, plan
-from shardkv.core.cluster.shardmap import NODE_DRAINING, NodeInfo, ShardMap, initial_layout
+from shardkv.core.cluster.scheduler import SchedulerSettings, plan, plan_splits, split_point
+from shardkv.core.cluster.shardmap import (
+    NODE_DRAINING,
+    NodeInfo,
+    ShardInfo,
+    ShardMap,
+    initial_layout,
+)
 
 SETTINGS = SchedulerSettings(replicas=3, max_concurrent_moves=4)
 
@@ -239,3 +245,32 @@ def test_draining_and_dead_replicas_of_one_shard_are_both_replaced() -> None:
     settled, _, _ = converge(shard_map, live)
     for s in settled.shards.values():
         assert not {2, 3} & set(s.replicas) and len(s.replicas) == 3
+
+
+def test_shards_past_the_size_limit_split_largest_first_into_ids_never_used() -> None:
+    """Splits take the next unused ids, at most ``max_pending`` are pending at once, a
+    shard changed this round or already splitting is skipped, and while a split is
+    pending `plan` leaves that shard alone."""
+    m = cluster(3, 4)
+    sizes = {1: 10, 2: 300, 3: 200, 4: 500}
+    orders = plan_splits(m, sizes, 100, max_pending=2, busy=())
+    assert [(s.shard_id, s.split) for s in orders] == [(2, (6, 6144)), (4, (5, 14336))]
+    assert all(s.epoch == m.shards[s.shard_id].epoch + 1 for s in orders)
+    m = m.with_shards(orders)
+    assert m.next_shard_id() == 7
+    assert plan_splits(m, sizes, 100, max_pending=2) == []  # two pending already
+    assert [s.shard_id for s in plan_splits(m, sizes, 100, max_pending=3)] == [3]
+    assert [s.shard_id for s in plan_splits(m, sizes, 100, max_pending=3, busy={3})] == []
+    # A leader reorder would take a splitting shard's epoch: plan leaves it alone.
+    skewed = m.with_shards([replace(m.shards[2], replicas=(1, 2, 3), epoch=m.shards[2].epoch + 1)])
+    assert all(not s.split for s in plan(skewed, {1, 2, 3}, SETTINGS))
+
+
+def test_a_shard_of_one_slot_is_never_split() -> None:
+    one = ShardMap(
+        {1: NodeInfo(1, "a")},
+        {1: ShardInfo(1, ((0, 0),), (1,)), 2: ShardInfo(2, ((1, 16383),), (1,))},
+    )
+    assert split_point(one.shards[1]) is None
+    assert plan_splits(one, {1: 10**9}, 1, max_pending=4) == []
+    assert split_point(one.shards[2]) == 1 + 16383 // 2

@@ -161,17 +161,14 @@ def print_status(admins: list[str]) -> int:
     slowest replica's applied index is behind the leader's."""
     rows = [(a, fetch_status(a)) for a in admins]
     nodes = Table(title="ShardKV nodes")
-    for col in ("admin", "node", "client", "state", "shards", "leads"):
+    for col in ("admin", "node", "client", "state", "shards", "leads", "bytes"):
         nodes.add_column(col)
-    shards: dict[int, list[dict[str, object]]] = {}
     for admin, s in rows:
         if s is None:
-            nodes.add_row(admin, "-", "", "[red]down[/red]", "", "")
+            nodes.add_row(admin, "-", "", "[red]down[/red]", "", "", "")
             continue
         hosted = s.get("shards") or []
         assert isinstance(hosted, list)
-        for sh in hosted:
-            shards.setdefault(int(sh["shard"]), []).append({**sh, "node": s["node_id"]})
         led = sum(1 for sh in hosted if sh["role"] == "leader")
         nodes.add_row(
             admin,
@@ -180,6 +177,7 @@ def print_status(admins: list[str]) -> int:
             "up" if s.get("ready", True) else "starting",
             str(len(hosted)),
             str(led),
+            format_bytes(sum(int(sh.get("data_bytes", 0)) for sh in hosted)),
         )
     Console().print(nodes)
     placement = next(
@@ -193,9 +191,34 @@ def print_status(admins: list[str]) -> int:
             f"map applied at {placement['applied']}",
             markup=False,
         )
+    print_shards(rows)
+    return 0 if any(s is not None for _, s in rows) else 1
+
+
+def format_bytes(count: int) -> str:
+    """``1536`` -> ``"1.5 KiB"``: sizes for tables."""
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"  # unreachable
+
+
+def print_shards(rows: list[tuple[str, dict[str, object] | None]]) -> None:
+    """The shard table merged from every reachable node's ``/v1/status`` (``rows``)."""
+    shards: dict[int, list[dict[str, object]]] = {}
+    for _, s in rows:
+        if s is None:
+            continue
+        hosted = s.get("shards") or []
+        assert isinstance(hosted, list)
+        for sh in hosted:
+            shards.setdefault(int(sh["shard"]), []).append({**sh, "node": s["node_id"]})
     if shards:
         table = Table(title="ShardKV shards")
-        for col in ("shard", "slots", "epoch", "leader", "replicas", "applied", "lag", "keys"):
+        columns = ("shard", "slots", "epoch", "leader", "replicas", "applied", "lag", "keys")
+        for col in (*columns, "bytes"):
             table.add_column(col)
         for shard_id, views in sorted(shards.items()):
             leader = next((v for v in views if v["role"] == "leader"), None)
@@ -211,6 +234,6 @@ def print_status(admins: list[str]) -> int:
                 str(ref["applied"]),
                 str(max(applied) - min(applied)),
                 str(ref["keys"]) if leader else "",
+                format_bytes(int(str(ref.get("data_bytes", 0)))) if leader else "",
             )
         Console().print(table)
-    return 0 if any(s is not None for _, s in rows) else 1

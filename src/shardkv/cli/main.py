@@ -118,6 +118,12 @@ def main() -> None:
     help="Shards the scheduler moves at once, cluster-wide. [4]",
 )
 @click.option(
+    "--shard-split-bytes",
+    type=int,
+    default=None,
+    help="A shard holding more key and value bytes than this splits in two. [64 MiB]",
+)
+@click.option(
     "--labels",
     default=None,
     help="Failure domains, e.g. host=h1,zone=z1: no two replicas of a shard on one host.",
@@ -373,6 +379,39 @@ def node_list(admins: str) -> None:
     from shardkv.cli.local_cluster import discover_admins, print_status
 
     sys.exit(print_status(discover_admins([a.strip() for a in admins.split(",") if a.strip()])))
+
+
+@main.group()
+def shard() -> None:
+    """Shards (Raft groups) of a running cluster."""
+
+
+@shard.command("list")
+@click.option("--admin", "admins", default=DEFAULT_ADMINS, show_default=True, help=ADMINS_HELP)
+def shard_list(admins: str) -> None:
+    """Every shard: slots, epoch, leader, replicas, keys and bytes."""
+    from shardkv.cli.local_cluster import discover_admins, fetch_status, print_shards
+
+    every = discover_admins(_admin_list(admins))
+    rows = [(a, fetch_status(a)) for a in every]
+    if not any(s is not None for _, s in rows):
+        raise click.ClickException(f"no node answered at {', '.join(every)}")
+    print_shards(rows)
+
+
+@shard.command("split")
+@click.option("--id", "shard_id", type=int, required=True, help="The shard to split.")
+@click.option(
+    "--slot", type=int, default=None, help="First slot of the new shard. [halves the slots]"
+)
+@click.option("--admin", "admins", default=DEFAULT_ADMINS, show_default=True, help=ADMINS_HELP)
+def shard_split(shard_id: int, slot: int | None, admins: str) -> None:
+    """Split a shard in two at a slot boundary. The new shard starts on the same
+    replicas from the data already there (no copy); clients are sent to it with -MOVED."""
+    from shardkv.cli.nodes import split_shard
+
+    child = split_shard(_admin_list(admins), shard_id, slot)
+    click.echo(f"shard {shard_id} splits; the slots moved go to new shard {child}")
 
 
 @main.group()

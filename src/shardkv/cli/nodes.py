@@ -1,5 +1,5 @@
-"""``shardkv node remove`` and ``shardkv rebalance``: requests to the placement group's
-leader, found through any node's admin address."""
+"""``shardkv node remove``, ``shardkv shard split`` and ``shardkv rebalance``: requests
+to the placement group's leader, found through any node's admin address."""
 
 from __future__ import annotations
 
@@ -92,6 +92,13 @@ def set_rebalance(admins: list[str], paused: bool) -> None:
     """Pause or resume the scheduler's balance and leader moves."""
     leader = _leader_or_fail(admins)
     call("POST", f"http://{leader}/v1/rebalance", {"paused": paused})
+
+
+def split_shard(admins: list[str], shard_id: int, slot: int | None) -> int:
+    """Order a split of ``shard_id`` (before ``slot``; None halves it); the new shard's id."""
+    body = {} if slot is None else {"slot": slot}
+    out = call("POST", f"http://{_leader_or_fail(admins)}/v1/shards/{shard_id}/split", body)
+    return int(out["child"])
 
 
 def rebalance_status(admins: list[str]) -> dict[str, Any]:

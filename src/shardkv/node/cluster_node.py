@@ -165,6 +165,9 @@ class ClusterNode:
     def group_statuses(self) -> Sequence[Status]:
         return [replica.raw.status() for replica in self.runtime.driver.all_replicas()]
 
+    def group_sizes(self) -> dict[int, tuple[int, int]]:
+        return self.runtime.driver.group_sizes()
+
     async def transfer_leader(self, group_id: int, to_node: int) -> None:
         try:
             self.runtime.driver.transfer_leader(group_id, to_node)
@@ -232,6 +235,8 @@ def _report(group: pb.GroupStatus) -> GroupReport:
         voters=tuple(group.conf_state.voters),
         learners=tuple(group.conf_state.learners),
         settled=group.applied >= group.commit,
+        data_bytes=group.data_bytes,
+        key_count=group.key_count,
     )
 
 

@@ -60,7 +60,13 @@ from shardkv.core.cluster.placement import (
     set_shards_command,
 )
 from shardkv.core.cluster.routing import CROSSSLOT, KEYLESS, command_slot
-from shardkv.core.cluster.scheduler import SchedulerSettings, plan
+from shardkv.core.cluster.scheduler import (
+    SchedulerSettings,
+    order_split,
+    plan,
+    plan_splits,
+    split_point,
+)
 from shardkv.core.cluster.shardmap import (
     NODE_DRAINING,
     NODE_REMOVED,
@@ -187,6 +193,8 @@ class ClusterSettings:
     max_concurrent_moves: int = 4
     #: Placement: the scheduler moves replicas and leaders by itself.
     rebalance: bool = True
+    #: Placement: a shard whose leader reports more data bytes than this is split.
+    shard_split_bytes: int = 64 << 20
     #: This node's failure domains (``--labels``), registered in the map.
     labels: tuple[tuple[str, str], ...] = ()
 
@@ -239,6 +247,9 @@ class GroupReport:
     #: The reporter applied everything it knows committed: its membership is committed.
     settled: bool
     reported_s: float = 0.0
+    #: The shard's key and value bytes and keys, as the reporter counts them.
+    data_bytes: int = 0
+    key_count: int = 0
 
 
 @dataclass(slots=True)
@@ -623,6 +634,7 @@ class NodeDriver:
             or not replica.idle
             or last_index != g.quiet_index
             or g.shard.target  # membership changes to make (`_drive_to_target`)
+            or g.shard.split  # a split to propose (`_drive_split`)
         ):
             g.quiet_ticks = 0
             g.quiet_index = last_index
@@ -969,16 +981,18 @@ class NodeDriver:
         its split entry committed): the parent keeps the slots before the cut, the child
         holds the rest on the members the child reports, both at the split's epoch."""
         changed: list[ShardInfo] = []
-        for parent in shard_map.pending_splits():
+        pending = shard_map.pending_splits()
+        memberships = self._committed_memberships() if pending else {}
+        for parent in pending:
             assert parent.split
             child_id, first_slot = parent.split
-            report = self._reports.get(child_id)
-            if report is None or not report.voters:
+            if not memberships.get(child_id, ((), ()))[0]:
                 continue
             kept, moved = split_scope(parent.scope, first_slot, child_id)
             epoch = parent.epoch + 1
             rank = {n: i for i, n in enumerate(parent.replicas)}
-            replicas = tuple(sorted(report.voters, key=lambda n: (rank.get(n, len(rank)), n)))
+            voters = memberships[child_id][0]
+            replicas = tuple(sorted(voters, key=lambda n: (rank.get(n, len(rank)), n)))
             changed.append(replace(parent, slot_ranges=kept.slot_ranges, epoch=epoch, split=()))
             changed.append(ShardInfo(child_id, moved.slot_ranges, replicas, epoch))
             self.splits_recorded += 1
@@ -1148,15 +1162,70 @@ class NodeDriver:
             balance=not shard_map.rebalance_paused,
         )
         changes = plan(shard_map, self.live_nodes(), settings)
+        if settings.balance:
+            changes += plan_splits(
+                shard_map,
+                self._shard_sizes(),
+                s.shard_split_bytes,
+                max_pending=s.max_concurrent_moves,
+                busy={c.shard_id for c in changes},
+            )
         if not changes:
             return []
         self.moves_scheduled += sum(1 for c in changes if c.target)
         log.info(
             "placement_scheduled",
             moves=[(c.shard_id, c.target) for c in changes if c.target],
+            splits=[(c.shard_id, c.split) for c in changes if c.split],
             leader_moves=sum(1 for c in changes if not c.target),
         )
         return [set_shards_command(changes)]
+
+    def _shard_sizes(self) -> dict[int, int]:
+        """Shard id -> data bytes, as its leader last reported it (this node's own
+        leaderships read directly)."""
+        sizes = {gid: r.data_bytes for gid, r in self._reports.items() if r.is_leader}
+        for gid, g in self._groups.items():
+            if gid != PLACEMENT_GROUP_ID and g.replica.is_leader:
+                sizes[gid] = _data_bytes(g)
+        return sizes
+
+    def split_shard(self, shard_id: int, first_slot: int | None, on_done: ReplyCallback) -> None:
+        """Group 0's leader: order a split of ``shard_id`` before ``first_slot`` (None:
+        the slot halving its slots) (``shardkv shard split``). ``on_done`` gets the new
+        shard's id once the order applies, or an error: unknown shard, one slot, a
+        move or split under way, a slot that does not cut it. Raises `NotLeaderError`
+        elsewhere."""
+        p = self._placement
+        assert p is not None
+        if not p.replica.is_leader or self.shard_map is None:
+            raise NotLeaderError(
+                f"node {self.node_id} does not lead the placement group", p.replica.leader_id
+            )
+        shard_map = self.shard_map
+        shard = shard_map.shards.get(shard_id)
+        if shard is None:
+            on_done([ErrorReply(f"ERR shard {shard_id} does not exist")])
+            return
+        if shard.target or shard.split:
+            on_done([ErrorReply(f"ERR shard {shard_id} is moving or splitting; retry later")])
+            return
+        point = split_point(shard) if first_slot is None else first_slot
+        if point is None:
+            on_done([ErrorReply(f"ERR shard {shard_id} has one slot: it cannot be split")])
+            return
+        child_id = shard_map.next_shard_id()
+        try:
+            split_scope(shard.scope, point, child_id)
+        except ValueError as exc:
+            on_done([ErrorReply(f"ERR cannot split shard {shard_id}: {exc}")])
+            return
+
+        def applied(replies: list[Reply]) -> None:
+            on_done([replies[0] if isinstance(replies[0], ErrorReply) else child_id])
+
+        p.replica.queue_write([set_shards_command([order_split(shard, child_id, point)])], applied)
+        self._activate(p)
 
     def live_nodes(self) -> set[int]:
         """Group 0's leader: the map's up nodes heard from within ``dead_node_timeout_s``
@@ -1624,9 +1693,15 @@ class NodeDriver:
                     voters=conf.voters,
                     learners=conf.learners,
                     settled=g.replica.applied_index >= raw.raft.log.committed,
+                    data_bytes=_data_bytes(g),
+                    key_count=_key_count(g),
                 )
             )
         return reports
+
+    def group_sizes(self) -> dict[int, tuple[int, int]]:
+        """group id -> (data bytes, key count) of every data group hosted here."""
+        return {gid: (_data_bytes(g), _key_count(g)) for gid, g in self._groups.items() if gid}
 
     def all_replicas(self) -> list[Replica]:
         """Every group's replica here, the placement group's first."""
@@ -1682,7 +1757,7 @@ class NodeDriver:
             return None
         if replica.leader_id == self.node_id:
             return self.settings.client_address
-        return self._known_clients.get(replica.leader_id)
+        return self.client_addresses().get(replica.leader_id)
 
     def _moved(self, slot: int) -> ErrorReply:
         """Where a client should send a command for ``slot`` (which this node does not
@@ -1899,7 +1974,10 @@ class NodeDriver:
         interval = self.settings.snapshot_interval_entries
         if g.snapshot_due or replica.applied_index - g.last_snapshot_index >= interval:
             g.snapshot_due = False
-            return self._snapshot(g)
+            job = self._snapshot(g)
+            if job is None and g.storage.snapshot_pending:
+                g.snapshot_due = True  # a split child's first: as soon as it applied one
+            return job
         return None
 
     def _snapshot(self, g: _GroupState) -> SnapshotJob | None:
@@ -2006,6 +2084,15 @@ class NodeDriver:
             if progress.match > best_match:
                 best, best_match = node_id, progress.match
         return best
+
+
+def _data_bytes(g: _GroupState) -> int:
+    machine = g.replica.machine
+    return machine.data_bytes() if isinstance(machine, KVStateMachine) else 0
+
+
+def _key_count(g: _GroupState) -> int:
+    return g.replica.machine.key_count()
 
 
 def _local_view(shard: ShardInfo, replica: Replica) -> ShardInfo:

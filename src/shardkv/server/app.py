@@ -377,6 +377,7 @@ class Server:
         app.router.add_post("/v1/members", self._http_member_add)
         app.router.add_delete("/v1/members/{node_id}", self._http_member_remove)
         app.router.add_post("/v1/nodes/{node_id}/remove", self._http_node_remove)
+        app.router.add_post("/v1/shards/{shard_id}/split", self._http_shard_split)
         app.router.add_get("/v1/rebalance", self._http_rebalance)
         app.router.add_post("/v1/rebalance", self._http_rebalance)
         app.router.add_get("/v1/kv/{key}", self._http_kv)
@@ -470,7 +471,31 @@ class Server:
         driver = self.cluster.runtime.driver
         return await self._placement_change(
             lambda done: driver.decommission_node(node_id, done),
-            {"node_id": node_id, "state": "draining"},
+            lambda reply: {"node_id": node_id, "state": "draining"},
+        )
+
+    async def _http_shard_split(self, request: web.Request) -> web.Response:
+        """Order a split of a shard (``shardkv shard split``), before the slot given as
+        JSON ``{"slot": N}`` or, without a body, at the slot halving its slots. Answers
+        ``{"shard": S, "child": C}`` once the order applies; the shard's leader then
+        splits it. Only the placement group's leader does it (409 with ``leader_admin``
+        elsewhere); 409 for a shard that cannot split now (the message says why)."""
+        if self.cluster is None:
+            return web.json_response({"error": "not a cluster member"}, status=409)
+        try:
+            shard_id = int(request.match_info["shard_id"])
+            body = await request.json() if request.can_read_body else {}
+            slot = body.get("slot") if isinstance(body, dict) else None
+            if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int)):
+                raise TypeError
+        except (ValueError, TypeError):
+            return web.json_response(
+                {"error": 'expected an integer shard id and optional JSON {"slot": N}'}, 400
+            )
+        driver = self.cluster.runtime.driver
+        return await self._placement_change(
+            lambda done: driver.split_shard(shard_id, slot, done),
+            lambda reply: {"shard": shard_id, "child": reply},
         )
 
     async def _http_rebalance(self, request: web.Request) -> web.Response:
@@ -490,14 +515,17 @@ class Server:
         except (ValueError, KeyError, TypeError):
             return web.json_response({"error": 'expected JSON {"paused": true|false}'}, 400)
         return await self._placement_change(
-            lambda done: driver.set_rebalance_paused(paused, done), {"paused": paused}
+            lambda done: driver.set_rebalance_paused(paused, done),
+            lambda reply: {"paused": paused},
         )
 
     async def _placement_change(
-        self, propose: Callable[[Callable[[list[Reply]], None]], None], ok: dict[str, Any]
+        self,
+        propose: Callable[[Callable[[list[Reply]], None]], None],
+        ok: Callable[[Reply], dict[str, Any]],
     ) -> web.Response:
-        """Run a change only the placement group's leader makes; answer ``ok`` once it
-        applied, 409 with the leader's admin address elsewhere, 409 with an error reply's
+        """Run a change only the placement group's leader makes; answer ``ok(reply)`` once
+        it applied, 409 with the leader's admin address elsewhere, 409 with an error reply's
         message, 503 if it did not apply in time."""
         assert self.cluster is not None
         driver = self.cluster.runtime.driver
@@ -525,7 +553,7 @@ class Server:
             return web.json_response({"error": "not applied in time; retry"}, status=503)
         if isinstance(replies[0], ErrorReply):
             return web.json_response({"error": replies[0].message}, status=409)
-        return web.json_response(ok)
+        return web.json_response(ok(replies[0]))
 
     async def _membership(self, change: Awaitable[None]) -> web.Response:
         assert self.cluster is not None
@@ -649,6 +677,9 @@ class Server:
                         "applied": r.applied_index,
                         "lag": rst.commit - r.applied_index,
                         "keys": r.machine.key_count(),
+                        "data_bytes": r.machine.data_bytes()
+                        if isinstance(r.machine, KVStateMachine)
+                        else 0,
                     }
                 )
             body["shards"] = shards

@@ -51,6 +51,7 @@ def cluster_settings(config: ServerConfig) -> ClusterSettings:
         replicas=config.replicas,
         dead_node_timeout_s=config.dead_node_timeout_s,
         max_concurrent_moves=config.max_concurrent_moves,
+        shard_split_bytes=config.shard_split_bytes,
         rebalance=config.rebalance,
         labels=parse_labels(config.labels),
     )

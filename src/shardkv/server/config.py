@@ -96,6 +96,9 @@ class ServerConfig:
     max_concurrent_moves: int = 4
     #: Whether the placement scheduler moves replicas and leaders by itself.
     rebalance: bool = True
+    #: A shard holding more key and value bytes than this splits in two at the slot
+    #: halving its slots (the new shard starts on the same replicas; no data moves).
+    shard_split_bytes: int = 64 << 20
     #: Failure domains, "key=value,...": no two replicas of a shard share a ``host``, and
     #: replicas spread over ``zone``s when there are enough (e.g. "host=h1,zone=z1").
     labels: str | None = None
@@ -122,6 +125,7 @@ class ServerConfig:
             "replicas",
             "dead_node_timeout_s",
             "max_concurrent_moves",
+            "shard_split_bytes",
         )
         for name in positive:
             if getattr(self, name) <= 0:

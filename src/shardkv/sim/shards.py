@@ -31,8 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from shardkv.core.cluster.scheduler import split_point
 from shardkv.core.cluster.shardmap import ShardMap
 from shardkv.core.cluster.slots import key_slot
+from shardkv.core.kv.scope import split_scope
 from shardkv.core.raft import Message
 from shardkv.core.resp import OK, ErrorReply, Reply
 from shardkv.node.driver import ClusterSettings, NodeDriver
@@ -103,6 +105,9 @@ class ShardSimSettings:
     #: replicas elsewhere. Not drawn yet: at 3 s (crashes then trigger repairs and moves
     #: back) seeds 174 and 217 fail liveness / map settling (no safety violation).
     dead_node_timeout_s: float = 60.0
+    #: At each of these ticks, the placement group's leader is asked to split a shard
+    #: (``shardkv shard split``; retried each tick until one is ordered).
+    split_at_ticks: tuple[int, ...] = ()
 
     @staticmethod
     def draw(seed: int) -> ShardSimSettings:
@@ -118,6 +123,7 @@ class ShardSimSettings:
             snapshot_interval_entries=rng.choice((20, 40, 200)),
             faults=FaultSettings.draw(rng),
             join_at_tick=rng.choice((0, 0, 50, 150, 250)),
+            split_at_ticks=rng.choice(((), (), (40,), (100, 200), (30, 60, 90, 220))),
         )
 
 
@@ -160,6 +166,8 @@ class ShardSimStats:
     served: int = 0
     #: Nodes that joined through the placement group (at most one per run).
     joins: int = 0
+    #: Splits ordered through the placement group's leader.
+    splits_ordered: int = 0
 
 
 @dataclass(slots=True)
@@ -206,8 +214,11 @@ class ShardSim:
         self._served_by: dict[tuple[int, int], int] = {}
         #: (group, epoch) -> the slots the placement group gave that group at that epoch.
         self._epoch_slots: dict[tuple[int, int], tuple[tuple[int, int], ...]] = {}
+        self._last_recorded: dict[int, ShardMap] = {}
         self._poll_interval_ticks = STATUS_POLL_INTERVAL_TICKS
         self._joined = False
+        self._splits_wanted = 0
+        self._split_asked_at: int | None = None
         self._join_asked_at = -JOIN_RETRY_TICKS
         self.joined_node: int | None = None
         for node in self.nodes.values():
@@ -292,18 +303,83 @@ class ShardSim:
 
         driver.join_node(peer, f"n{new_id}:{6000 + new_id}", "", done)
 
+    def _placement_leader(self) -> NodeDriver | None:
+        for n in self.nodes.values():
+            if n.driver is not None and n.driver.placement_status()[0].is_leader:
+                return n.driver
+        return None
+
+    def _ask_to_split(self) -> None:
+        """The operator's ``shardkv shard split`` of a shard picked at random (one with
+        more than one slot and no move or split under way)."""
+        driver = self._placement_leader()
+        if driver is None or driver.shard_map is None:
+            return
+        shards = [
+            s
+            for s in driver.shard_map.shards.values()
+            if not s.target and not s.split and split_point(s) is not None
+        ]
+        if not shards:
+            return
+        shard = self._rng_faults.choice(sorted(shards, key=lambda s: s.shard_id))
+        self._split_asked_at = self.tick
+
+        def done(replies: list[Reply]) -> None:
+            self._split_asked_at = None
+            if isinstance(replies[0], int):
+                self._splits_wanted -= 1
+                self.stats.splits_ordered += 1
+
+        driver.split_shard(shard.shard_id, None, done)
+
+    def _record_epochs(self) -> None:
+        """Remember the slots every map any node holds gives each (shard, epoch): a
+        replica may serve at an epoch the maps have all moved past (it had not applied
+        the split that ended it yet)."""
+        for node in self.nodes.values():
+            known = node.driver.shard_map if node.driver is not None else None
+            if known is None or known is self._last_recorded.get(node.node_id):
+                continue
+            self._last_recorded[node.node_id] = known
+            for shard in known.shards.values():
+                self._epoch_slots.setdefault((shard.shard_id, shard.epoch), shard.slot_ranges)
+
+    def _ranges_at(self, group: int, epoch: int) -> tuple[tuple[int, int], ...] | None:
+        """The slots some node's map gives ``group`` at ``epoch``: its entry at that
+        epoch, or a split ordered at ``epoch - 1`` (both shards serve at ``epoch`` from
+        the split entry on, before the map records them)."""
+        for node in self.nodes.values():
+            known = node.driver.shard_map if node.driver is not None else None
+            if known is None:
+                continue
+            shard = known.shards.get(group)
+            if shard is not None and shard.epoch == epoch:
+                return shard.slot_ranges
+            for parent in known.pending_splits():
+                if (
+                    parent.split
+                    and parent.epoch + 1 == epoch
+                    and group
+                    in (
+                        parent.shard_id,
+                        parent.split[0],
+                    )
+                ):
+                    kept, moved = split_scope(parent.scope, parent.split[1], parent.split[0])
+                    return (kept if group == parent.shard_id else moved).slot_ranges
+        return None
+
     def _checker(self, node_id: int) -> Callable[[int, int, int], None]:
         def served(group: int, epoch: int, slot: int) -> None:
             self.stats.served += 1
             # The slots the placement group gave ``group`` at ``epoch`` (epochs also rise
             # on membership and leader moves, which keep the slots).
             ranges = self._epoch_slots.get((group, epoch))
-            driver = self.nodes[node_id].driver
-            known = driver.shard_map if driver is not None else None
-            if ranges is None and known is not None and group in known.shards:
-                shard = known.shards[group]
-                if shard.epoch == epoch:
-                    ranges = self._epoch_slots[(group, epoch)] = shard.slot_ranges
+            if ranges is None:
+                ranges = self._ranges_at(group, epoch)
+                if ranges is not None:
+                    self._epoch_slots[(group, epoch)] = ranges
             if ranges is None or not any(first <= slot <= last for first, last in ranges):
                 raise self._fail(
                     "slot served by a group that does not own it",
@@ -355,6 +431,13 @@ class ShardSim:
             and self.tick - self._join_asked_at >= JOIN_RETRY_TICKS
         ):
             self._ask_to_join()
+        self._record_epochs()
+        if self.tick in self.settings.split_at_ticks:
+            self._splits_wanted += 1
+        asked = self._split_asked_at
+        # (An answer lost with a crashed leader never comes: ask again after a while.)
+        if self._splits_wanted and (asked is None or self.tick - asked >= JOIN_RETRY_TICKS):
+            self._ask_to_split()
         if self.tick % self._poll_interval_ticks == 0:
             self._poll_statuses()
         if clients:
@@ -593,10 +676,17 @@ class ShardSim:
                     return False  # a node (the one that joined) does not follow group 0
         if self.settings.join_at_tick and not self._joined:
             return False
-        return len(encoded) == 1
+        if len(encoded) != 1:
+            return False
+        # Every split ordered was applied and recorded.
+        _, shard_map = next(iter(self.nodes.values())).driver.placement_status()  # type: ignore[union-attr]
+        return shard_map is not None and not shard_map.pending_splits()
 
     def _probe_ops(self) -> list[_Op]:
         """One SET per shard, on a key of that shard, for the liveness phase."""
+        leader = self._placement_leader()
+        if leader is not None and leader.shard_map is not None:
+            self.shard_map = leader.shard_map  # (splits add shards)
         assert self.shard_map is not None
         probes = []
         for shard_id in sorted(self.shard_map.shards):

@@ -45,6 +45,10 @@ class AdminBackend(Protocol):
         """The `Status` of every Raft group hosted here."""
         ...
 
+    def group_sizes(self) -> dict[int, tuple[int, int]]:
+        """group id -> (data bytes, key count) of every data group hosted here."""
+        ...
+
     async def transfer_leader(self, group_id: int, to_node: int) -> None:
         """Start a leadership transfer of ``group_id`` to ``to_node`` (this node must lead
         the group)."""
@@ -106,8 +110,12 @@ class AdminService(pb_grpc.AdminServicer):
                 blocked=node_id in blocked,
             )
         if self._backend is not None:
+            sizes = self._backend.group_sizes()
             for st in self._backend.group_statuses():
+                data_bytes, key_count = sizes.get(st.group_id, (0, 0))
                 response.groups.add(
+                    data_bytes=data_bytes,
+                    key_count=key_count,
                     group_id=st.group_id,
                     term=st.term,
                     leader=st.lead,

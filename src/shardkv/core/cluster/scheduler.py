@@ -29,13 +29,19 @@ time), unless the target names a node that died or is draining: then that node i
 replaced in the target (rule 0). At most ``max_concurrent_moves`` shards have one.
 Over-replicated shards (more voters than ``replicas``, e.g. after ``shardkv member add``)
 are left as they are.
-Counts are by replica, not by bytes: shards are split to bounded sizes (issue 9), so a
-count is a fair proxy until sizes are reported.
+Counts are by replica, not by bytes: shards are split to bounded sizes (`plan_splits`),
+so a count is a fair proxy for bytes.
+
+A shard with a split pending (``ShardInfo.split``) is never changed by `plan`: the split
+takes the shard's next epoch.
+
+**Splits** (`plan_splits`): a shard whose leader reports more data bytes than
+``split_bytes`` is split at the slot that halves its slots (one shard id never reused).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from shardkv.core.cluster.shardmap import NODE_REMOVED, NODE_UP, ShardInfo, ShardMap
@@ -191,7 +197,67 @@ def plan(
         if src in leads:
             leads[src] -= 1
         leads[dst] += 1
-    return [changed[i] for i in sorted(changed)]
+    # (A shard with a split pending counted above as it stands; it is not changed.)
+    return [changed[i] for i in sorted(changed) if not shards[i].split]
+
+
+def split_point(shard: ShardInfo) -> int | None:
+    """The slot that halves ``shard``'s slots (the first slot of the upper half), or
+    None for a shard of one slot (it cannot be split: a hot single slot stays whole)."""
+    total = sum(last - first + 1 for first, last in shard.slot_ranges)
+    if total < 2:
+        return None
+    before = total // 2
+    for first, last in shard.slot_ranges:
+        size = last - first + 1
+        if before < size:
+            return first + before
+        before -= size
+    return None  # unreachable: before < total
+
+
+def order_split(shard: ShardInfo, child_id: int, first_slot: int) -> ShardInfo:
+    """``shard`` with a split before ``first_slot`` into shard ``child_id`` ordered, at
+    the next epoch (validated when the map applies it)."""
+    return replace(shard, epoch=shard.epoch + 1, split=(child_id, first_slot))
+
+
+def plan_splits(
+    shard_map: ShardMap,
+    data_bytes: Mapping[int, int],
+    split_bytes: int,
+    *,
+    max_pending: int,
+    busy: Collection[int] = (),
+) -> list[ShardInfo]:
+    """Shards to split in this round (each with its split ordered at a new epoch),
+    largest first: those whose reported ``data_bytes`` exceed ``split_bytes``, have no
+    target, no split pending, more than one slot, and are not in ``busy`` (changed in
+    this round already); at most ``max_pending`` splits pending at once. Each split
+    takes the next unused shard id."""
+    room = max_pending - len(shard_map.pending_splits())
+    if room <= 0:
+        return []
+    candidates = sorted(
+        (
+            (size, shard_id)
+            for shard_id, size in data_bytes.items()
+            if size > split_bytes and shard_id in shard_map.shards and shard_id not in busy
+        ),
+        reverse=True,
+    )
+    ordered: list[ShardInfo] = []
+    next_id = shard_map.next_shard_id()
+    for _, shard_id in candidates:
+        shard = shard_map.shards[shard_id]
+        point = split_point(shard)
+        if shard.target or shard.split or point is None:
+            continue
+        ordered.append(order_split(shard, next_id, point))
+        next_id += 1
+        if len(ordered) >= room:
+            break
+    return sorted(ordered, key=lambda s: s.shard_id)
 
 
 class _Domains:

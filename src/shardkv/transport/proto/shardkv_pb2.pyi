@@ -189,7 +189,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GroupStatus(_message.Message):
-    __slots__ = ("group_id", "term", "leader", "role", "commit", "applied", "conf_state")
+    __slots__ = ("group_id", "term", "leader", "role", "commit", "applied", "conf_state", "data_bytes", "key_count")
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +197,8 @@ class GroupStatus(_message.Message):
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     CONF_STATE_FIELD_NUMBER: _ClassVar[int]
+    DATA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KEY_COUNT_FIELD_NUMBER: _ClassVar[int]
     group_id: int
     term: int
     leader: int
@@ -204,7 +206,9 @@ class GroupStatus(_message.Message):
     commit: int
     applied: int
     conf_state: ConfState
-    def __init__(self, group_id: _Optional[int] = ..., term: _Optional[int] = ..., leader: _Optional[int] = ..., role: _Optional[str] = ..., commit: _Optional[int] = ..., applied: _Optional[int] = ..., conf_state: _Optional[_Union[ConfState, _Mapping]] = ...) -> None: ...
+    data_bytes: int
+    key_count: int
+    def __init__(self, group_id: _Optional[int] = ..., term: _Optional[int] = ..., leader: _Optional[int] = ..., role: _Optional[str] = ..., commit: _Optional[int] = ..., applied: _Optional[int] = ..., conf_state: _Optional[_Union[ConfState, _Mapping]] = ..., data_bytes: _Optional[int] = ..., key_count: _Optional[int] = ...) -> None: ...
 
 class PeerStatus(_message.Message):
     __slots__ = ("node_id", "address", "connected", "queued_messages", "sent_messages", "dropped_messages", "blocked")
