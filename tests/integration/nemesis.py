@@ -55,6 +55,8 @@ from shardkv.client import (
     UnexpectedReply,
     UnknownOutcome,
 )
+from shardkv.core.cluster.scheduler import split_point
+from shardkv.core.cluster.shardmap import ShardMap
 from shardkv.core.raft import Message
 from shardkv.core.resp import Reply
 from shardkv.node.runtime import ClusterSettings, NodeRuntime
@@ -621,6 +623,42 @@ class FaultCluster:
         except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError):
             return None
 
+    async def order_split(self, rng: random.Random) -> str:
+        """Ask the reachable nodes, in turn, to split a shard picked from their map (the
+        placement group's leader accepts, the others answer 409). Says what happened."""
+        for i in self.ids:
+            st = await self.status(i)
+            raw_map = st.get("shard_map") if st is not None else None
+            if not raw_map:
+                continue
+            shard_map = ShardMap.decode(str(raw_map).encode())
+            candidates = sorted(
+                s.shard_id
+                for s in shard_map.shards.values()
+                if not s.target and not s.split and split_point(s) is not None
+            )
+            if not candidates:
+                return "no shard can split now"
+            shard_id = rng.choice(candidates)
+            url = f"http://127.0.0.1:{self.nodes[i].admin_port}/v1/shards/{shard_id}/split"
+            try:
+                async with self._http().post(url) as response:
+                    body = await response.json()
+            except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError):
+                continue
+            if response.status == 200:
+                return (
+                    f"split of shard {shard_id} ordered through node {i}: new shard {body['child']}"
+                )
+        return "no node took a split order"
+
+    async def shard_count(self) -> int:
+        """Shards in the map of the first node that answers (0 if none does)."""
+        for st in (await self.statuses()).values():
+            if st.get("shard_map"):
+                return len(ShardMap.decode(str(st["shard_map"]).encode()).shards)
+        return 0
+
     async def statuses(self) -> dict[int, dict[str, Any]]:
         found = await asyncio.gather(*(self.status(i) for i in self.ids))
         return {i: s for i, s in zip(self.ids, found, strict=True) if s is not None}
@@ -861,6 +899,26 @@ async def run_nemesis(
     return injected
 
 
+async def run_splits(
+    cluster: FaultCluster,
+    history: History,
+    rng: random.Random,
+    deadline_s: float,
+    interval_s: float,
+) -> int:
+    """Order a split every ``interval_s`` until ``deadline_s`` (loop time), whatever the
+    nemesis is doing meanwhile; returns how many orders were taken."""
+    loop = asyncio.get_running_loop()
+    ordered = 0
+    while True:
+        await asyncio.sleep(interval_s)
+        if loop.time() >= deadline_s:
+            return ordered
+        outcome = await cluster.order_split(rng)
+        ordered += outcome.startswith("split of")
+        history.note(outcome)
+
+
 async def run_load(
     cluster: FaultCluster,
     history: History,
@@ -868,11 +926,13 @@ async def run_load(
     schedule: list[Fault],
     nemesis_rng: random.Random,
     load_s: float,
+    split_interval_s: float | None = None,
 ) -> Counter[str]:
     """The load phase: one client task per rng (ids from 1) for ``load_s`` seconds, the
-    nemesis over the same span, and the supervisor restarting members that die on their
-    own. Returns faults injected per kind. A failure of any task (a harness bug, a member
-    that cannot be restarted) is raised."""
+    nemesis over the same span, shard splits ordered every ``split_interval_s`` (None:
+    none), and the supervisor restarting members that die on their own. Returns faults
+    injected per kind (splits ordered as ``split``). A failure of any task (a harness bug,
+    a member that cannot be restarted) is raised."""
     deadline_s = asyncio.get_running_loop().time() + load_s
     supervisor = asyncio.create_task(cluster.supervise())
     try:
@@ -882,11 +942,20 @@ async def run_load(
             nemesis = group.create_task(
                 run_nemesis(cluster, history, schedule, nemesis_rng, deadline_s)
             )
+            splits = None
+            if split_interval_s is not None:
+                split_rng = random.Random(nemesis_rng.getrandbits(64))
+                splits = group.create_task(
+                    run_splits(cluster, history, split_rng, deadline_s, split_interval_s)
+                )
     finally:
         supervisor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await supervisor
-    return nemesis.result()
+    injected = nemesis.result()
+    if splits is not None:
+        injected["split"] = splits.result()
+    return injected
 
 
 # --- three node runtimes in one process (minimal reproductions) ------------------------

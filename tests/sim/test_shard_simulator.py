@@ -31,10 +31,10 @@ def _quiet_logs() -> Iterator[None]:
     configure_logging("console", "info")
 
 
-def test_500_seeds_of_sharded_clusters_under_faults_stay_safe_live_and_linearizable() -> None:
+def test_500_seeds_joining_and_splitting_under_faults_stay_safe_live_and_linearizable() -> None:
     failures = []
     shapes = set()
-    crashes = redirects = ops = joins = 0
+    crashes = redirects = ops = joins = splits = 0
     for seed in range(1, SEEDS + 1):
         result = run_seed(seed)
         shapes.add((result.settings.node_count, result.settings.shard_count))
@@ -42,14 +42,16 @@ def test_500_seeds_of_sharded_clusters_under_faults_stay_safe_live_and_lineariza
         redirects += result.stats.redirects
         ops += result.stats.ops_ok
         joins += result.stats.joins
+        splits += result.stats.splits_ordered
         if not result.ok:
             first_line = str(result.failure).splitlines()[0]
             failures.append(f"{first_line} (replay: run_seed({seed}))")
     assert not failures, "\n".join(failures)
     # The seeds covered what they claim to: several shapes, crashes, redirects, real load,
-    # and nodes joining through the placement group (then following it, checked per seed).
+    # nodes joining through the placement group (then following it, checked per seed), and
+    # shards splitting (each applied and recorded before the maps count as settled).
     assert len(shapes) >= 8 and crashes > 500 and redirects > 10_000 and ops > 20_000
-    assert joins > 200
+    assert joins > 200 and splits > 300
 
 
 def test_a_seed_replays_exactly() -> None:
