@@ -124,6 +124,18 @@ def main() -> None:
     help="A shard holding more key and value bytes than this splits in two. [64 MiB]",
 )
 @click.option(
+    "--snapshot-send-bytes-per-s",
+    type=int,
+    default=None,
+    help="Snapshot bytes per second a node sends to all peers together; 0 no limit. [100 MiB]",
+)
+@click.option(
+    "--rebalance-max-p99-ms",
+    type=float,
+    default=None,
+    help="No balance move or split starts while a node's write p99 is above this; 0 never. [500]",
+)
+@click.option(
     "--labels",
     default=None,
     help="Failure domains, e.g. host=h1,zone=z1: no two replicas of a shard on one host.",
@@ -455,7 +467,15 @@ def rebalance_status_command(admins: str, wait: bool, timeout_s: float) -> None:
     from shardkv.cli.nodes import rebalance_status
 
     status = rebalance_status(_admin_list(admins))
-    click.echo(f"balancing: {'paused' if status['paused'] else 'on'}")
+    state = "paused" if status["paused"] else "on"
+    if status.get("backing_off"):
+        state += ", holding back: a node's write p99 is above rebalance_max_p99_ms"
+    click.echo(f"balancing: {state}")
+    for split in status.get("splits", []):
+        click.echo(
+            f"shard {split['shard']}: splitting at slot {split['first_slot']} into shard "
+            f"{split['child']}"
+        )
     operators = status["operators"]
     for op in operators:
         click.echo(

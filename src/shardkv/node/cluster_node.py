@@ -47,6 +47,8 @@ class PeerSettings:
     admin_change_timeout_s: float = 30.0
     #: Where shard snapshots are kept as files (None: in memory, as in the simulator).
     snapshot_dir: str | None = None
+    #: Snapshot bytes per second this node sends, to all peers together (0: no limit).
+    snapshot_send_bytes_per_s: int = 0
 
 
 class ClusterNode:
@@ -90,6 +92,7 @@ class ClusterNode:
             tls=peers.tls,
             rng=random.Random(),
             snapshot_files=files,
+            snapshot_send_bytes_per_s=peers.snapshot_send_bytes_per_s,
             labels=dict(settings.labels),
         )
         if registry is not None:
@@ -158,12 +161,16 @@ class ClusterNode:
                     node_id,
                     [_report(g) for g in answer.groups],
                     tuple(sorted(answer.labels.items())),
+                    answer.write_p99_ms,
                 )
 
     # -- the gRPC Admin service's backend (`transport.admin.AdminBackend`) -----------------
 
     def group_statuses(self) -> Sequence[Status]:
         return [replica.raw.status() for replica in self.runtime.driver.all_replicas()]
+
+    def write_p99_ms(self) -> float:
+        return self.runtime.driver.write_p99_ms()
 
     def group_sizes(self) -> dict[int, tuple[int, int]]:
         return self.runtime.driver.group_sizes()

@@ -46,6 +46,7 @@ group 0.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final
@@ -134,6 +135,10 @@ HIBERNATE_CONTEXT: Final = b"\x00hibernate"
 UNPLACED_CHECKS_BEFORE_DESTROY: Final = 10
 #: Balance intervals between sweeps of snapshot files no snapshot refers to.
 FILE_SWEEP_INTERVALS: Final = 60
+#: Client write latencies kept for `NodeDriver.write_p99_ms`: at most this many, and
+#: only those answered within the window count.
+WRITE_P99_SAMPLES: Final = 4096
+WRITE_P99_WINDOW_S: Final = 10.0
 #: A shard leader's report older than this many balance intervals is not used.
 REPORT_MAX_AGE_INTERVALS: Final = 5
 #: Answer to requests a destroyed replica still held.
@@ -195,6 +200,9 @@ class ClusterSettings:
     rebalance: bool = True
     #: Placement: a shard whose leader reports more data bytes than this is split.
     shard_split_bytes: int = 64 << 20
+    #: Placement: no balance move or split starts while a live node's write p99 is above
+    #: this (ms; 0: never back off). Repairs and drains go on.
+    rebalance_max_p99_ms: float = 500.0
     #: This node's failure domains (``--labels``), registered in the map.
     labels: tuple[tuple[str, str], ...] = ()
 
@@ -358,6 +366,12 @@ class NodeDriver:
         self.moves_scheduled = 0
         self.moves_finished = 0
         self.replicas_destroyed = 0
+        #: (answered at, seconds) of recent client writes (`write_p99_ms`).
+        self._recent_writes: deque[tuple[float, float]] = deque(maxlen=WRITE_P99_SAMPLES)
+        #: Group 0's leader: each node's reported write p99 (ms), and whether the
+        #: scheduler holds balance moves back because one is above rebalance_max_p99_ms.
+        self._write_p99_ms: dict[int, float] = {}
+        self.backing_off = False
         #: Split entries applied here (children started), and splits recorded as group
         #: 0's leader.
         self.splits_applied = 0
@@ -1156,10 +1170,11 @@ class NodeDriver:
         interval_s = s.leader_balance_interval_ticks * s.tick_interval_ms / 1000
         if not s.rebalance or since is None or now - since < 3 * interval_s:
             return []
+        self._update_back_off()
         settings = SchedulerSettings(
             replicas=s.replicas,
             max_concurrent_moves=s.max_concurrent_moves,
-            balance=not shard_map.rebalance_paused,
+            balance=not shard_map.rebalance_paused and not self.backing_off,
         )
         changes = plan(shard_map, self.live_nodes(), settings)
         if settings.balance:
@@ -1180,6 +1195,21 @@ class NodeDriver:
             leader_moves=sum(1 for c in changes if not c.target),
         )
         return [set_shards_command(changes)]
+
+    def _update_back_off(self) -> None:
+        """Hold balance moves and splits back while a live node's write p99 is above
+        ``rebalance_max_p99_ms`` (repairs and drains go on)."""
+        limit = self.settings.rebalance_max_p99_ms
+        p99s = {**self._write_p99_ms, self.node_id: self.write_p99_ms()}
+        live = self.live_nodes()
+        slow = sorted(n for n, p99 in p99s.items() if n in live and limit and p99 > limit)
+        if bool(slow) != self.backing_off:
+            self.backing_off = bool(slow)
+            log.info(
+                "rebalance_backing_off" if slow else "rebalance_back_off_over",
+                nodes=slow,
+                max_p99_ms=limit,
+            )
 
     def _shard_sizes(self) -> dict[int, int]:
         """Shard id -> data bytes, as its leader last reported it (this node's own
@@ -1255,11 +1285,13 @@ class NodeDriver:
         node_id: int,
         reports: list[GroupReport],
         labels: tuple[tuple[str, str], ...] = (),
+        write_p99_ms: float = 0.0,
     ) -> None:
-        """``node_id`` answered a status poll with its groups and labels: it is alive, the
-        groups it leads report their membership, and its labels are registered."""
+        """``node_id`` answered a status poll with its groups, labels and write p99: it is
+        alive, the groups it leads report their membership, its labels are registered."""
         now = self._monotonic_s()
         self._heard_s[node_id] = now
+        self._write_p99_ms[node_id] = write_p99_ms
         self._known_labels[node_id] = labels
         for report in reports:
             if not report.is_leader or report.group_id == PLACEMENT_GROUP_ID:
@@ -1531,12 +1563,13 @@ class NodeDriver:
         self._activate(p)
 
     def rebalance_status(self) -> dict[str, object]:
-        """Whether balancing is paused, and each move under way: the shard, where it is
+        """Whether balancing is paused or backing off (a node's write p99 is too high), each
+        split ordered and not yet recorded, and each move under way: the shard, where it is
         (``replicas``) and goes (``target``), its membership as its leader last reported
         (exact on group 0's leader, which receives the reports), and the next step."""
         shard_map = self.shard_map
         if shard_map is None:
-            return {"paused": False, "operators": []}
+            return {"paused": False, "backing_off": False, "operators": [], "splits": []}
         memberships = self._committed_memberships()
         operators = []
         for shard_id, shard in sorted(shard_map.shards.items()):
@@ -1555,7 +1588,17 @@ class NodeDriver:
                     "total_steps": _move_steps_total(shard),
                 }
             )
-        return {"paused": shard_map.rebalance_paused, "operators": operators}
+        splits = [
+            {"shard": s.shard_id, "child": s.split[0], "first_slot": s.split[1]}
+            for s in shard_map.pending_splits()
+            if s.split
+        ]
+        return {
+            "paused": shard_map.rebalance_paused,
+            "backing_off": self.backing_off,
+            "operators": operators,
+            "splits": splits,
+        }
 
     def _committed_memberships(self) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
         """shard id -> (voters, learners) as committed, from the shards' leaders: the ones
@@ -1720,10 +1763,21 @@ class NodeDriver:
         started = self._monotonic_s()
 
         def done(replies: list[Reply]) -> None:
-            self.observe_proposal_s(self._monotonic_s() - started)
+            now = self._monotonic_s()
+            self.observe_proposal_s(now - started)
+            self._recent_writes.append((now, now - started))
             on_done(replies)
 
         return done
+
+    def write_p99_ms(self) -> float:
+        """p99 of this node's client writes answered within the last
+        `WRITE_P99_WINDOW_S` (of at most `WRITE_P99_SAMPLES`), in ms; 0 without any."""
+        since = self._monotonic_s() - WRITE_P99_WINDOW_S
+        recent = sorted(d for at, d in self._recent_writes if at >= since)
+        if not recent:
+            return 0.0
+        return recent[min(len(recent) - 1, int(len(recent) * 0.99))] * 1000
 
     def read_barrier(self, group_id: int, on_done: ReplyCallback) -> None:
         """``on_done`` runs once a ReadIndex round confirmed this node leads ``group_id``

@@ -52,6 +52,7 @@ def cluster_settings(config: ServerConfig) -> ClusterSettings:
         dead_node_timeout_s=config.dead_node_timeout_s,
         max_concurrent_moves=config.max_concurrent_moves,
         shard_split_bytes=config.shard_split_bytes,
+        rebalance_max_p99_ms=config.rebalance_max_p99_ms,
         rebalance=config.rebalance,
         labels=parse_labels(config.labels),
     )
@@ -65,6 +66,7 @@ def peer_settings(config: ServerConfig) -> PeerSettings:
         listen_addr=f"{config.bind}:{config.peer_port}",
         tls=tls,
         enable_fault_injection=config.enable_fault_injection,
+        snapshot_send_bytes_per_s=config.snapshot_send_bytes_per_s,
         # Snapshot files must share the engine's fate: an in-memory engine keeps none.
         snapshot_dir=(
             os.path.join(config.data_dir, "snapshots")

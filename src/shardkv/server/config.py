@@ -99,6 +99,12 @@ class ServerConfig:
     #: A shard holding more key and value bytes than this splits in two at the slot
     #: halving its slots (the new shard starts on the same replicas; no data moves).
     shard_split_bytes: int = 64 << 20
+    #: Snapshot bytes per second a node sends to all its peers together (moves, catch-up),
+    #: so rebalancing cannot take all of a node's disk and network; 0: no limit.
+    snapshot_send_bytes_per_s: int = 100 << 20
+    #: The scheduler starts no balance move or split while a node's client-write p99 (over
+    #: the last 10 s) is above this many ms; repairs and drains go on. 0: never hold back.
+    rebalance_max_p99_ms: float = 500.0
     #: Failure domains, "key=value,...": no two replicas of a shard share a ``host``, and
     #: replicas spread over ``zone``s when there are enough (e.g. "host=h1,zone=z1").
     labels: str | None = None
@@ -135,6 +141,12 @@ class ServerConfig:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ConfigError(f"{name} must be a TCP port (0-65535), got {value}")
+        if self.rebalance_max_p99_ms < 0:
+            raise ConfigError(f"rebalance_max_p99_ms must be >= 0, got {self.rebalance_max_p99_ms}")
+        if self.snapshot_send_bytes_per_s < 0:
+            raise ConfigError(
+                f"snapshot_send_bytes_per_s must be >= 0, got {self.snapshot_send_bytes_per_s}"
+            )
         if self.idle_timeout_s < 0:
             raise ConfigError(
                 f"idle_timeout_s must be 0 (never) or positive, got {self.idle_timeout_s}"

@@ -45,6 +45,10 @@ class AdminBackend(Protocol):
         """The `Status` of every Raft group hosted here."""
         ...
 
+    def write_p99_ms(self) -> float:
+        """p99 of this node's recent client writes, in milliseconds (0: none)."""
+        ...
+
     def group_sizes(self) -> dict[int, tuple[int, int]]:
         """group id -> (data bytes, key count) of every data group hosted here."""
         ...
@@ -110,6 +114,7 @@ class AdminService(pb_grpc.AdminServicer):
                 blocked=node_id in blocked,
             )
         if self._backend is not None:
+            response.write_p99_ms = self._backend.write_p99_ms()
             sizes = self._backend.group_sizes()
             for st in self._backend.group_statuses():
                 data_bytes, key_count = sizes.get(st.group_id, (0, 0))

@@ -27,6 +27,7 @@ import contextlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -37,6 +38,7 @@ from shardkv.storage.snapshot_files import SnapshotFiles
 from shardkv.transport import codec
 from shardkv.transport.backoff import Backoff
 from shardkv.transport.proto import shardkv_pb2 as pb
+from shardkv.transport.rate_limit import ByteRateLimiter
 from shardkv.transport.snapshot import iter_chunks
 
 log = get_logger("shardkv.transport")
@@ -127,6 +129,8 @@ class SenderLimits:
     connect_timeout_s: float
     snapshot_chunk_bytes: int
     snapshot_timeout_s: float
+    #: Shared by every sender of the node: snapshot bytes per second, all peers together.
+    snapshot_rate: ByteRateLimiter | None = None
 
 
 ChannelFactory = Callable[[str], grpc.aio.Channel]
@@ -454,7 +458,12 @@ class PeerSender:
                 request_serializer=pb.SnapshotChunk.SerializeToString,
                 response_deserializer=pb.SnapshotAck.FromString,
             )
-            chunks = iter_chunks(message, self._limits.snapshot_chunk_bytes, self._snapshot_files)
+            chunks: Any = iter_chunks(
+                message, self._limits.snapshot_chunk_bytes, self._snapshot_files
+            )
+            rate = self._limits.snapshot_rate
+            if rate is not None and rate.bytes_per_s:
+                chunks = rate.paced(chunks, lambda chunk: len(chunk.data))
             try:
                 ack = await send(
                     chunks, timeout=self._limits.snapshot_timeout_s, wait_for_ready=False

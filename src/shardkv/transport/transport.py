@@ -52,6 +52,7 @@ from shardkv.transport.backoff import Backoff
 from shardkv.transport.peer import PeerSender, PeerStats, SenderLimits, SnapshotSendError
 from shardkv.transport.proto import shardkv_pb2 as pb
 from shardkv.transport.proto import shardkv_pb2_grpc as pb_grpc
+from shardkv.transport.rate_limit import ByteRateLimiter
 from shardkv.transport.snapshot import (
     DEFAULT_SNAPSHOT_CHUNK_BYTES,
     SnapshotAssembler,
@@ -106,7 +107,8 @@ class PeerTransport:
       message estimated larger is dropped (``dropped_too_large``).
     - ``snapshot_chunk_bytes`` (default 1 MiB), ``max_snapshot_bytes`` (receiver side),
       ``max_pending_snapshots_per_peer`` (sender side), ``max_inbound_snapshots``,
-      ``snapshot_timeout_s`` (whole transfer).
+      ``snapshot_timeout_s`` (whole transfer), ``snapshot_send_bytes_per_s`` (every
+      snapshot this node sends, all peers together; 0: no limit).
     - ``labels``: this node's failure domains, answered in the Admin ``Status`` call.
     - ``snapshot_files``: where the node keeps snapshots. A snapshot whose data is a file
       reference is sent from that file, and a KV snapshot received is written to a new
@@ -143,6 +145,7 @@ class PeerTransport:
         max_pending_snapshots_per_peer: int = 4,
         max_inbound_snapshots: int = 4,
         snapshot_timeout_s: float = 600.0,
+        snapshot_send_bytes_per_s: int = 0,
         connect_timeout_s: float = 5.0,
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 2.0,
@@ -200,6 +203,7 @@ class PeerTransport:
             connect_timeout_s=connect_timeout_s,
             snapshot_chunk_bytes=snapshot_chunk_bytes,
             snapshot_timeout_s=snapshot_timeout_s,
+            snapshot_rate=ByteRateLimiter(snapshot_send_bytes_per_s, snapshot_chunk_bytes),
         )
         self._max_message_bytes = max_message_bytes
         self._max_snapshot_bytes = max_snapshot_bytes

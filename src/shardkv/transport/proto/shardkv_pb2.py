@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%shardkv/transport/proto/shardkv.proto\x12\nshardkv.v1\"W\n\x05\x45ntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12#\n\x04type\x18\x03 \x01(\x0e\x32\x15.shardkv.v1.EntryType\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"7\n\tHardState\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0c\n\x04vote\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\"-\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"Z\n\x10SnapshotMetadata\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12)\n\nconf_state\x18\x03 \x01(\x0b\x32\x15.shardkv.v1.ConfState\"H\n\x08Snapshot\x12.\n\x08metadata\x18\x01 \x01(\x0b\x32\x1c.shardkv.v1.SnapshotMetadata\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"X\n\nConfChange\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.shardkv.v1.ConfChangeType\x12\x0f\n\x07node_id\x18\x02 \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x03 \x01(\x0c\"\xa7\x02\n\x07Message\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.shardkv.v1.MessageType\x12\x10\n\x08group_id\x18\x02 \x01(\x04\x12\x0f\n\x07to_node\x18\x03 \x01(\x04\x12\x11\n\tfrom_node\x18\x04 \x01(\x04\x12\x0c\n\x04term\x18\x05 \x01(\x04\x12\x10\n\x08log_term\x18\x06 \x01(\x04\x12\r\n\x05index\x18\x07 \x01(\x04\x12\"\n\x07\x65ntries\x18\x08 \x03(\x0b\x32\x11.shardkv.v1.Entry\x12\x0e\n\x06\x63ommit\x18\t \x01(\x04\x12\x0e\n\x06reject\x18\n \x01(\x08\x12\x13\n\x0breject_hint\x18\x0b \x01(\x04\x12&\n\x08snapshot\x18\x0c \x01(\x0b\x32\x14.shardkv.v1.Snapshot\x12\x0f\n\x07\x63ontext\x18\r \x01(\x0c\"H\n\x0cMessageBatch\x12\x11\n\tfrom_node\x18\x01 \x01(\x04\x12%\n\x08messages\x18\x02 \x03(\x0b\x32\x13.shardkv.v1.Message\"E\n\x03\x41\x63k\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x16\n\x0e\x63lient_address\x18\x02 \x01(\t\x12\x15\n\radmin_address\x18\x03 \x01(\t\"\x9c\x01\n\rSnapshotChunk\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.shardkv.v1.Message\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x05 \x01(\r\x12\x0c\n\x04last\x18\x06 \x01(\x08\x12\x16\n\x0esnapshot_crc32\x18\x07 \x01(\r\"6\n\x0bSnapshotAck\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x16\n\x0ereceived_bytes\x18\x02 \x01(\x04\"\x0f\n\rStatusRequest\"\xbe\x01\n\x0bGroupStatus\x12\x10\n\x08group_id\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06leader\x18\x03 \x01(\x04\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x05 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x06 \x01(\x04\x12)\n\nconf_state\x18\x07 \x01(\x0b\x32\x15.shardkv.v1.ConfState\x12\x12\n\ndata_bytes\x18\x08 \x01(\x04\x12\x11\n\tkey_count\x18\t \x01(\x04\"\x9c\x01\n\nPeerStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x17\n\x0fqueued_messages\x18\x04 \x01(\x04\x12\x15\n\rsent_messages\x18\x05 \x01(\x04\x12\x18\n\x10\x64ropped_messages\x18\x06 \x01(\x04\x12\x0f\n\x07\x62locked\x18\x07 \x01(\x08\"\xd8\x01\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\'\n\x06groups\x18\x02 \x03(\x0b\x32\x17.shardkv.v1.GroupStatus\x12%\n\x05peers\x18\x03 \x03(\x0b\x32\x16.shardkv.v1.PeerStatus\x12\x36\n\x06labels\x18\x04 \x03(\x0b\x32&.shardkv.v1.StatusResponse.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x15TransferLeaderRequest\x12\x10\n\x08group_id\x18\x01 \x01(\x04\x12\x0f\n\x07to_node\x18\x02 \x01(\x04\"\x18\n\x16TransferLeaderResponse\"W\n\x10\x41\x64\x64MemberRequest\x12\x10\n\x08group_id\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0f\n\x07learner\x18\x04 \x01(\x08\"\"\n\x11\x41\x64\x64MemberResponse\x12\r\n\x05index\x18\x01 \x01(\x04\"8\n\x13RemoveMemberRequest\x12\x10\n\x08group_id\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\x04\"%\n\x14RemoveMemberResponse\x12\r\n\x05index\x18\x01 \x01(\x04\",\n\x13SetPartitionRequest\x12\x15\n\rblocked_nodes\x18\x01 \x03(\x04\"-\n\x14SetPartitionResponse\x12\x15\n\rblocked_nodes\x18\x01 \x03(\x04\"R\n\x0bJoinRequest\x12\x14\n\x0cpeer_address\x18\x01 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x02 \x01(\t\x12\x15\n\radmin_address\x18\x03 \x01(\t\"O\n\x0cJoinResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x11\n\tshard_map\x18\x02 \x01(\x0c\x12\x1b\n\x13leader_peer_address\x18\x03 \x01(\t*\x8f\x02\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07MSG_APP\x10\x01\x12\x10\n\x0cMSG_APP_RESP\x10\x02\x12\x0c\n\x08MSG_VOTE\x10\x03\x12\x11\n\rMSG_VOTE_RESP\x10\x04\x12\x10\n\x0cMSG_PRE_VOTE\x10\x05\x12\x15\n\x11MSG_PRE_VOTE_RESP\x10\x06\x12\x11\n\rMSG_HEARTBEAT\x10\x07\x12\x16\n\x12MSG_HEARTBEAT_RESP\x10\x08\x12\x0c\n\x08MSG_SNAP\x10\t\x12\x13\n\x0fMSG_TIMEOUT_NOW\x10\n\x12\x12\n\x0eMSG_READ_INDEX\x10\x0b\x12\x17\n\x13MSG_READ_INDEX_RESP\x10\x0c*>\n\tEntryType\x12\x15\n\x11\x45NTRY_TYPE_NORMAL\x10\x00\x12\x1a\n\x16\x45NTRY_TYPE_CONF_CHANGE\x10\x01*x\n\x0e\x43onfChangeType\x12\x1d\n\x19\x43ONF_CHANGE_TYPE_ADD_NODE\x10\x00\x12%\n!CONF_CHANGE_TYPE_ADD_LEARNER_NODE\x10\x01\x12 \n\x1c\x43ONF_CHANGE_TYPE_REMOVE_NODE\x10\x02\x32\x85\x01\n\x04Raft\x12\x37\n\x06Stream\x12\x18.shardkv.v1.MessageBatch\x1a\x0f.shardkv.v1.Ack(\x01\x30\x01\x12\x44\n\x0cSendSnapshot\x12\x19.shardkv.v1.SnapshotChunk\x1a\x17.shardkv.v1.SnapshotAck(\x01\x32\xcc\x03\n\x05\x41\x64min\x12?\n\x06Status\x12\x19.shardkv.v1.StatusRequest\x1a\x1a.shardkv.v1.StatusResponse\x12\x39\n\x04Join\x12\x17.shardkv.v1.JoinRequest\x1a\x18.shardkv.v1.JoinResponse\x12W\n\x0eTransferLeader\x12!.shardkv.v1.TransferLeaderRequest\x1a\".shardkv.v1.TransferLeaderResponse\x12H\n\tAddMember\x12\x1c.shardkv.v1.AddMemberRequest\x1a\x1d.shardkv.v1.AddMemberResponse\x12Q\n\x0cRemoveMember\x12\x1f.shardkv.v1.RemoveMemberRequest\x1a .shardkv.v1.RemoveMemberResponse\x12Q\n\x0cSetPartition\x12\x1f.shardkv.v1.SetPartitionRequest\x1a .shardkv.v1.SetPartitionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%shardkv/transport/proto/shardkv.proto\x12\nshardkv.v1\"W\n\x05\x45ntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12#\n\x04type\x18\x03 \x01(\x0e\x32\x15.shardkv.v1.EntryType\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"7\n\tHardState\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0c\n\x04vote\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\"-\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"Z\n\x10SnapshotMetadata\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12)\n\nconf_state\x18\x03 \x01(\x0b\x32\x15.shardkv.v1.ConfState\"H\n\x08Snapshot\x12.\n\x08metadata\x18\x01 \x01(\x0b\x32\x1c.shardkv.v1.SnapshotMetadata\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"X\n\nConfChange\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.shardkv.v1.ConfChangeType\x12\x0f\n\x07node_id\x18\x02 \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x03 \x01(\x0c\"\xa7\x02\n\x07Message\x12%\n\x04type\x18\x01 \x01(\x0e\x32\x17.shardkv.v1.MessageType\x12\x10\n\x08group_id\x18\x02 \x01(\x04\x12\x0f\n\x07to_node\x18\x03 \x01(\x04\x12\x11\n\tfrom_node\x18\x04 \x01(\x04\x12\x0c\n\x04term\x18\x05 \x01(\x04\x12\x10\n\x08log_term\x18\x06 \x01(\x04\x12\r\n\x05index\x18\x07 \x01(\x04\x12\"\n\x07\x65ntries\x18\x08 \x03(\x0b\x32\x11.shardkv.v1.Entry\x12\x0e\n\x06\x63ommit\x18\t \x01(\x04\x12\x0e\n\x06reject\x18\n \x01(\x08\x12\x13\n\x0breject_hint\x18\x0b \x01(\x04\x12&\n\x08snapshot\x18\x0c \x01(\x0b\x32\x14.shardkv.v1.Snapshot\x12\x0f\n\x07\x63ontext\x18\r \x01(\x0c\"H\n\x0cMessageBatch\x12\x11\n\tfrom_node\x18\x01 \x01(\x04\x12%\n\x08messages\x18\x02 \x03(\x0b\x32\x13.shardkv.v1.Message\"E\n\x03\x41\x63k\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x16\n\x0e\x63lient_address\x18\x02 \x01(\t\x12\x15\n\radmin_address\x18\x03 \x01(\t\"\x9c\x01\n\rSnapshotChunk\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.shardkv.v1.Message\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x05 \x01(\r\x12\x0c\n\x04last\x18\x06 \x01(\x08\x12\x16\n\x0esnapshot_crc32\x18\x07 \x01(\r\"6\n\x0bSnapshotAck\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x16\n\x0ereceived_bytes\x18\x02 \x01(\x04\"\x0f\n\rStatusRequest\"\xbe\x01\n\x0bGroupStatus\x12\x10\n\x08group_id\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06leader\x18\x03 \x01(\x04\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x05 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x06 \x01(\x04\x12)\n\nconf_state\x18\x07 \x01(\x0b\x32\x15.shardkv.v1.ConfState\x12\x12\n\ndata_bytes\x18\x08 \x01(\x04\x12\x11\n\tkey_count\x18\t \x01(\x04\"\x9c\x01\n\nPeerStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x17\n\x0fqueued_messages\x18\x04 \x01(\x04\x12\x15\n\rsent_messages\x18\x05 \x01(\x04\x12\x18\n\x10\x64ropped_messages\x18\x06 \x01(\x04\x12\x0f\n\x07\x62locked\x18\x07 \x01(\x08\"\xee\x01\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\'\n\x06groups\x18\x02 \x03(\x0b\x32\x17.shardkv.v1.GroupStatus\x12%\n\x05peers\x18\x03 \x03(\x0b\x32\x16.shardkv.v1.PeerStatus\x12\x36\n\x06labels\x18\x04 \x03(\x0b\x32&.shardkv.v1.StatusResponse.LabelsEntry\x12\x14\n\x0cwrite_p99_ms\x18\x05 \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x15TransferLeaderRequest\x12\x10\n\x08group_id\x18\x01 \x01(\x04\x12\x0f\n\x07to_node\x18\x02 \x01(\x04\"\x18\n\x16TransferLeaderResponse\"W\n\x10\x41\x64\x64MemberRequest\x12\x10\n\x08group_id\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0f\n\x07learner\x18\x04 \x01(\x08\"\"\n\x11\x41\x64\x64MemberResponse\x12\r\n\x05index\x18\x01 \x01(\x04\"8\n\x13RemoveMemberRequest\x12\x10\n\x08group_id\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\x04\"%\n\x14RemoveMemberResponse\x12\r\n\x05index\x18\x01 \x01(\x04\",\n\x13SetPartitionRequest\x12\x15\n\rblocked_nodes\x18\x01 \x03(\x04\"-\n\x14SetPartitionResponse\x12\x15\n\rblocked_nodes\x18\x01 \x03(\x04\"R\n\x0bJoinRequest\x12\x14\n\x0cpeer_address\x18\x01 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x02 \x01(\t\x12\x15\n\radmin_address\x18\x03 \x01(\t\"O\n\x0cJoinResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x11\n\tshard_map\x18\x02 \x01(\x0c\x12\x1b\n\x13leader_peer_address\x18\x03 \x01(\t*\x8f\x02\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07MSG_APP\x10\x01\x12\x10\n\x0cMSG_APP_RESP\x10\x02\x12\x0c\n\x08MSG_VOTE\x10\x03\x12\x11\n\rMSG_VOTE_RESP\x10\x04\x12\x10\n\x0cMSG_PRE_VOTE\x10\x05\x12\x15\n\x11MSG_PRE_VOTE_RESP\x10\x06\x12\x11\n\rMSG_HEARTBEAT\x10\x07\x12\x16\n\x12MSG_HEARTBEAT_RESP\x10\x08\x12\x0c\n\x08MSG_SNAP\x10\t\x12\x13\n\x0fMSG_TIMEOUT_NOW\x10\n\x12\x12\n\x0eMSG_READ_INDEX\x10\x0b\x12\x17\n\x13MSG_READ_INDEX_RESP\x10\x0c*>\n\tEntryType\x12\x15\n\x11\x45NTRY_TYPE_NORMAL\x10\x00\x12\x1a\n\x16\x45NTRY_TYPE_CONF_CHANGE\x10\x01*x\n\x0e\x43onfChangeType\x12\x1d\n\x19\x43ONF_CHANGE_TYPE_ADD_NODE\x10\x00\x12%\n!CONF_CHANGE_TYPE_ADD_LEARNER_NODE\x10\x01\x12 \n\x1c\x43ONF_CHANGE_TYPE_REMOVE_NODE\x10\x02\x32\x85\x01\n\x04Raft\x12\x37\n\x06Stream\x12\x18.shardkv.v1.MessageBatch\x1a\x0f.shardkv.v1.Ack(\x01\x30\x01\x12\x44\n\x0cSendSnapshot\x12\x19.shardkv.v1.SnapshotChunk\x1a\x17.shardkv.v1.SnapshotAck(\x01\x32\xcc\x03\n\x05\x41\x64min\x12?\n\x06Status\x12\x19.shardkv.v1.StatusRequest\x1a\x1a.shardkv.v1.StatusResponse\x12\x39\n\x04Join\x12\x17.shardkv.v1.JoinRequest\x1a\x18.shardkv.v1.JoinResponse\x12W\n\x0eTransferLeader\x12!.shardkv.v1.TransferLeaderRequest\x1a\".shardkv.v1.TransferLeaderResponse\x12H\n\tAddMember\x12\x1c.shardkv.v1.AddMemberRequest\x1a\x1d.shardkv.v1.AddMemberResponse\x12Q\n\x0cRemoveMember\x12\x1f.shardkv.v1.RemoveMemberRequest\x1a .shardkv.v1.RemoveMemberResponse\x12Q\n\x0cSetPartition\x12\x1f.shardkv.v1.SetPartitionRequest\x1a .shardkv.v1.SetPartitionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +33,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STATUSRESPONSE_LABELSENTRY']._loaded_options = None
   _globals['_STATUSRESPONSE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_MESSAGETYPE']._serialized_start=2315
-  _globals['_MESSAGETYPE']._serialized_end=2586
-  _globals['_ENTRYTYPE']._serialized_start=2588
-  _globals['_ENTRYTYPE']._serialized_end=2650
-  _globals['_CONFCHANGETYPE']._serialized_start=2652
-  _globals['_CONFCHANGETYPE']._serialized_end=2772
+  _globals['_MESSAGETYPE']._serialized_start=2337
+  _globals['_MESSAGETYPE']._serialized_end=2608
+  _globals['_ENTRYTYPE']._serialized_start=2610
+  _globals['_ENTRYTYPE']._serialized_end=2672
+  _globals['_CONFCHANGETYPE']._serialized_start=2674
+  _globals['_CONFCHANGETYPE']._serialized_end=2794
   _globals['_ENTRY']._serialized_start=53
   _globals['_ENTRY']._serialized_end=140
   _globals['_HARDSTATE']._serialized_start=142
@@ -68,31 +68,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PEERSTATUS']._serialized_start=1371
   _globals['_PEERSTATUS']._serialized_end=1527
   _globals['_STATUSRESPONSE']._serialized_start=1530
-  _globals['_STATUSRESPONSE']._serialized_end=1746
-  _globals['_STATUSRESPONSE_LABELSENTRY']._serialized_start=1701
-  _globals['_STATUSRESPONSE_LABELSENTRY']._serialized_end=1746
-  _globals['_TRANSFERLEADERREQUEST']._serialized_start=1748
-  _globals['_TRANSFERLEADERREQUEST']._serialized_end=1806
-  _globals['_TRANSFERLEADERRESPONSE']._serialized_start=1808
-  _globals['_TRANSFERLEADERRESPONSE']._serialized_end=1832
-  _globals['_ADDMEMBERREQUEST']._serialized_start=1834
-  _globals['_ADDMEMBERREQUEST']._serialized_end=1921
-  _globals['_ADDMEMBERRESPONSE']._serialized_start=1923
-  _globals['_ADDMEMBERRESPONSE']._serialized_end=1957
-  _globals['_REMOVEMEMBERREQUEST']._serialized_start=1959
-  _globals['_REMOVEMEMBERREQUEST']._serialized_end=2015
-  _globals['_REMOVEMEMBERRESPONSE']._serialized_start=2017
-  _globals['_REMOVEMEMBERRESPONSE']._serialized_end=2054
-  _globals['_SETPARTITIONREQUEST']._serialized_start=2056
-  _globals['_SETPARTITIONREQUEST']._serialized_end=2100
-  _globals['_SETPARTITIONRESPONSE']._serialized_start=2102
-  _globals['_SETPARTITIONRESPONSE']._serialized_end=2147
-  _globals['_JOINREQUEST']._serialized_start=2149
-  _globals['_JOINREQUEST']._serialized_end=2231
-  _globals['_JOINRESPONSE']._serialized_start=2233
-  _globals['_JOINRESPONSE']._serialized_end=2312
-  _globals['_RAFT']._serialized_start=2775
-  _globals['_RAFT']._serialized_end=2908
-  _globals['_ADMIN']._serialized_start=2911
-  _globals['_ADMIN']._serialized_end=3371
+  _globals['_STATUSRESPONSE']._serialized_end=1768
+  _globals['_STATUSRESPONSE_LABELSENTRY']._serialized_start=1723
+  _globals['_STATUSRESPONSE_LABELSENTRY']._serialized_end=1768
+  _globals['_TRANSFERLEADERREQUEST']._serialized_start=1770
+  _globals['_TRANSFERLEADERREQUEST']._serialized_end=1828
+  _globals['_TRANSFERLEADERRESPONSE']._serialized_start=1830
+  _globals['_TRANSFERLEADERRESPONSE']._serialized_end=1854
+  _globals['_ADDMEMBERREQUEST']._serialized_start=1856
+  _globals['_ADDMEMBERREQUEST']._serialized_end=1943
+  _globals['_ADDMEMBERRESPONSE']._serialized_start=1945
+  _globals['_ADDMEMBERRESPONSE']._serialized_end=1979
+  _globals['_REMOVEMEMBERREQUEST']._serialized_start=1981
+  _globals['_REMOVEMEMBERREQUEST']._serialized_end=2037
+  _globals['_REMOVEMEMBERRESPONSE']._serialized_start=2039
+  _globals['_REMOVEMEMBERRESPONSE']._serialized_end=2076
+  _globals['_SETPARTITIONREQUEST']._serialized_start=2078
+  _globals['_SETPARTITIONREQUEST']._serialized_end=2122
+  _globals['_SETPARTITIONRESPONSE']._serialized_start=2124
+  _globals['_SETPARTITIONRESPONSE']._serialized_end=2169
+  _globals['_JOINREQUEST']._serialized_start=2171
+  _globals['_JOINREQUEST']._serialized_end=2253
+  _globals['_JOINRESPONSE']._serialized_start=2255
+  _globals['_JOINRESPONSE']._serialized_end=2334
+  _globals['_RAFT']._serialized_start=2797
+  _globals['_RAFT']._serialized_end=2930
+  _globals['_ADMIN']._serialized_start=2933
+  _globals['_ADMIN']._serialized_end=3393
 # @@protoc_insertion_point(module_scope)

@@ -229,7 +229,7 @@ class PeerStatus(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., queued_messages: _Optional[int] = ..., sent_messages: _Optional[int] = ..., dropped_messages: _Optional[int] = ..., blocked: _Optional[bool] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("node_id", "groups", "peers", "labels")
+    __slots__ = ("node_id", "groups", "peers", "labels", "write_p99_ms")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -241,11 +241,13 @@ class StatusResponse(_message.Message):
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    WRITE_P99_MS_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     groups: _containers.RepeatedCompositeFieldContainer[GroupStatus]
     peers: _containers.RepeatedCompositeFieldContainer[PeerStatus]
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, node_id: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[GroupStatus, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    write_p99_ms: float
+    def __init__(self, node_id: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[GroupStatus, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., write_p99_ms: _Optional[float] = ...) -> None: ...
 
 class TransferLeaderRequest(_message.Message):
     __slots__ = ("group_id", "to_node")
