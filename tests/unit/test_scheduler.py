@@ -274,3 +274,11 @@ def test_a_shard_of_one_slot_is_never_split() -> None:
     assert split_point(one.shards[1]) is None
     assert plan_splits(one, {1: 10**9}, 1, max_pending=4) == []
     assert split_point(one.shards[2]) == 1 + 16383 // 2
+
+
+def test_a_hot_shard_splits_even_when_small() -> None:
+    m = cluster(3, 4)
+    orders = plan_splits(m, {1: 10}, 100, max_pending=4, ops_per_s={1: 9000.0, 2: 10.0},
+                         split_ops_per_s=5000.0)  # fmt: skip
+    assert [s.shard_id for s in orders] == [1]
+    assert plan_splits(m, {}, 100, max_pending=4, ops_per_s={1: 9000.0}) == []  # 0: off

@@ -124,6 +124,12 @@ def main() -> None:
     help="A shard holding more key and value bytes than this splits in two. [64 MiB]",
 )
 @click.option(
+    "--shard-split-ops-per-s",
+    type=float,
+    default=None,
+    help="A shard executing more commands per second than this splits in two; 0 never. [0]",
+)
+@click.option(
     "--snapshot-send-bytes-per-s",
     type=int,
     default=None,

@@ -200,6 +200,9 @@ class ClusterSettings:
     rebalance: bool = True
     #: Placement: a shard whose leader reports more data bytes than this is split.
     shard_split_bytes: int = 64 << 20
+    #: Placement: a shard whose leader executes more client commands per second than
+    #: this is split too (0: never by load).
+    shard_split_ops_per_s: float = 0.0
     #: Placement: no balance move or split starts while a live node's write p99 is above
     #: this (ms; 0: never back off). Repairs and drains go on.
     rebalance_max_p99_ms: float = 500.0
@@ -255,9 +258,11 @@ class GroupReport:
     #: The reporter applied everything it knows committed: its membership is committed.
     settled: bool
     reported_s: float = 0.0
-    #: The shard's key and value bytes and keys, as the reporter counts them.
+    #: The shard's key and value bytes and keys, as the reporter counts them, and the
+    #: client commands the reporter's replica executed since it opened.
     data_bytes: int = 0
     key_count: int = 0
+    commands_applied: int = 0
 
 
 @dataclass(slots=True)
@@ -371,6 +376,9 @@ class NodeDriver:
         #: Group 0's leader: each node's reported write p99 (ms), and whether the
         #: scheduler holds balance moves back because one is above rebalance_max_p99_ms.
         self._write_p99_ms: dict[int, float] = {}
+        #: Group 0's leader: shard id -> (reporting node, commands, when), and the rate.
+        self._load_samples: dict[int, tuple[int, int, float]] = {}
+        self._ops_per_s: dict[int, float] = {}
         self.backing_off = False
         #: Split entries applied here (children started), and splits recorded as group
         #: 0's leader.
@@ -1184,6 +1192,8 @@ class NodeDriver:
                 s.shard_split_bytes,
                 max_pending=s.max_concurrent_moves,
                 busy={c.shard_id for c in changes},
+                ops_per_s=self._shard_loads(),
+                split_ops_per_s=s.shard_split_ops_per_s,
             )
         if not changes:
             return []
@@ -1210,6 +1220,26 @@ class NodeDriver:
                 nodes=slow,
                 max_p99_ms=limit,
             )
+
+    def _sample_load(self, group_id: int, node_id: int, commands: int, now: float) -> None:
+        """A shard leader's count of executed commands: its rate since the same leader's
+        previous report (a new leader, or a restarted one, starts over)."""
+        previous = self._load_samples.get(group_id)
+        self._load_samples[group_id] = (node_id, commands, now)
+        if previous is None or previous[0] != node_id or commands < previous[1]:
+            return
+        elapsed = now - previous[2]
+        if elapsed > 0:
+            self._ops_per_s[group_id] = (commands - previous[1]) / elapsed
+
+    def _shard_loads(self) -> dict[int, float]:
+        """Shard id -> client commands per second at its leader (this node's own
+        leaderships sampled here, at each scheduling round)."""
+        now = self._monotonic_s()
+        for gid, g in self._groups.items():
+            if gid != PLACEMENT_GROUP_ID and g.replica.is_leader:
+                self._sample_load(gid, self.node_id, g.replica.commands_applied, now)
+        return dict(self._ops_per_s)
 
     def _shard_sizes(self) -> dict[int, int]:
         """Shard id -> data bytes, as its leader last reported it (this node's own
@@ -1297,6 +1327,7 @@ class NodeDriver:
             if not report.is_leader or report.group_id == PLACEMENT_GROUP_ID:
                 continue
             old = self._reports.get(report.group_id)
+            self._sample_load(report.group_id, node_id, report.commands_applied, now)
             if old is None or report.term >= old.term or self._report_stale(old, now):
                 self._reports[report.group_id] = replace(report, reported_s=now)
 
@@ -1738,13 +1769,18 @@ class NodeDriver:
                     settled=g.replica.applied_index >= raw.raft.log.committed,
                     data_bytes=_data_bytes(g),
                     key_count=_key_count(g),
+                    commands_applied=g.replica.commands_applied,
                 )
             )
         return reports
 
-    def group_sizes(self) -> dict[int, tuple[int, int]]:
-        """group id -> (data bytes, key count) of every data group hosted here."""
-        return {gid: (_data_bytes(g), _key_count(g)) for gid, g in self._groups.items() if gid}
+    def group_sizes(self) -> dict[int, tuple[int, int, int]]:
+        """group id -> (data bytes, key count, commands executed) of every data group."""
+        return {
+            gid: (_data_bytes(g), _key_count(g), g.replica.commands_applied)
+            for gid, g in self._groups.items()
+            if gid
+        }
 
     def all_replicas(self) -> list[Replica]:
         """Every group's replica here, the placement group's first."""

@@ -216,6 +216,8 @@ class Replica:
         #: The epoch of this replica's applied scope: the map's when the replica opened,
         #: then the one its own log (a split) or a snapshot set.
         self.scope_epoch = 0
+        #: Client commands this replica executed since it opened (its shard's load).
+        self.commands_applied = 0
         #: Called when a split entry is applied, with the order, the child's scope and
         #: members (voters, learners), and the batch holding the parent's side: stage the
         #: child's creation in it and return what to run once it is written (or None).
@@ -557,6 +559,7 @@ class Replica:
                 )
             if self.on_serve is not None:
                 self.on_serve(slot)
+        self.commands_applied += 1
         return self.machine.execute(args, now_ms)
 
     def narrow_fence(self, scope: KeyScope) -> None:

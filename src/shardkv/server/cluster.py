@@ -52,6 +52,7 @@ def cluster_settings(config: ServerConfig) -> ClusterSettings:
         dead_node_timeout_s=config.dead_node_timeout_s,
         max_concurrent_moves=config.max_concurrent_moves,
         shard_split_bytes=config.shard_split_bytes,
+        shard_split_ops_per_s=config.shard_split_ops_per_s,
         rebalance_max_p99_ms=config.rebalance_max_p99_ms,
         rebalance=config.rebalance,
         labels=parse_labels(config.labels),

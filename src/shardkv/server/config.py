@@ -99,6 +99,10 @@ class ServerConfig:
     #: A shard holding more key and value bytes than this splits in two at the slot
     #: halving its slots (the new shard starts on the same replicas; no data moves).
     shard_split_bytes: int = 64 << 20
+    #: A shard whose leader executes more client commands per second than this splits
+    #: too. 0 (the default): never by load, since halving a shard's slots spreads its
+    #: load only when the load spreads over its keys; set it where it does.
+    shard_split_ops_per_s: float = 0.0
     #: Snapshot bytes per second a node sends to all its peers together (moves, catch-up),
     #: so rebalancing cannot take all of a node's disk and network; 0: no limit.
     snapshot_send_bytes_per_s: int = 100 << 20
@@ -141,6 +145,10 @@ class ServerConfig:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ConfigError(f"{name} must be a TCP port (0-65535), got {value}")
+        if self.shard_split_ops_per_s < 0:
+            raise ConfigError(
+                f"shard_split_ops_per_s must be >= 0, got {self.shard_split_ops_per_s}"
+            )
         if self.rebalance_max_p99_ms < 0:
             raise ConfigError(f"rebalance_max_p99_ms must be >= 0, got {self.rebalance_max_p99_ms}")
         if self.snapshot_send_bytes_per_s < 0:

@@ -36,7 +36,8 @@ A shard with a split pending (``ShardInfo.split``) is never changed by `plan`: t
 takes the shard's next epoch.
 
 **Splits** (`plan_splits`): a shard whose leader reports more data bytes than
-``split_bytes`` is split at the slot that halves its slots (one shard id never reused).
+``split_bytes``, or more client commands per second than ``split_ops_per_s``, is split
+at the slot that halves its slots (one shard id never reused).
 """
 
 from __future__ import annotations
@@ -229,20 +230,30 @@ def plan_splits(
     *,
     max_pending: int,
     busy: Collection[int] = (),
+    ops_per_s: Mapping[int, float] | None = None,
+    split_ops_per_s: float = 0.0,
 ) -> list[ShardInfo]:
     """Shards to split in this round (each with its split ordered at a new epoch),
-    largest first: those whose reported ``data_bytes`` exceed ``split_bytes``, have no
-    target, no split pending, more than one slot, and are not in ``busy`` (changed in
-    this round already); at most ``max_pending`` splits pending at once. Each split
-    takes the next unused shard id."""
+    largest first: those whose reported ``data_bytes`` exceed ``split_bytes`` or whose
+    ``ops_per_s`` exceed ``split_ops_per_s`` (when positive), that have no target, no
+    split pending, more than one slot, and are not in ``busy`` (changed in this round
+    already); at most ``max_pending`` splits pending at once. Each split takes the next
+    unused shard id. (Halving the slots of a hot shard spreads its load only if its
+    load spreads over its keys: one hot key stays one hot shard.)"""
     room = max_pending - len(shard_map.pending_splits())
     if room <= 0:
         return []
+    hot = {
+        shard_id
+        for shard_id, rate in (ops_per_s or {}).items()
+        if split_ops_per_s > 0 and rate > split_ops_per_s
+    }
+    large = {shard_id for shard_id, size in data_bytes.items() if size > split_bytes}
     candidates = sorted(
         (
-            (size, shard_id)
-            for shard_id, size in data_bytes.items()
-            if size > split_bytes and shard_id in shard_map.shards and shard_id not in busy
+            (data_bytes.get(shard_id, 0), shard_id)
+            for shard_id in large | hot
+            if shard_id in shard_map.shards and shard_id not in busy
         ),
         reverse=True,
     )
