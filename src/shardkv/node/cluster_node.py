@@ -110,7 +110,11 @@ class ClusterNode:
             )
             self.runtime.observe_sync_s = fsync.observe
             self.runtime.driver.observe_proposal_s = proposal.observe
-            registry.register(RaftCollector(self.runtime))
+            registry.register(
+                RaftCollector(
+                    self.runtime, snapshot_send_wait_s=self.transport.snapshot_send_wait_s
+                )
+            )
             registry.register(TransportCollector(self.transport))
 
     async def start(self) -> None:

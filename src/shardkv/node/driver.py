@@ -90,7 +90,7 @@ from shardkv.core.commands import CommandKind, CommandSpec, lookup
 from shardkv.core.engine import DATA, META, WriteBatch
 from shardkv.core.kv import KVStateMachine
 from shardkv.core.kv.machine import parse_scan_cursor
-from shardkv.core.kv.scope import KeyScope, split_scope
+from shardkv.core.kv.scope import KeyScope, SlotRange, split_scope
 from shardkv.core.raft import (
     ConfChange,
     ConfChangeType,
@@ -537,15 +537,17 @@ class NodeDriver:
         self._route(g)
         return g
 
-    def _route(self, g: _GroupState) -> None:
-        """Route the slots of ``g``'s applied scope to it, and none other."""
-        owned = g.replica.machine.scope.slot_mask()
+    def _route(self, g: _GroupState, previous: tuple[SlotRange, ...] = ()) -> None:
+        """Route the slots of ``g``'s applied scope to it; of its ``previous`` slots, those
+        it no longer owns are routed nowhere (unless another group took them already)."""
+        scope = g.replica.machine.scope
         slot_group = self._slot_group
-        for slot in range(SLOT_COUNT):
-            if owned[slot]:
-                slot_group[slot] = g
-            elif slot_group[slot] is g:
-                slot_group[slot] = None
+        for first, last in previous:
+            for slot in range(first, last + 1):
+                if slot_group[slot] is g and not scope.owns(slot):
+                    slot_group[slot] = None
+        for first, last in scope.slot_ranges:
+            slot_group[first : last + 1] = [g] * (last - first + 1)
 
     def _bootstrap_placement(self) -> RaftLogStorage:
         """Create group 0's log; its first snapshot is the map (already in META)."""
@@ -963,8 +965,9 @@ class NodeDriver:
         """``g``'s replica narrowed its scope (a split, or a snapshot taken after one)."""
         shard_map = self.shard_map
         shard = shard_map.shards.get(g.shard.shard_id) if shard_map is not None else None
+        previous = g.shard.slot_ranges
         g.shard = _local_view(shard or g.shard, g.replica)
-        self._route(g)
+        self._route(g, previous)
 
     def _drive_split(self, g: _GroupState) -> None:
         """A shard leader whose map entry orders a split: propose the split entry (alone

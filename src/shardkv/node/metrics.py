@@ -3,7 +3,7 @@ hot path)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -16,9 +16,15 @@ from shardkv.node.runtime import NodeRuntime
 class RaftCollector(Collector):
     """Raft state at scrape time: ``shardkv_raft_*`` gauges and counters per group."""
 
-    def __init__(self, runtime: NodeRuntime, max_shard_series: int = 64) -> None:
+    def __init__(
+        self,
+        runtime: NodeRuntime,
+        max_shard_series: int = 64,
+        snapshot_send_wait_s: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         self._runtime = runtime
         self._max_shard_series = max_shard_series
+        self._snapshot_send_wait_s = snapshot_send_wait_s
 
     def collect(self) -> Iterator[Metric]:
         rt = self._runtime
@@ -138,6 +144,21 @@ class RaftCollector(Collector):
                 "shardkv_replicas_destroyed",
                 "Replicas deleted here after they moved away.",
                 rt.driver.replicas_destroyed,
+            ),
+            (
+                "shardkv_shard_splits_applied",
+                "Split entries applied here (a new shard's replica started from the data on disk).",
+                rt.driver.splits_applied,
+            ),
+            (
+                "shardkv_placement_splits_recorded",
+                "Splits this node recorded in the map, as the placement group's leader.",
+                rt.driver.splits_recorded,
+            ),
+            (
+                "shardkv_snapshot_send_wait_seconds",
+                "Seconds snapshot sends waited for the node's snapshot_send_bytes_per_s.",
+                self._snapshot_send_wait_s(),
             ),
         ):
             c = CounterMetricFamily(name, doc)

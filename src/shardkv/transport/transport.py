@@ -324,6 +324,11 @@ class PeerTransport:
 
     # --- membership ------------------------------------------------------------------------
 
+    def snapshot_send_wait_s(self) -> float:
+        """Seconds snapshot sends have waited for ``snapshot_send_bytes_per_s`` so far."""
+        rate = self._limits.snapshot_rate
+        return rate.waited_s if rate is not None else 0.0
+
     def add_peer(self, node_id: int, address: str) -> None:
         """Start sending to ``node_id`` at ``address`` (``host:port``). For a known peer
         with a new address, reconnect there (its queue is kept). Only after `start`."""
