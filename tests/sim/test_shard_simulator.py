@@ -11,15 +11,14 @@ a write once healed; every key's history is linearizable. A failure names the se
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
 from shardkv.node.driver import NodeDriver
 from shardkv.observability.logging import configure_logging
 from shardkv.sim.shards import ShardSimSettings, run_seed
+from tests.sim.parallel import run_seeds
 
 SEEDS = 500
 
@@ -37,10 +36,7 @@ def test_500_seeds_joining_and_splitting_under_faults_stay_safe_live_and_lineari
     failures = []
     shapes = set()
     crashes = redirects = ops = joins = splits = 0
-    # Seeds are independent: one process per core (each run is deterministic alone).
-    with ProcessPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(run_seed, range(1, SEEDS + 1), chunksize=10))
-    for seed, result in enumerate(results, start=1):
+    for seed, result in enumerate(run_seeds(run_seed, range(1, SEEDS + 1)), start=1):
         shapes.add((result.settings.node_count, result.settings.shard_count))
         crashes += result.stats.crashes
         redirects += result.stats.redirects

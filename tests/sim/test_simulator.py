@@ -18,6 +18,7 @@ import pytest
 from shardkv.sim.cluster import Cluster, SimResult, SimStats, run_seed
 from shardkv.sim.linearizability import check_operations, kv_model
 from shardkv.sim.witness import witness_problem
+from tests.sim.parallel import run_seeds
 
 REGRESSION_SEEDS_FILE = Path(__file__).parent / "regression_seeds.txt"
 DEFAULT_BATCH_SEEDS = 600
@@ -69,7 +70,7 @@ def test_regression_seed(seed: int) -> None:
     ("first", "count"), _batch_chunks(), ids=lambda v: str(v) if isinstance(v, int) else ""
 )
 def test_random_seeds(first: int, count: int) -> None:
-    results = [run_seed(seed) for seed in range(first, first + count)]
+    results = run_seeds(run_seed, range(first, first + count))
     failed = [r for r in results if not r.ok]
     assert not failed, _failure_report(failed)
     # Exhaustive-check budget: an inconclusive check is not a failure, but it must stay rare.
