@@ -176,7 +176,7 @@ class ClusterNode:
     def write_p99_ms(self) -> float:
         return self.runtime.driver.write_p99_ms()
 
-    def group_sizes(self) -> dict[int, tuple[int, int, int]]:
+    def group_sizes(self) -> dict[int, tuple[int, int]]:
         return self.runtime.driver.group_sizes()
 
     async def transfer_leader(self, group_id: int, to_node: int) -> None:
@@ -247,7 +247,6 @@ def _report(group: pb.GroupStatus) -> GroupReport:
         learners=tuple(group.conf_state.learners),
         settled=group.applied >= group.commit,
         data_bytes=group.data_bytes,
-        key_count=group.key_count,
         commands_applied=group.commands_applied,
     )
 

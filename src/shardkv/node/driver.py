@@ -258,10 +258,9 @@ class GroupReport:
     #: The reporter applied everything it knows committed: its membership is committed.
     settled: bool
     reported_s: float = 0.0
-    #: The shard's key and value bytes and keys, as the reporter counts them, and the
-    #: client commands the reporter's replica executed since it opened.
+    #: The shard's key and value bytes as the reporter counts them, and the client
+    #: commands the reporter's replica executed since it opened.
     data_bytes: int = 0
-    key_count: int = 0
     commands_applied: int = 0
 
 
@@ -530,7 +529,7 @@ class NodeDriver:
         g = _GroupState(replica, storage, _local_view(shard, replica), last_snapshot_index=applied)
         replica.on_serve = self._serve_hook(g)
         replica.on_split = self._split_hook(g)
-        replica.on_scope_change = lambda scope, epoch: self._on_scope_change(g)
+        replica.on_scope_change = lambda: self._on_scope_change(g)
         if storage.snapshot_pending:
             g.snapshot_due = True  # a split child: its first real snapshot
         self._groups[group_id] = g
@@ -1253,19 +1252,24 @@ class NodeDriver:
                 sizes[gid] = _data_bytes(g)
         return sizes
 
-    def split_shard(self, shard_id: int, first_slot: int | None, on_done: ReplyCallback) -> None:
-        """Group 0's leader: order a split of ``shard_id`` before ``first_slot`` (None:
-        the slot halving its slots) (``shardkv shard split``). ``on_done`` gets the new
-        shard's id once the order applies, or an error: unknown shard, one slot, a
-        move or split under way, a slot that does not cut it. Raises `NotLeaderError`
-        elsewhere."""
+    def _leading_placement(self) -> tuple[_GroupState, ShardMap]:
+        """Group 0 and its applied map, on group 0's leader; `NotLeaderError` elsewhere
+        (its ``leader_id`` says whom to ask)."""
         p = self._placement
         assert p is not None
         if not p.replica.is_leader or self.shard_map is None:
             raise NotLeaderError(
                 f"node {self.node_id} does not lead the placement group", p.replica.leader_id
             )
-        shard_map = self.shard_map
+        return p, self.shard_map
+
+    def split_shard(self, shard_id: int, first_slot: int | None, on_done: ReplyCallback) -> None:
+        """Group 0's leader: order a split of ``shard_id`` before ``first_slot`` (None:
+        the slot halving its slots) (``shardkv shard split``). ``on_done`` gets the new
+        shard's id once the order applies, or an error: unknown shard, one slot, a
+        move or split under way, a slot that does not cut it. Raises `NotLeaderError`
+        elsewhere."""
+        p, shard_map = self._leading_placement()
         shard = shard_map.shards.get(shard_id)
         if shard is None:
             on_done([ErrorReply(f"ERR shard {shard_id} does not exist")])
@@ -1555,13 +1559,7 @@ class NodeDriver:
         ``[OK]`` once the state is applied, or an error: unknown or removed node, or too
         few other up nodes to keep ``replicas`` copies of every shard. Raises
         `NotLeaderError` elsewhere (its ``leader_id`` says whom to ask)."""
-        p = self._placement
-        assert p is not None
-        if not p.replica.is_leader or self.shard_map is None:
-            raise NotLeaderError(
-                f"node {self.node_id} does not lead the placement group", p.replica.leader_id
-            )
-        shard_map = self.shard_map
+        p, shard_map = self._leading_placement()
         info = shard_map.nodes.get(node_id)
         if info is None or info.state == NODE_REMOVED:
             on_done([ErrorReply(f"ERR node {node_id} is not in the cluster")])
@@ -1587,12 +1585,7 @@ class NodeDriver:
         """Group 0's leader: pause or resume the scheduler's balance and leader moves
         (``shardkv rebalance pause|resume``); ``on_done`` gets ``[OK]`` once applied.
         Raises `NotLeaderError` elsewhere."""
-        p = self._placement
-        assert p is not None
-        if not p.replica.is_leader:
-            raise NotLeaderError(
-                f"node {self.node_id} does not lead the placement group", p.replica.leader_id
-            )
+        p, _ = self._leading_placement()
         p.replica.queue_write([rebalance_command(paused)], on_done)
         self._activate(p)
 
@@ -1704,12 +1697,7 @@ class NodeDriver:
         """Group 0's leader: register a node joining through a seed; ``on_done`` gets
         ``[node id]`` once applied (or an error). Raises `NotLeaderError` elsewhere (its
         ``leader_id`` says whom to ask)."""
-        p = self._placement
-        assert p is not None
-        if not p.replica.is_leader:
-            raise NotLeaderError(
-                f"node {self.node_id} does not lead the placement group", p.replica.leader_id
-            )
+        p, _ = self._leading_placement()
         p.replica.queue_write(
             [join_node_command(peer_address, client_address, admin_address)], on_done
         )
@@ -1771,16 +1759,15 @@ class NodeDriver:
                     learners=conf.learners,
                     settled=g.replica.applied_index >= raw.raft.log.committed,
                     data_bytes=_data_bytes(g),
-                    key_count=_key_count(g),
                     commands_applied=g.replica.commands_applied,
                 )
             )
         return reports
 
-    def group_sizes(self) -> dict[int, tuple[int, int, int]]:
-        """group id -> (data bytes, key count, commands executed) of every data group."""
+    def group_sizes(self) -> dict[int, tuple[int, int]]:
+        """group id -> (data bytes, client commands executed) of every data group."""
         return {
-            gid: (_data_bytes(g), _key_count(g), g.replica.commands_applied)
+            gid: (_data_bytes(g), g.replica.commands_applied)
             for gid, g in self._groups.items()
             if gid
         }
@@ -1850,7 +1837,9 @@ class NodeDriver:
             return None
         if replica.leader_id == self.node_id:
             return self.settings.client_address
-        return self.client_addresses().get(replica.leader_id)
+        known = self._known_clients.get(replica.leader_id)
+        # (A leader of no group hosted here announced nothing here: the map knows it.)
+        return known if known is not None else self.client_addresses().get(replica.leader_id)
 
     def _moved(self, slot: int) -> ErrorReply:
         """Where a client should send a command for ``slot`` (which this node does not
@@ -2182,10 +2171,6 @@ class NodeDriver:
 def _data_bytes(g: _GroupState) -> int:
     machine = g.replica.machine
     return machine.data_bytes() if isinstance(machine, KVStateMachine) else 0
-
-
-def _key_count(g: _GroupState) -> int:
-    return g.replica.machine.key_count()
 
 
 def _local_view(shard: ShardInfo, replica: Replica) -> ShardInfo:

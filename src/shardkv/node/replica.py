@@ -80,10 +80,10 @@ SWEEP_COMMAND: Final = b"\x00expire-sweep"
 ANNOUNCE_COMMAND: Final = b"\x00announce"
 SendMessages = Callable[[list[Message]], None]
 
-#: A proposal that lost its place in the log (leader change): it did not happen.
 #: Reply to a split command that shares its log entry with other commands (it must be
 #: alone: its apply writes the entries before it first).
 SPLIT_NOT_ALONE: Final = ErrorReply("ERR split refused: a split must be alone in its entry")
+#: A proposal that lost its place in the log (leader change): it did not happen.
 PROPOSAL_DROPPED: Final = ErrorReply(
     "TRYAGAIN the write was not committed because leadership changed; retry it"
 )
@@ -226,8 +226,8 @@ class Replica:
             Callable[[], None] | None,
         ] = lambda order, scope, voters, learners, batch: None
         #: Called after this replica's scope changed (a split applied, or a snapshot of
-        #: fewer slots installed), with the new scope and epoch.
-        self.on_scope_change: Callable[[KeyScope, int], None] = lambda scope, epoch: None
+        #: fewer slots installed): ``machine.scope`` and ``scope_epoch`` hold the new one.
+        self.on_scope_change: Callable[[], None] = lambda: None
 
     # -- client requests ---------------------------------------------------------------
 
@@ -504,7 +504,7 @@ class Replica:
         self.machine = narrowed
         self._owned_slots = scope.slot_mask()
         self.scope_epoch = epoch
-        self.on_scope_change(scope, epoch)
+        self.on_scope_change()
         return narrowed
 
     def _take_stored_scope(self) -> None:

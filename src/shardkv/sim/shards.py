@@ -679,11 +679,8 @@ class ShardSim:
                     return False  # a node (the one that joined) does not follow group 0
         if self.settings.join_at_tick and not self._joined:
             return False
-        if len(encoded) != 1:
-            return False
-        # Every split ordered was applied and recorded.
-        _, shard_map = next(iter(self.nodes.values())).driver.placement_status()  # type: ignore[union-attr]
-        return shard_map is not None and not shard_map.pending_splits()
+        # One map, in which every split ordered was applied and recorded.
+        return len(encoded) == 1 and not ShardMap.decode(encoded.pop()).pending_splits()
 
     def _probe_ops(self) -> list[_Op]:
         """One SET per shard, on a key of that shard, for the liveness phase."""
