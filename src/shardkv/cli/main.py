@@ -130,6 +130,24 @@ def main() -> None:
     help="A shard executing more commands per second than this splits in two; 0 never. [0]",
 )
 @click.option(
+    "--shard-merge-bytes",
+    type=int,
+    default=None,
+    help="Two adjacent cold shards holding together fewer bytes than this merge. [8 MiB]",
+)
+@click.option(
+    "--shard-merge-ops-per-s",
+    type=float,
+    default=None,
+    help="A shard executing fewer commands per second than this is cold (may merge). [50]",
+)
+@click.option(
+    "--shard-min-count",
+    type=int,
+    default=None,
+    help="Merges never leave fewer shards than this. [16]",
+)
+@click.option(
     "--snapshot-send-bytes-per-s",
     type=int,
     default=None,

@@ -176,7 +176,7 @@ class ClusterNode:
     def write_p99_ms(self) -> float:
         return self.runtime.driver.write_p99_ms()
 
-    def group_sizes(self) -> dict[int, tuple[int, int]]:
+    def group_sizes(self) -> dict[int, tuple[int, int, int, bool]]:
         return self.runtime.driver.group_sizes()
 
     async def transfer_leader(self, group_id: int, to_node: int) -> None:
@@ -248,6 +248,8 @@ def _report(group: pb.GroupStatus) -> GroupReport:
         settled=group.applied >= group.commit,
         data_bytes=group.data_bytes,
         commands_applied=group.commands_applied,
+        scope_epoch=group.scope_epoch,
+        retired=group.retired,
     )
 
 

@@ -51,10 +51,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from shardkv.core.cluster.merge import (
+    AbsorbOrder,
+    RetireOrder,
+    absorb_command,
+    retire_command,
+)
 from shardkv.core.cluster.placement import (
     SHARD_MAP_KEY,
     PlacementMachine,
     join_node_command,
+    merge_shards_command,
     placement_members,
     rebalance_command,
     register_node_command,
@@ -62,9 +69,11 @@ from shardkv.core.cluster.placement import (
 )
 from shardkv.core.cluster.routing import CROSSSLOT, KEYLESS, command_slot
 from shardkv.core.cluster.scheduler import (
+    MergeSettings,
     SchedulerSettings,
     order_split,
     plan,
+    plan_merges,
     plan_splits,
     split_point,
 )
@@ -90,7 +99,7 @@ from shardkv.core.commands import CommandKind, CommandSpec, lookup
 from shardkv.core.engine import DATA, META, WriteBatch
 from shardkv.core.kv import KVStateMachine
 from shardkv.core.kv.machine import parse_scan_cursor
-from shardkv.core.kv.scope import KeyScope, SlotRange, split_scope
+from shardkv.core.kv.scope import KeyScope, SlotRange, merge_scopes, split_scope
 from shardkv.core.raft import (
     ConfChange,
     ConfChangeType,
@@ -143,6 +152,10 @@ WRITE_P99_WINDOW_S: Final = 10.0
 REPORT_MAX_AGE_INTERVALS: Final = 5
 #: Answer to requests a destroyed replica still held.
 REPLICA_GONE: Final = ErrorReply("TRYAGAIN this shard moved away from this node; retry it")
+#: Answer for a slot of a shard that retired here and whose survivor has not taken it yet.
+HANDING_OVER: Final = ErrorReply(
+    "TRYAGAIN the slot is being handed over to another shard (a merge); retry in a moment"
+)
 #: META keys: node id (8 bytes) -> its client address, from applied leader announcements.
 CLIENT_ADDRESS_PREFIX: Final = b"cluster/client/"
 CLIENT_ADDRESS_PREFIX_END: Final = b"cluster/client0"
@@ -203,6 +216,13 @@ class ClusterSettings:
     #: Placement: a shard whose leader executes more client commands per second than
     #: this is split too (0: never by load).
     shard_split_ops_per_s: float = 0.0
+    #: Placement: two adjacent shards merge when together they hold fewer data bytes than
+    #: this (and than a quarter of ``shard_split_bytes``, so a merge never splits again
+    #: soon) and each executes fewer client commands per second than
+    #: ``shard_merge_ops_per_s``, while there are more than ``shard_min_count`` shards.
+    shard_merge_bytes: int = 8 << 20
+    shard_merge_ops_per_s: float = 50.0
+    shard_min_count: int = 16
     #: Placement: no balance move or split starts while a live node's write p99 is above
     #: this (ms; 0: never back off). Repairs and drains go on.
     rebalance_max_p99_ms: float = 500.0
@@ -262,6 +282,10 @@ class GroupReport:
     #: commands the reporter's replica executed since it opened.
     data_bytes: int = 0
     commands_applied: int = 0
+    #: The epoch of the reporter's applied scope, and whether its replica retired (a
+    #: merge: the placement group waits for every replica's before the next step).
+    scope_epoch: int = 0
+    retired: bool = False
 
 
 @dataclass(slots=True)
@@ -340,6 +364,9 @@ class NodeDriver:
         #: membership as its leader last reported it (`record_status`).
         self._heard_s: dict[int, float] = {}
         self._reports: dict[int, GroupReport] = {}
+        #: Group 0's leader: node id -> group id -> that node's last report of its replica
+        #: (merges wait for every replica's retire and absorb).
+        self._replica_reports: dict[int, dict[int, GroupReport]] = {}
         #: node id -> failure-domain labels it reported (registered by `_registry_updates`).
         self._known_labels: dict[int, tuple[tuple[str, str], ...]] = {}
         #: When this node last became group 0's leader (liveness needs a full timeout of
@@ -383,6 +410,9 @@ class NodeDriver:
         #: 0's leader.
         self.splits_applied = 0
         self.splits_recorded = 0
+        #: Absorbs applied here, and merges recorded as group 0's leader.
+        self.merges_applied = 0
+        self.merges_recorded = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -504,6 +534,7 @@ class NodeDriver:
         )
         machine: KVStateMachine | PlacementMachine
         scope_epoch = shard.epoch
+        retired = False
         if group_id == PLACEMENT_GROUP_ID:
             machine = PlacementMachine(None)
         else:
@@ -512,6 +543,7 @@ class NodeDriver:
             if record is not None:
                 scope_epoch, ranges = record
                 machine = machine.narrowed(KeyScope(group_id, ranges))
+                retired = not ranges  # (only a retire leaves a shard no slots)
         replica = Replica(
             config,
             storage,
@@ -524,6 +556,10 @@ class NodeDriver:
             snapshots=self.snapshots,
         )
         replica.scope_epoch = scope_epoch
+        replica.retired = retired
+        replica.source_retired = self._source_retired
+        replica.install_scope = lambda scope: self._install_scope(group_id, scope)
+        replica.on_absorbed = self._on_absorbed
         replica.on_conf_change = lambda change, batch: self._on_conf_change(group_id, change, batch)
         replica.on_announce = self._on_announce
         g = _GroupState(replica, storage, _local_view(shard, replica), last_snapshot_index=applied)
@@ -657,7 +693,7 @@ class NodeDriver:
             or not replica.idle
             or last_index != g.quiet_index
             or g.shard.target  # membership changes to make (`_drive_to_target`)
-            or g.shard.split  # a split to propose (`_drive_split`)
+            or g.shard.frozen  # a split or merge step to propose
         ):
             g.quiet_ticks = 0
             g.quiet_index = last_index
@@ -1000,6 +1036,134 @@ class NodeDriver:
             g.split_proposed = False
         self._activate(g)
 
+    # -- merges ------------------------------------------------------------------------------
+
+    def _source_retired(self, group_id: int) -> bool:
+        """Whether this node's replica of ``group_id`` applied its retire (an absorb of
+        that shard may apply here only then)."""
+        g = self._groups.get(group_id)
+        return g is not None and g.replica.retired
+
+    def _install_scope(self, group_id: int, scope: KeyScope) -> KeyScope:
+        """The slots a snapshot of ``group_id`` may bring here: its replica's ``scope``,
+        plus the slots the map gives the group (or a shard merging into it) that no other
+        replica here serves (a survivor's snapshot taken after an absorb this replica has
+        not applied yet; the absorbed shard's replica here retired or is gone)."""
+        shard_map = self.shard_map
+        if shard_map is None:
+            return scope
+        owners = {group_id} | {
+            s.shard_id for s in shard_map.shards.values() if s.merge_into == group_id
+        }
+        mine = self._groups.get(group_id)
+        slot_group = self._slot_group
+        owned = [
+            slot
+            for slot in range(SLOT_COUNT)
+            if scope.owns(slot)
+            or (shard_map.shard_id_of_slot(slot) in owners and slot_group[slot] in (None, mine))
+        ]
+        return KeyScope(group_id, _ranges_of(owned))
+
+    def _on_absorbed(self, order: AbsorbOrder) -> None:
+        self.merges_applied += 1
+
+    def _drive_merge(self, g: _GroupState) -> None:
+        """A shard leader whose map entry orders a merge step: propose the retire (the
+        shard to be absorbed) or the absorb (the survivor), alone in its entry, once no
+        membership change is pending; again later if it did not apply."""
+        replica = g.replica
+        raw = replica.raw
+        shard_map = self.shard_map
+        shard = shard_map.shards.get(replica.group_id) if shard_map is not None else None
+        if shard is None or raw.role is not Role.LEADER or g.split_proposed:
+            return
+        if raw.raft.pending_conf_index > replica.applied_index:
+            return
+        if shard.merge_into and not replica.retired:
+            args = retire_command(RetireOrder(shard.shard_id, shard.merge_into, shard.epoch + 1))
+        elif shard.absorb and replica.scope_epoch <= shard.epoch:
+            source = shard_map.shards.get(shard.absorb) if shard_map is not None else None
+            if source is None:
+                return
+            epoch = shard.epoch + 1
+            args = absorb_command(
+                AbsorbOrder(shard.shard_id, source.shard_id, epoch, source.slot_ranges)
+            )
+        else:
+            return
+        g.split_proposed = True
+
+        def done(replies: list[Reply]) -> None:
+            g.split_proposed = False
+            if isinstance(replies[0], ErrorReply):
+                log.info("merge_step_not_applied", shard=shard.shard_id, reply=str(replies[0]))
+
+        log.info("merge_step_proposed", shard=shard.shard_id, step=args[0][1:].decode())
+        try:
+            replica.propose_alone(args, done)
+        except (NotLeaderError, ProposalDroppedError):
+            g.split_proposed = False
+        self._activate(g)
+
+    def _replica_report(self, node_id: int, group_id: int) -> GroupReport | None:
+        """Group 0's leader: ``node_id``'s last report of its replica of ``group_id``
+        (this node's own, current)."""
+        if node_id == self.node_id:
+            return next((r for r in self.group_reports() if r.group_id == group_id), None)
+        return self._replica_reports.get(node_id, {}).get(group_id)
+
+    def _replicas_report(
+        self, shard: ShardInfo, holds: Callable[[GroupReport], bool], live: set[int]
+    ) -> bool:
+        """Whether every live replica of ``shard`` reported a replica for which ``holds``,
+        and those are a majority of its replicas (a dead one is left behind: its replica
+        of the survivor waits for its own retire, or is replaced by a repair)."""
+        done = 0
+        for node_id in shard.replicas:
+            report = self._replica_report(node_id, shard.shard_id)
+            if report is not None and holds(report):
+                done += 1
+            elif node_id in live:
+                return False
+        return done * 2 > len(shard.replicas)
+
+    def _merge_updates(self, shard_map: ShardMap) -> list[list[bytes]]:
+        """Group 0's leader: the next step of each merge under way (see
+        ``core/cluster/merge.py``): order the survivor to absorb once the retiring
+        shard's replicas report it retired; record the merge once the survivor's
+        replicas report the absorb applied."""
+        pending = shard_map.pending_merges()
+        if not pending:
+            return []
+        live = self.live_nodes()
+        commands: list[list[bytes]] = []
+        for source in pending:
+            survivor = shard_map.shards[source.merge_into]
+            if not survivor.absorb:
+                if self._replicas_report(source, lambda r: r.retired, live):
+                    epoch = max(survivor.epoch, source.epoch) + 1
+                    absorbing = replace(survivor, epoch=epoch, absorb=source.shard_id)
+                    commands.append(set_shards_command([absorbing]))
+                    log.info(
+                        "merge_absorb_ordered", shard=survivor.shard_id, source=source.shard_id
+                    )
+                continue
+            epoch = survivor.epoch + 1
+            if self._replicas_report(survivor, _absorbed_at(epoch), live):
+                merged = merge_scopes(survivor.scope, source.scope)
+                recorded = replace(survivor, slot_ranges=merged.slot_ranges, epoch=epoch, absorb=0)
+                commands.append(merge_shards_command(recorded, source.shard_id))
+                self.merges_recorded += 1
+                log.info(
+                    "shard_merge_recorded",
+                    shard=survivor.shard_id,
+                    source=source.shard_id,
+                    slots=merged.describe(),
+                    epoch=epoch,
+                )
+        return commands
+
     def _split_updates(self, shard_map: ShardMap) -> list[list[bytes]]:
         """Group 0's leader: record each ordered split whose child reported a leader (so
         its split entry committed): the parent keeps the slots before the cut, the child
@@ -1118,9 +1282,9 @@ class NodeDriver:
                 if (
                     (shard.target and shard.target != g.shard.target)
                     or (shard.preferred_leader != g.shard.preferred_leader)
-                    or shard.split
+                    or shard.frozen
                 ):
-                    self._activate(g)  # membership changes, a hand-over, or a split
+                    self._activate(g)  # membership changes, a hand-over, a split or merge
                 g.shard = local
 
     def _follow_map_peers(self, shard_map: ShardMap) -> None:
@@ -1153,6 +1317,7 @@ class NodeDriver:
         if shard_map is None or replica.applied_index < replica.raw.raft.log.committed:
             return
         commands = self._registry_updates(shard_map) + self._split_updates(shard_map)
+        commands += self._merge_updates(shard_map)
         commands += self._membership_updates(shard_map)
         commands += self._drained_updates(shard_map)
         if commands:
@@ -1197,6 +1362,19 @@ class NodeDriver:
                 ops_per_s=self._shard_loads(),
                 split_ops_per_s=s.shard_split_ops_per_s,
             )
+            changes += plan_merges(
+                shard_map,
+                self._shard_sizes(),
+                self._shard_loads(),
+                MergeSettings(
+                    max_bytes=min(s.shard_merge_bytes, s.shard_split_bytes // 4),
+                    max_ops_per_s=s.shard_merge_ops_per_s,
+                    min_shards=s.shard_min_count,
+                    max_pending=s.max_concurrent_moves,
+                ),
+                live=self.live_nodes(),
+                busy={c.shard_id for c in changes},
+            )
         if not changes:
             return []
         self.moves_scheduled += sum(1 for c in changes if c.target)
@@ -1204,6 +1382,7 @@ class NodeDriver:
             "placement_scheduled",
             moves=[(c.shard_id, c.target) for c in changes if c.target],
             splits=[(c.shard_id, c.split) for c in changes if c.split],
+            merges=[(c.shard_id, c.merge_into) for c in changes if c.merge_into],
             leader_moves=sum(1 for c in changes if not c.target),
         )
         return [set_shards_command(changes)]
@@ -1274,8 +1453,10 @@ class NodeDriver:
         if shard is None:
             on_done([ErrorReply(f"ERR shard {shard_id} does not exist")])
             return
-        if shard.target or shard.split:
-            on_done([ErrorReply(f"ERR shard {shard_id} is moving or splitting; retry later")])
+        if shard.target or shard_id in shard_map.frozen_ids():
+            on_done(
+                [ErrorReply(f"ERR shard {shard_id} is moving, splitting or merging; retry later")]
+            )
             return
         point = split_point(shard) if first_slot is None else first_slot
         if point is None:
@@ -1330,6 +1511,7 @@ class NodeDriver:
         self._heard_s[node_id] = now
         self._write_p99_ms[node_id] = write_p99_ms
         self._known_labels[node_id] = labels
+        self._replica_reports[node_id] = {r.group_id: r for r in reports}
         for report in reports:
             if not report.is_leader or report.group_id == PLACEMENT_GROUP_ID:
                 continue
@@ -1429,6 +1611,10 @@ class NodeDriver:
         shard = shard_map.shards.get(group_id)
         if shard is not None and self.node_id in shard.placed:
             return False
+        if shard is None and g.replica.retired:
+            # Merged: the survivor holds its slots, data and counters on every node that
+            # applied the absorb, and the map records the merge only once they all have.
+            return not g.snapshot_running
         if shard is None and (
             group_id > shard_map.last_shard_id
             or any(s.split[0] == group_id for s in shard_map.pending_splits() if s.split)
@@ -1460,7 +1646,16 @@ class NodeDriver:
         RaftLogStorage.stage_destroy(group_id, batch)
         machine = g.replica.machine
         if isinstance(machine, KVStateMachine):
-            stage_delete_scope(machine.scope, batch)
+            # Never the data of a slot another replica here serves (a replica that missed
+            # its shard's retire still names the slots the survivor took).
+            slot_group = self._slot_group
+            mine = [
+                slot
+                for first, last in machine.scope.slot_ranges
+                for slot in range(first, last + 1)
+                if slot_group[slot] is None or slot_group[slot] is g
+            ]
+            stage_delete_scope(KeyScope(group_id, _ranges_of(mine)), batch)
         self._engine.write(batch)
         self.snapshots.dropped(group_id)
         self.replicas_destroyed += 1
@@ -1760,16 +1955,24 @@ class NodeDriver:
                     settled=g.replica.applied_index >= raw.raft.log.committed,
                     data_bytes=_data_bytes(g),
                     commands_applied=g.replica.commands_applied,
+                    scope_epoch=g.replica.scope_epoch,
+                    retired=g.replica.retired,
                 )
             )
         return reports
 
-    def group_sizes(self) -> dict[int, tuple[int, int]]:
-        """group id -> (data bytes, client commands executed) of every data group."""
+    def group_sizes(self) -> dict[int, tuple[int, int, int, bool]]:
+        """group id -> (data bytes, client commands executed, scope epoch, retired) of
+        every data group (what a status report carries besides Raft's view)."""
         return {
-            gid: (_data_bytes(g), g.replica.commands_applied)
+            gid: (
+                _data_bytes(g),
+                g.replica.commands_applied,
+                g.replica.scope_epoch,
+                g.replica.retired,
+            )
             for gid, g in self._groups.items()
-            if gid
+            if gid != PLACEMENT_GROUP_ID
         }
 
     def all_replicas(self) -> list[Replica]:
@@ -1845,6 +2048,9 @@ class NodeDriver:
         """Where a client should send a command for ``slot`` (which this node does not
         lead): ``-MOVED`` to the leader of its shard, or ``-TRYAGAIN`` when none is known."""
         g = self._slot_group[slot]
+        shard_map = self.shard_map
+        if g is None and shard_map is not None and shard_map.shard_of_slot(slot).merge_into:
+            return HANDING_OVER
         if g is not None and g.replica.raw.conf_state().is_member(self.node_id):
             address = self.leader_client_address(g.replica.group_id)
         else:
@@ -1917,6 +2123,11 @@ class NodeDriver:
         split_pending = (
             {s.shard_id for s in shard_map.pending_splits()} if balance and shard_map else set()
         )
+        merging = (
+            {s.shard_id for s in shard_map.shards.values() if s.merge_into or s.absorb}
+            if balance and shard_map
+            else set()
+        )
         for group_id, g in list(self._groups.items()):
             if g.hibernating:
                 continue
@@ -1933,9 +2144,11 @@ class NodeDriver:
                     self._drive_to_target(g)
                 elif shard_map is not None and group_id in split_pending:
                     self._drive_split(g)
+                elif group_id in merging:
+                    self._drive_merge(g)
             raw.tick()
             g.replica.expire_waiters(timeout_s)
-            if raw.has_ready():
+            if raw.has_ready() or g.replica.holding:
                 active[group_id] = g
         if balance:
             # Even while group 0 hibernates: a change to make wakes it.
@@ -1983,6 +2196,8 @@ class NodeDriver:
                 g.replica.flush_reads()
                 if g.replica.raw.has_ready():
                     cycle.works.append(g.replica.collect(cycle.batch, self._write_now))
+                elif g.replica.held_ready():
+                    cycle.works.append(g.replica.apply_held(cycle.batch, self._write_now))
             return cycle if cycle.works else None
         except Exception as exc:
             self._fail(exc)
@@ -2004,9 +2219,9 @@ class NodeDriver:
         to build."""
         try:
             for w in cycle.works:
-                if w.ready.soft_state is not None:
+                if w.ready is not None and w.ready.soft_state is not None:
                     self.leader_changes += 1
-                if w.ready.snapshot is not None:
+                if w.ready is not None and w.ready.snapshot is not None:
                     self.snapshots_installed += 1
             for w in cycle.works:
                 w.finish()
@@ -2068,7 +2283,9 @@ class NodeDriver:
         applied index. One snapshot per group at a time."""
         replica = g.replica
         index = replica.applied_index
-        if g.snapshot_running:
+        if g.snapshot_running or replica.retired:
+            # (A retired replica's data now belongs to the survivor: a snapshot of it
+            # would carry the survivor's writes into a lagging replica of this shard.)
             return None
         if index <= g.storage.snapshot_index:
             # Nothing newer to save (e.g. the applied state IS a snapshot just installed from
@@ -2186,6 +2403,21 @@ def _local_view(shard: ShardInfo, replica: Replica) -> ShardInfo:
     if replica.scope_epoch > shard.epoch:
         return replace(shard, epoch=replica.scope_epoch)
     return shard
+
+
+def _absorbed_at(epoch: int) -> Callable[[GroupReport], bool]:
+    return lambda report: report.scope_epoch >= epoch
+
+
+def _ranges_of(slots: list[int]) -> tuple[SlotRange, ...]:
+    """Ascending ``slots`` as inclusive ranges."""
+    ranges: list[SlotRange] = []
+    for slot in slots:
+        if ranges and ranges[-1][1] + 1 == slot:
+            ranges[-1] = (ranges[-1][0], slot)
+        else:
+            ranges.append((slot, slot))
+    return tuple(ranges)
 
 
 def _move_step(target: tuple[int, ...], voters: tuple[int, ...], learners: tuple[int, ...]) -> str:

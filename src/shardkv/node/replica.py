@@ -27,6 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from shardkv.core.cluster.merge import (
+    ABSORB_COMMAND,
+    RETIRE_COMMAND,
+    AbsorbOrder,
+    MergeCommandError,
+    decode_absorb_command,
+    decode_retire_command,
+)
 from shardkv.core.cluster.placement import PlacementMachine
 from shardkv.core.cluster.routing import KEYLESS, command_slot
 from shardkv.core.cluster.shardmap import PLACEMENT_GROUP_ID
@@ -46,10 +54,11 @@ from shardkv.core.kv.codec import (
     scope_key,
 )
 from shardkv.core.kv.proposal import decode_proposal, encode_proposal
-from shardkv.core.kv.scope import KeyScope, encode_scope_record, split_scope
+from shardkv.core.kv.scope import KeyScope, encode_scope_record, merge_scopes, split_scope
 from shardkv.core.raft import (
     ConfChange,
     Config,
+    Entry,
     EntryType,
     Message,
     NotLeaderError,
@@ -83,6 +92,12 @@ SendMessages = Callable[[list[Message]], None]
 #: Reply to a split command that shares its log entry with other commands (it must be
 #: alone: its apply writes the entries before it first).
 SPLIT_NOT_ALONE: Final = ErrorReply("ERR split refused: a split must be alone in its entry")
+#: Reply to a command that reaches a shard after it retired (it was merged into another).
+RETIRED: Final = ErrorReply(
+    "TRYAGAIN this shard was merged into another; refresh the slot map and retry"
+)
+#: Reply to a retire or absorb that shares its log entry with other commands.
+MERGE_NOT_ALONE: Final = ErrorReply("ERR merge refused: a merge step must be alone in its entry")
 #: A proposal that lost its place in the log (leader change): it did not happen.
 PROPOSAL_DROPPED: Final = ErrorReply(
     "TRYAGAIN the write was not committed because leadership changed; retry it"
@@ -126,12 +141,13 @@ class ReadyWork:
     """What one replica must do once the node's batch is durable (see module docstring)."""
 
     replica: Replica
-    ready: Ready
+    #: None: a cycle that only applied entries held back earlier (`Replica.apply_held`).
+    ready: Ready | None
     answers: list[tuple[ReplyCallback, list[Reply]]] = field(default_factory=list)
 
     @property
     def must_sync(self) -> bool:
-        return self.ready.must_sync
+        return self.ready is not None and self.ready.must_sync
 
     def answer(self) -> None:
         """Answer the clients whose entries were applied. Allowed before this node's sync:
@@ -144,10 +160,12 @@ class ReadyWork:
 
     def finish(self) -> None:
         replica = self.replica
-        if self.ready.messages_after_persist:
-            replica.send(list(self.ready.messages_after_persist))
+        ready = self.ready
+        if ready is not None and ready.messages_after_persist:
+            replica.send(list(ready.messages_after_persist))
         self.answer()
-        replica.raw.advance(self.ready)
+        if ready is not None:
+            replica.raw.advance(ready)
         replica.serve_reads()
 
 
@@ -225,9 +243,24 @@ class Replica:
             [SplitOrder, KeyScope, tuple[int, ...], tuple[int, ...], WriteBatch],
             Callable[[], None] | None,
         ] = lambda order, scope, voters, learners, batch: None
-        #: Called after this replica's scope changed (a split applied, or a snapshot of
-        #: fewer slots installed): ``machine.scope`` and ``scope_epoch`` hold the new one.
+        #: Called after this replica's scope changed (a split, retire or absorb applied,
+        #: or a snapshot installed): ``machine.scope`` and ``scope_epoch`` hold the new one.
         self.on_scope_change: Callable[[], None] = lambda: None
+        #: This replica applied its shard's retire (a merge): it serves nothing and
+        #: applies no client command, sweep or split from then on.
+        self.retired = False
+        #: Whether this node's replica of the given shard has retired (a merge's absorb
+        #: waits for it).
+        self.source_retired: Callable[[int], bool] = lambda group_id: False
+        #: Called once an absorb applied and was written.
+        self.on_absorbed: Callable[[AbsorbOrder], None] = lambda order: None
+        #: The scope a snapshot may be installed over (default: this replica's): wider
+        #: after a merge this replica has not applied yet.
+        self.install_scope: Callable[[KeyScope], KeyScope] = lambda scope: scope
+        #: Committed entries handed out by Raft and not applied yet: an absorb waiting
+        #: for this node's replica of the absorbed shard to retire, and what follows it.
+        #: (Bounded by how long that takes: that replica catches up from its own log.)
+        self._held: list[Entry] = []
 
     # -- client requests ---------------------------------------------------------------
 
@@ -368,8 +401,8 @@ class Replica:
             self.applied_index = rd.snapshot.metadata.index
             self._take_stored_scope()
             self._settle_skipped_waiters(work)
-        if rd.committed_entries:
-            self._apply(rd, batch, work, write_now)
+        if rd.committed_entries or self._held:
+            self._apply([*self._held, *rd.committed_entries], batch, work, write_now)
         for rs in rd.read_states:
             reads = self._reads_by_ctx.pop(rs.request_ctx, None)
             if reads:
@@ -387,11 +420,42 @@ class Replica:
             self.machine.restore(snapshot.data, batch)
             stage_applied_index(self.group_id, index, batch)
             return
-        self.snapshots.stage_install(snapshot, self.machine.scope, batch, write_now)
+        scope = self.install_scope(self.machine.scope)
+        self.snapshots.stage_install(snapshot, scope, batch, write_now)
+
+    @property
+    def holding(self) -> bool:
+        """Committed entries wait to be applied (see ``_held``)."""
+        return bool(self._held)
+
+    def held_ready(self) -> bool:
+        """The entries held back can be applied now (this node's replica of the absorbed
+        shard retired meanwhile)."""
+        return bool(self._held) and not self._must_hold(self._held[0])
+
+    def apply_held(self, batch: WriteBatch, write_now: Callable[[WriteBatch], None]) -> ReadyWork:
+        """Apply the entries held back (call when `held_ready`), outside a Ready cycle."""
+        work = ReadyWork(self, None)
+        self._apply(list(self._held), batch, work, write_now)
+        return work
+
+    def _must_hold(self, entry: Entry) -> bool:
+        """Whether ``entry`` is an absorb whose source has not retired on this node yet
+        (applying it now could let that replica write into slots this group serves)."""
+        if entry.type is EntryType.CONF_CHANGE or not entry.data:
+            return False
+        commands = decode_proposal(entry.data).commands
+        if len(commands) != 1 or commands[0][0] != ABSORB_COMMAND:
+            return False
+        try:
+            order = decode_absorb_command(self.group_id, commands[0])
+        except MergeCommandError:
+            return False  # refused when applied
+        return order.epoch > self.scope_epoch and not self.source_retired(order.source)
 
     def _apply(
         self,
-        rd: Ready,
+        entries: list[Entry],
         batch: WriteBatch,
         work: ReadyWork,
         write_now: Callable[[WriteBatch], None],
@@ -399,35 +463,24 @@ class Replica:
         machine = self.machine
         machine.begin_batch()
         waiters = self._waiters
-        for entry in rd.committed_entries:
+        was_holding, self._held = bool(self._held), []
+        for pos, entry in enumerate(entries):
+            if entry.index <= self.applied_index:
+                continue  # a snapshot installed in this cycle holds it
+            if self.group_id != PLACEMENT_GROUP_ID and self._must_hold(entry):
+                self._held = entries[pos:]
+                if not was_holding:
+                    log.info("absorb_waits_for_retire", shard=self.group_id, index=entry.index)
+                break
             waiter = waiters.pop(entry.index, None) if waiters else None
             if entry.type is EntryType.CONF_CHANGE:
                 change = ConfChange.decode(entry.data)
                 self.on_conf_change(change, batch)
-                replies = [0]
+                replies: list[Reply] = [0]
             elif not entry.data:
                 replies = []
             else:
-                proposal = decode_proposal(entry.data)
-                now_ms = proposal.now_ms
-                replies = []
-                for args in proposal.commands:
-                    if args[0] == SWEEP_COMMAND:
-                        replies.append(machine.expire_sweep(now_ms, int(args[1])))
-                    elif args[0] == SPLIT_COMMAND and self.group_id != PLACEMENT_GROUP_ID:
-                        if len(proposal.commands) != 1:
-                            replies.append(SPLIT_NOT_ALONE)
-                            continue
-                        reply, machine = self._apply_split(args, entry.index, batch, write_now)
-                        replies.append(reply)
-                    elif args[0] == ANNOUNCE_COMMAND:
-                        for i in range(1, len(args) - 1, 2):
-                            self.on_announce(int(args[i]), args[i + 1], batch)
-                        replies.append(0)
-                    elif self.group_id == PLACEMENT_GROUP_ID:
-                        replies.append(machine.execute(args, now_ms))
-                    else:
-                        replies.append(self.execute_owned(args, now_ms))
+                replies, machine = self._apply_commands(entry, batch, write_now)
             if waiter is not None:
                 if waiter.term == entry.term:
                     work.answers.append((waiter.on_done, replies))
@@ -435,9 +488,130 @@ class Replica:
                     work.answers.append((waiter.on_done, [PROPOSAL_DROPPED] * waiter.commands))
             self.applied_index = entry.index
         self._settle_skipped_waiters(work)
-        kv_batch = machine.finish_batch()
+        kv_batch = self.machine.finish_batch()
         batch.extend(kv_batch)
         stage_applied_index(self.group_id, self.applied_index, batch)
+
+    def _apply_commands(
+        self, entry: Entry, batch: WriteBatch, write_now: Callable[[WriteBatch], None]
+    ) -> tuple[list[Reply], KVStateMachine | PlacementMachine]:
+        """Apply the commands of one proposal entry. Returns the replies and the machine
+        that applies the next entries (a split, retire or absorb replaces it)."""
+        machine = self.machine
+        proposal = decode_proposal(entry.data)
+        now_ms = proposal.now_ms
+        replies: list[Reply] = []
+        data_group = self.group_id != PLACEMENT_GROUP_ID
+        alone = len(proposal.commands) == 1
+        for args in proposal.commands:
+            name = args[0]
+            if name == SWEEP_COMMAND:
+                replies.append(0 if self.retired else machine.expire_sweep(now_ms, int(args[1])))
+            elif name == ANNOUNCE_COMMAND:
+                for i in range(1, len(args) - 1, 2):
+                    self.on_announce(int(args[i]), args[i + 1], batch)
+                replies.append(0)
+            elif not data_group:
+                replies.append(machine.execute(args, now_ms))
+            elif name in (SPLIT_COMMAND, RETIRE_COMMAND, ABSORB_COMMAND):
+                if not alone:
+                    replies.append(SPLIT_NOT_ALONE if name == SPLIT_COMMAND else MERGE_NOT_ALONE)
+                    continue
+                if name == SPLIT_COMMAND:
+                    reply, machine = self._apply_split(args, entry.index, batch, write_now)
+                elif name == RETIRE_COMMAND:
+                    reply, machine = self._apply_retire(args, entry.index, batch, write_now)
+                else:
+                    reply, machine = self._apply_absorb(args, entry.index, batch, write_now)
+                replies.append(reply)
+            elif self.retired:
+                replies.append(RETIRED)
+            else:
+                replies.append(self.execute_owned(args, now_ms))
+        return replies, machine
+
+    def _write_through(
+        self, index: int, batch: WriteBatch, write_now: Callable[[WriteBatch], None]
+    ) -> None:
+        """Close the machine's batch and write ``batch`` at once, applied up to ``index``
+        (what a split, retire or absorb reads must hold every earlier write)."""
+        batch.extend(self.machine.finish_batch())
+        stage_applied_index(self.group_id, index, batch)
+        write_now(batch)
+        batch.ops.clear()
+
+    def _apply_retire(
+        self,
+        args: list[bytes],
+        index: int,
+        batch: WriteBatch,
+        write_now: Callable[[WriteBatch], None],
+    ) -> tuple[Reply, KVStateMachine | PlacementMachine]:
+        """Apply the retire entry at ``index`` (``core/cluster/merge.py``): from here on
+        this replica serves nothing and its data stays as it is, for the survivor."""
+        machine = self.machine
+        try:
+            order = decode_retire_command(self.group_id, args)
+        except MergeCommandError as exc:
+            return ErrorReply(f"ERR retire refused: {exc}"), machine
+        if self.retired or order.epoch <= self.scope_epoch:
+            return ErrorReply("ERR retire refused: the shard's epoch is already past it"), machine
+        self._write_through(self.applied_index, batch, write_now)
+        batch.put(META, scope_key(self.group_id), encode_scope_record(order.epoch, ()))
+        self.retired = True
+        retired = self._narrow_to(KeyScope(self.group_id, ()), order.epoch)
+        log.info("shard_retired", shard=self.group_id, into=order.survivor, epoch=order.epoch)
+        retired.begin_batch()
+        return OK, retired
+
+    def _apply_absorb(
+        self,
+        args: list[bytes],
+        index: int,
+        batch: WriteBatch,
+        write_now: Callable[[WriteBatch], None],
+    ) -> tuple[Reply, KVStateMachine | PlacementMachine]:
+        """Apply the absorb entry at ``index`` (``core/cluster/merge.py``; `_must_hold`
+        made sure the source retired on this node): take its slots, expiry entries and
+        counters, all in one write with the applied index."""
+        machine = self.machine
+        assert isinstance(machine, KVStateMachine)
+        try:
+            order = decode_absorb_command(self.group_id, args)
+            merged = merge_scopes(machine.scope, order.source_scope)
+        except (MergeCommandError, ValueError) as exc:
+            return ErrorReply(f"ERR absorb refused: {exc}"), machine
+        if self.retired or order.epoch <= self.scope_epoch:
+            return ErrorReply("ERR absorb refused: the shard's epoch is already past it"), machine
+        self._write_through(self.applied_index, batch, write_now)
+        machine.begin_batch()
+        keys, expiring, data_bytes = machine.absorb(order.source_scope)
+        batch.extend(machine.finish_batch())
+        for key in (
+            key_count_key(order.source),
+            expires_count_key(order.source),
+            data_bytes_key(order.source),
+        ):
+            batch.delete(META, key)
+        record = encode_scope_record(order.epoch, merged.slot_ranges)
+        batch.put(META, scope_key(self.group_id), record)
+        stage_applied_index(self.group_id, index, batch)
+        write_now(batch)
+        batch.ops.clear()
+        widened = self._narrow_to(merged, order.epoch)
+        self.on_absorbed(order)
+        log.info(
+            "shard_absorbed",
+            shard=self.group_id,
+            source=order.source,
+            slots=merged.describe(),
+            keys=keys,
+            expiring=expiring,
+            data_bytes=data_bytes,
+            epoch=order.epoch,
+        )
+        widened.begin_batch()
+        return OK, widened
 
     def _apply_split(
         self,
@@ -458,13 +632,10 @@ class Replica:
             kept, child = split_scope(machine.scope, order.first_slot, order.child)
         except (SplitCommandError, ValueError) as exc:
             return ErrorReply(f"ERR split refused: {exc}"), machine
-        if order.epoch <= self.scope_epoch:
+        if self.retired or order.epoch <= self.scope_epoch:
             # Proposed twice (a retry), or older than this replica's scope: done already.
             return ErrorReply("ERR split refused: the shard's epoch is already past it"), machine
-        batch.extend(machine.finish_batch())
-        stage_applied_index(self.group_id, self.applied_index, batch)
-        write_now(batch)
-        batch.ops.clear()
+        self._write_through(self.applied_index, batch, write_now)
         machine.begin_batch()
         keys, expiring, data_bytes = machine.split_off(child)
         batch.extend(machine.finish_batch())
@@ -497,7 +668,8 @@ class Replica:
         return OK, narrowed
 
     def _narrow_to(self, scope: KeyScope, epoch: int) -> KVStateMachine:
-        """Own ``scope`` at ``epoch`` from now on (a new machine, a new fence)."""
+        """Own ``scope`` at ``epoch`` from now on (a new machine, a new fence): fewer
+        slots after a split or retire, more after an absorb."""
         machine = self.machine
         assert isinstance(machine, KVStateMachine)
         narrowed = machine.narrowed(scope)
@@ -542,6 +714,7 @@ class Replica:
             or self._reads_by_ctx
             or self._ready_reads
             or self._waiters
+            or self._held
         )
 
     def execute_owned(self, args: list[bytes], now_ms: int) -> Reply:

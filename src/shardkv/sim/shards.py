@@ -34,7 +34,7 @@ from typing import Final
 from shardkv.core.cluster.scheduler import split_point
 from shardkv.core.cluster.shardmap import ShardMap
 from shardkv.core.cluster.slots import key_slot
-from shardkv.core.kv.scope import split_scope
+from shardkv.core.kv.scope import merge_scopes, split_scope
 from shardkv.core.raft import Message
 from shardkv.core.resp import OK, ErrorReply, Reply
 from shardkv.node.driver import ClusterSettings, NodeDriver
@@ -108,6 +108,9 @@ class ShardSimSettings:
     #: At each of these ticks, the placement group's leader is asked to split a shard
     #: (``shardkv shard split``; retried each tick until one is ordered).
     split_at_ticks: tuple[int, ...] = ()
+    #: Whether the scheduler merges shards (every shard counts as small and cold) down
+    #: to ``shard_count``: the splits above are then folded back, under the same faults.
+    merges: bool = False
 
     @staticmethod
     def draw(seed: int) -> ShardSimSettings:
@@ -124,6 +127,7 @@ class ShardSimSettings:
             faults=FaultSettings.draw(rng),
             join_at_tick=rng.choice((0, 0, 50, 150, 250)),
             split_at_ticks=rng.choice(((), (), (40,), (100, 200), (30, 60, 90, 220))),
+            merges=rng.random() < 0.7,
         )
 
 
@@ -168,6 +172,9 @@ class ShardSimStats:
     joins: int = 0
     #: Splits ordered through the placement group's leader.
     splits_ordered: int = 0
+    #: Merges applied (absorbs, counted on every replica) and recorded in the map.
+    absorbs_applied: int = 0
+    merges_recorded: int = 0
 
 
 @dataclass(slots=True)
@@ -247,6 +254,10 @@ class ShardSim:
             # Simulated writes wait out partitions and crashes: the p99 back-off would
             # hold most balance moves back, and the moves are what the runs should cover.
             rebalance_max_p99_ms=0.0,
+            shard_merge_bytes=1 << 40 if s.merges else 1,
+            shard_split_bytes=1 << 42,
+            shard_merge_ops_per_s=1e12,
+            shard_min_count=s.shard_count,
         )
         driver = NodeDriver(
             settings,
@@ -321,7 +332,9 @@ class ShardSim:
         shards = [
             s
             for s in driver.shard_map.shards.values()
-            if not s.target and not s.split and split_point(s) is not None
+            if not s.target
+            and s.shard_id not in driver.shard_map.frozen_ids()
+            and split_point(s) is not None
         ]
         if not shards:
             return
@@ -339,7 +352,7 @@ class ShardSim:
     def _record_epochs(self) -> None:
         """Remember the slots every map any node holds gives each (shard, epoch): a
         replica may serve at an epoch the maps have all moved past (it had not applied
-        the split that ended it yet)."""
+        the split or retire that ended it yet)."""
         for node in self.nodes.values():
             known = node.driver.shard_map if node.driver is not None else None
             if known is None or known is self._last_recorded.get(node.node_id):
@@ -350,8 +363,9 @@ class ShardSim:
 
     def _ranges_at(self, group: int, epoch: int) -> tuple[tuple[int, int], ...] | None:
         """The slots some node's map gives ``group`` at ``epoch``: its entry at that
-        epoch, or a split ordered at ``epoch - 1`` (both shards serve at ``epoch`` from
-        the split entry on, before the map records them)."""
+        epoch, a split ordered at ``epoch - 1`` (both shards serve at ``epoch`` from
+        the split entry on, before the map records them), or an absorb ordered at
+        ``epoch - 1`` (the survivor serves both shards' slots from its absorb entry on)."""
         for node in self.nodes.values():
             known = node.driver.shard_map if node.driver is not None else None
             if known is None:
@@ -359,6 +373,9 @@ class ShardSim:
             shard = known.shards.get(group)
             if shard is not None and shard.epoch == epoch:
                 return shard.slot_ranges
+            if shard is not None and shard.absorb and shard.epoch + 1 == epoch:
+                source = known.shards[shard.absorb]
+                return merge_scopes(shard.scope, source.scope).slot_ranges
             for parent in known.pending_splits():
                 if (
                     parent.split
@@ -399,8 +416,14 @@ class ShardSim:
 
         return served
 
+    def _count_merges(self, driver: NodeDriver) -> None:
+        self.stats.absorbs_applied += driver.merges_applied
+        self.stats.merges_recorded += driver.merges_recorded
+
     def _crash(self, node: _Node) -> None:
         s = self.settings
+        if node.driver is not None:
+            self._count_merges(node.driver)
         node.engine.crash()
         node.driver = None
         # The transport's part: the peers' streams to the dead process break.
@@ -658,6 +681,9 @@ class ShardSim:
             raise LivenessViolation(
                 self.seed, self.tick, "placement", f"the maps did not settle: {maps}"
             )
+        for node in self.nodes.values():
+            if node.driver is not None:
+                self._count_merges(node.driver)
 
     def _placement_settled(self) -> bool:
         encoded = set()
@@ -679,8 +705,10 @@ class ShardSim:
                     return False  # a node (the one that joined) does not follow group 0
         if self.settings.join_at_tick and not self._joined:
             return False
-        # One map, in which every split ordered was applied and recorded.
-        return len(encoded) == 1 and not ShardMap.decode(encoded.pop()).pending_splits()
+        # One map, in which every split and merge ordered was applied and recorded.
+        if len(encoded) != 1:
+            return False
+        return not any(s.frozen for s in ShardMap.decode(encoded.pop()).shards.values())
 
     def _probe_ops(self) -> list[_Op]:
         """One SET per shard, on a key of that shard, for the liveness phase."""

@@ -49,9 +49,9 @@ class AdminBackend(Protocol):
         """p99 of this node's recent client writes, in milliseconds (0: none)."""
         ...
 
-    def group_sizes(self) -> dict[int, tuple[int, int]]:
-        """group id -> (data bytes, client commands executed since the replica opened) of
-        every data group hosted here."""
+    def group_sizes(self) -> dict[int, tuple[int, int, int, bool]]:
+        """group id -> (data bytes, client commands executed since the replica opened,
+        epoch of its applied scope, whether it retired) of every data group here."""
         ...
 
     async def transfer_leader(self, group_id: int, to_node: int) -> None:
@@ -118,10 +118,14 @@ class AdminService(pb_grpc.AdminServicer):
             response.write_p99_ms = self._backend.write_p99_ms()
             sizes = self._backend.group_sizes()
             for st in self._backend.group_statuses():
-                data_bytes, commands = sizes.get(st.group_id, (0, 0))
+                data_bytes, commands, scope_epoch, retired = sizes.get(
+                    st.group_id, (0, 0, 0, False)
+                )
                 response.groups.add(
                     data_bytes=data_bytes,
                     commands_applied=commands,
+                    scope_epoch=scope_epoch,
+                    retired=retired,
                     group_id=st.group_id,
                     term=st.term,
                     leader=st.lead,

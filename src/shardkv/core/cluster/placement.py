@@ -13,6 +13,9 @@ guessing. The map changes only through the commands below, proposed by group 0's
 - ``SET_SHARDS <shard json> [...]``: add shards or replace them, all at once; each changed
   shard's epoch must rise (`ShardMap.with_shards`), and the result must still give every
   slot to exactly one shard.
+- ``MERGE_SHARDS <survivor json> <absorbed id>``: record a finished merge: the survivor
+  (with both shards' slots, its absorb cleared) replaces its entry and the absorbed shard
+  is dropped (`ShardMap.with_merge`).
 - ``SET_REBALANCE <pause|resume>``: stop or restart the scheduler's balance and leader
   moves (``shardkv rebalance pause``; repairs and drains go on).
 
@@ -49,6 +52,7 @@ SHARD_MAP_KEY: Final = b"cluster/shard_map"
 REGISTER_NODE: Final = b"\x00place-node"
 JOIN_NODE: Final = b"\x00place-join"
 SET_SHARDS: Final = b"\x00place-shards"
+MERGE_SHARDS: Final = b"\x00place-merge"
 #: ``rebalance <pause|resume>``: stop or restart the scheduler's balance moves.
 SET_REBALANCE: Final = b"\x00place-rebalance"
 
@@ -81,6 +85,10 @@ def join_node_command(peer_address: str, client_address: str, admin_address: str
 
 def set_shards_command(shards: list[ShardInfo]) -> list[bytes]:
     return [SET_SHARDS, *(_encode_shard(s) for s in shards)]
+
+
+def merge_shards_command(survivor: ShardInfo, absorbed_id: int) -> list[bytes]:
+    return [MERGE_SHARDS, _encode_shard(survivor), str(absorbed_id).encode()]
 
 
 def _encode_shard(shard: ShardInfo) -> bytes:
@@ -145,6 +153,8 @@ class PlacementMachine:
                 reply = node_id
             elif args[0] == SET_SHARDS and len(args) >= 2:
                 updated = current.with_shards([_decode_shard(a) for a in args[1:]])
+            elif args[0] == MERGE_SHARDS and len(args) == 3:
+                updated = current.with_merge(_decode_shard(args[1]), int(args[2]))
             elif args[0] == SET_REBALANCE and len(args) == 2 and args[1] in (b"pause", b"resume"):
                 updated = current.with_rebalance_paused(args[1] == b"pause")
             else:

@@ -32,16 +32,22 @@ are left as they are.
 Counts are by replica, not by bytes: shards are split to bounded sizes (`plan_splits`),
 so a count is a fair proxy for bytes.
 
-A shard with a split pending (``ShardInfo.split``) is never changed by `plan`: the split
-takes the shard's next epoch.
+A shard with a split or merge under way (``ShardInfo.frozen``) is never changed by
+`plan`: those steps take the shard's next epochs.
 
 **Splits** (`plan_splits`): a shard whose leader reports more data bytes than
 ``split_bytes``, or more client commands per second than ``split_ops_per_s``, is split
 at the slot that halves its slots (one shard id never reused).
+
+**Merges** (`plan_merges`): two shards whose slots touch, both cold, together smaller than
+``max_bytes``, merge while there are more than ``min_shards`` shards: the right one
+retires into the left one (`core/cluster/merge.py`). Both must be on the same nodes
+first, so a pair that is not gets a move of the right shard onto the left one's nodes.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -198,8 +204,10 @@ def plan(
         if src in leads:
             leads[src] -= 1
         leads[dst] += 1
-    # (A shard with a split pending counted above as it stands; it is not changed.)
-    return [changed[i] for i in sorted(changed) if not shards[i].split]
+    # (A shard with a split or merge under way counted above as it stands; it is not
+    # changed: its own steps take its next epochs.)
+    frozen = shard_map.frozen_ids()
+    return [changed[i] for i in sorted(changed) if i not in frozen]
 
 
 def split_point(shard: ShardInfo) -> int | None:
@@ -221,6 +229,72 @@ def order_split(shard: ShardInfo, child_id: int, first_slot: int) -> ShardInfo:
     """``shard`` with a split before ``first_slot`` into shard ``child_id`` ordered, at
     the next epoch (validated when the map applies it)."""
     return replace(shard, epoch=shard.epoch + 1, split=(child_id, first_slot))
+
+
+@dataclass(frozen=True, slots=True)
+class MergeSettings:
+    #: Two shards merge only if together they hold fewer data bytes than this.
+    max_bytes: int
+    #: ... and each executes fewer client commands per second than this.
+    max_ops_per_s: float
+    #: Never fewer shards than this.
+    min_shards: int
+    #: Merges (and the moves that prepare them) under way at once, cluster-wide.
+    max_pending: int
+
+
+def plan_merges(
+    shard_map: ShardMap,
+    data_bytes: Mapping[int, int],
+    ops_per_s: Mapping[int, float],
+    settings: MergeSettings,
+    *,
+    live: Collection[int],
+    busy: Collection[int] = (),
+) -> list[ShardInfo]:
+    """Merges to order in this round (module docstring), each the right shard of a pair
+    with ``merge_into`` set at a new epoch, or, for a pair on different nodes, a move of
+    the right shard onto the left one's nodes. Only shards with a reported size, no
+    target, nothing under way, replicas all in ``live``, and not in ``busy``."""
+    shards = shard_map.shards
+    pending = len(shard_map.pending_merges()) + sum(
+        1 for s in shards.values() if s.target and not s.frozen
+    )
+    room = min(settings.max_pending - pending, len(shards) - settings.min_shards)
+    if room <= 0:
+        return []
+
+    frozen = shard_map.frozen_ids()
+
+    def ready(shard: ShardInfo) -> bool:
+        return (
+            not shard.target
+            and shard.shard_id not in frozen
+            and shard.shard_id not in busy
+            and shard.shard_id in data_bytes
+            and ops_per_s.get(shard.shard_id, 0.0) < settings.max_ops_per_s
+            and all(n in live for n in shard.replicas)
+            and bool(shard.slot_ranges)
+        )
+
+    by_slot = sorted(shards.values(), key=lambda s: s.slot_ranges[0][0])
+    ordered: list[ShardInfo] = []
+    taken: set[int] = set()
+    for left, right in itertools.pairwise(by_slot):
+        if len(ordered) >= room:
+            break
+        if left.shard_id in taken or right.shard_id in taken or not (ready(left) and ready(right)):
+            continue
+        if left.slot_ranges[-1][1] + 1 != right.slot_ranges[0][0]:
+            continue
+        if data_bytes[left.shard_id] + data_bytes[right.shard_id] >= settings.max_bytes:
+            continue
+        if set(left.replicas) == set(right.replicas):
+            ordered.append(replace(right, epoch=right.epoch + 1, merge_into=left.shard_id))
+        else:
+            ordered.append(replace(right, epoch=right.epoch + 1, target=left.replicas))
+        taken |= {left.shard_id, right.shard_id}
+    return sorted(ordered, key=lambda s: s.shard_id)
 
 
 def plan_splits(
@@ -259,10 +333,11 @@ def plan_splits(
     )
     ordered: list[ShardInfo] = []
     next_id = shard_map.next_shard_id()
+    frozen = shard_map.frozen_ids()
     for _, shard_id in candidates:
         shard = shard_map.shards[shard_id]
         point = split_point(shard)
-        if shard.target or shard.split or point is None:
+        if shard.target or shard_id in frozen or point is None:
             continue
         ordered.append(order_split(shard, next_id, point))
         next_id += 1

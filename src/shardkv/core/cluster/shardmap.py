@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from shardkv.core.cluster.slots import SLOT_COUNT
-from shardkv.core.kv.scope import KeyScope, SlotRange, split_scope
+from shardkv.core.kv.scope import KeyScope, SlotRange, merge_scopes, split_scope
 
 #: Format version of `ShardMap.encode`.
 SHARD_MAP_VERSION: Final = 1
@@ -83,6 +83,20 @@ class ShardInfo:
     #: once the child has a leader, the placement group's leader records both shards at
     #: epoch ``epoch + 1`` and clears this. Nothing else changes the shard meanwhile.
     split: tuple[int, int] | tuple[()] = ()
+    #: A merge ordered by the placement group (0: none): this shard is absorbed by the
+    #: shard ``merge_into``. Its leader proposes ``RETIRE`` in its log (it stops serving
+    #: for good); once every replica reports it retired, the placement group orders the
+    #: survivor to ``absorb`` it (`core/cluster/merge.py`).
+    merge_into: int = 0
+    #: The retired shard this shard absorbs (0: none): its leader proposes ``ABSORB``;
+    #: once its replicas report it applied, the placement group records the survivor with
+    #: both shards' slots and drops the absorbed shard (`ShardMap.with_merge`).
+    absorb: int = 0
+
+    @property
+    def frozen(self) -> bool:
+        """A split or merge is under way: only its own steps change the shard."""
+        return bool(self.split or self.merge_into or self.absorb)
 
     @property
     def scope(self) -> KeyScope:
@@ -147,6 +161,21 @@ class ShardMap:
                     split_scope(scope, first_slot, child)
                 except ValueError as exc:
                     raise ShardMapError(f"shard {shard.shard_id}: {exc}") from exc
+            if (shard.merge_into or shard.absorb) and (shard.target or shard.split):
+                raise ShardMapError(f"shard {shard.shard_id} cannot merge while it moves")
+            if shard.merge_into:
+                into = self.shards.get(shard.merge_into)
+                if into is None or into.merge_into or into.target or into.split or shard.absorb:
+                    raise ShardMapError(
+                        f"shard {shard.shard_id} cannot merge into shard {shard.merge_into}"
+                    )
+            if shard.absorb:
+                source = self.shards.get(shard.absorb)
+                if source is None or source.merge_into != shard.shard_id:
+                    raise ShardMapError(
+                        f"shard {shard.shard_id} cannot absorb shard {shard.absorb}: "
+                        "it is not retiring into it"
+                    )
             for first, last in shard.slot_ranges:
                 for slot in range(first, last + 1):
                     if owner[slot]:
@@ -169,6 +198,16 @@ class ShardMap:
     def pending_splits(self) -> list[ShardInfo]:
         """Shards with a split ordered and not yet recorded, by id."""
         return [s for _, s in sorted(self.shards.items()) if s.split]
+
+    def frozen_ids(self) -> set[int]:
+        """Shards with a split or merge under way, the survivors of merges included: only
+        those steps change them (no move, no other split or merge)."""
+        ids = {s.shard_id for s in self.shards.values() if s.frozen}
+        return ids | {s.merge_into for s in self.shards.values() if s.merge_into}
+
+    def pending_merges(self) -> list[ShardInfo]:
+        """Shards ordered to merge into another (``merge_into``) and not yet dropped."""
+        return [s for _, s in sorted(self.shards.items()) if s.merge_into]
 
     def shard_of_slot(self, slot: int) -> ShardInfo:
         """The shard that owns ``slot`` (0 <= slot < 16384)."""
@@ -207,6 +246,29 @@ class ShardMap:
             self.rebalance_paused,
             self.last_shard_id,
         )
+
+    def with_merge(self, survivor: ShardInfo, absorbed_id: int) -> ShardMap:
+        """A copy that records a finished merge: ``survivor`` (its absorb cleared, its
+        slots those of both shards, its epoch risen) replaces its entry and shard
+        ``absorbed_id`` is gone. Raises `ShardMapError` unless the map ordered exactly
+        this merge and the survivor holds both shards' slots."""
+        old = self.shards.get(survivor.shard_id)
+        absorbed = self.shards.get(absorbed_id)
+        if old is None or absorbed is None or old.absorb != absorbed_id or survivor.absorb:
+            raise ShardMapError(
+                f"shard {survivor.shard_id} has no merge of shard {absorbed_id} to record"
+            )
+        if survivor.epoch <= old.epoch:
+            raise ShardMapError(
+                f"shard {survivor.shard_id}: epoch {survivor.epoch} does not rise above {old.epoch}"
+            )
+        if survivor.scope != merge_scopes(old.scope, absorbed.scope):
+            raise ShardMapError(
+                f"shard {survivor.shard_id} must hold the slots of both merged shards"
+            )
+        shards = {**self.shards, survivor.shard_id: survivor}
+        del shards[absorbed_id]
+        return ShardMap(dict(self.nodes), shards, self.rebalance_paused, self.last_shard_id)
 
     def with_rebalance_paused(self, paused: bool) -> ShardMap:
         return ShardMap(dict(self.nodes), dict(self.shards), paused, self.last_shard_id)
@@ -259,7 +321,8 @@ class ShardMap:
 
 def encode_shard_fields(shard: ShardInfo) -> list[Any]:
     """A shard as the JSON list the map and the placement commands use: id, slot ranges,
-    replicas, epoch, target, split (the last two may be missing in older maps)."""
+    replicas, epoch, target, split, merge_into, absorb (the last four may be missing:
+    older maps, or nothing under way)."""
     fields: list[Any] = [
         shard.shard_id,
         [list(r) for r in shard.slot_ranges],
@@ -267,8 +330,10 @@ def encode_shard_fields(shard: ShardInfo) -> list[Any]:
         shard.epoch,
         list(shard.target),
     ]
-    if shard.split:
+    if shard.split or shard.merge_into or shard.absorb:
         fields.append(list(shard.split))
+    if shard.merge_into or shard.absorb:
+        fields += [shard.merge_into, shard.absorb]
     return fields
 
 
@@ -286,6 +351,8 @@ def decode_shard_fields(fields: list[Any]) -> ShardInfo:
         int(fields[3]),
         tuple(int(r) for r in fields[4]) if len(fields) > 4 else (),
         split,
+        int(fields[6]) if len(fields) > 7 else 0,
+        int(fields[7]) if len(fields) > 7 else 0,
     )
 
 

@@ -437,6 +437,32 @@ class KVStateMachine:
         self._data_bytes -= moved_bytes
         return moved_keys, len(moved_expiry), moved_bytes
 
+    def absorb(self, source: KeyScope) -> tuple[int, int, int]:
+        """Take in the retired group ``source.group_id`` (a merge): move its EXPIRY
+        entries under this group and add its counters to this group's. Returns the
+        (keys, expiring keys, data bytes) taken. The DATA keys stay where they are. The
+        caller deletes the source's counters and must replace this machine by one that
+        owns ``source``'s slots too (`narrowed`, with the merged scope) afterwards.
+
+        Must run inside a batch opened on a view that holds every earlier write, and only
+        once the source applies nothing more (it retired). Costs one pass over the
+        source's EXPIRY entries."""
+        if not self._in_batch:
+            raise BatchStateError("absorb() outside a batch")
+        if source.group_id == self._group_id:
+            raise ValueError(f"group {source.group_id} cannot absorb itself")
+        keys = decode_count(self._view.get(META, key_count_key(source.group_id)))
+        data_bytes = decode_count(self._view.get(META, data_bytes_key(source.group_id)))
+        moved = [k for k, _ in self._iter_range(EXPIRY, *expiry_group_range(source.group_id))]
+        for index_key in moved:
+            _, expire_at, dkey = decode_expiry_key(index_key)
+            self._expiry[index_key] = None
+            self._expiry[expiry_key_head(self._group_id, expire_at) + dkey] = b""
+        self._key_count += keys
+        self._expires_count += len(moved)
+        self._data_bytes += data_bytes
+        return keys, len(moved), data_bytes
+
     def stored_scope(self) -> tuple[int, tuple[SlotRange, ...]] | None:
         """(epoch, slot ranges) of the group's scope record in the view (written when its
         log split it; carried by its snapshots), or None if it never split."""

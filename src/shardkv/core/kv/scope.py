@@ -98,6 +98,20 @@ def split_scope(scope: KeyScope, first_slot: int, child_id: int) -> tuple[KeySco
     return KeyScope(scope.group_id, kept), KeyScope(child_id, moved)
 
 
+def merge_scopes(survivor: KeyScope, absorbed: KeyScope) -> KeyScope:
+    """The scope of ``survivor``'s group owning both scopes' slots (touching ranges are
+    joined). Raises ``ValueError`` if the scopes share a slot."""
+    joined: list[SlotRange] = []
+    for first, last in sorted((*survivor.slot_ranges, *absorbed.slot_ranges)):
+        if joined and joined[-1][1] >= first:
+            raise ValueError(f"scopes {survivor.describe()} and {absorbed.describe()} overlap")
+        if joined and joined[-1][1] + 1 == first:
+            joined[-1] = (joined[-1][0], last)
+        else:
+            joined.append((first, last))
+    return KeyScope(survivor.group_id, tuple(joined))
+
+
 def encode_scope_record(epoch: int, slot_ranges: tuple[SlotRange, ...]) -> bytes:
     """A shard's applied scope as its own log set it: ``{"epoch": E, "ranges": [[a, b]]}``."""
     doc = {"epoch": epoch, "ranges": [list(r) for r in slot_ranges]}

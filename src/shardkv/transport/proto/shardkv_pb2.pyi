@@ -189,7 +189,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GroupStatus(_message.Message):
-    __slots__ = ("group_id", "term", "leader", "role", "commit", "applied", "conf_state", "data_bytes", "commands_applied")
+    __slots__ = ("group_id", "term", "leader", "role", "commit", "applied", "conf_state", "data_bytes", "commands_applied", "scope_epoch", "retired")
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +199,8 @@ class GroupStatus(_message.Message):
     CONF_STATE_FIELD_NUMBER: _ClassVar[int]
     DATA_BYTES_FIELD_NUMBER: _ClassVar[int]
     COMMANDS_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_FIELD_NUMBER: _ClassVar[int]
     group_id: int
     term: int
     leader: int
@@ -208,7 +210,9 @@ class GroupStatus(_message.Message):
     conf_state: ConfState
     data_bytes: int
     commands_applied: int
-    def __init__(self, group_id: _Optional[int] = ..., term: _Optional[int] = ..., leader: _Optional[int] = ..., role: _Optional[str] = ..., commit: _Optional[int] = ..., applied: _Optional[int] = ..., conf_state: _Optional[_Union[ConfState, _Mapping]] = ..., data_bytes: _Optional[int] = ..., commands_applied: _Optional[int] = ...) -> None: ...
+    scope_epoch: int
+    retired: bool
+    def __init__(self, group_id: _Optional[int] = ..., term: _Optional[int] = ..., leader: _Optional[int] = ..., role: _Optional[str] = ..., commit: _Optional[int] = ..., applied: _Optional[int] = ..., conf_state: _Optional[_Union[ConfState, _Mapping]] = ..., data_bytes: _Optional[int] = ..., commands_applied: _Optional[int] = ..., scope_epoch: _Optional[int] = ..., retired: _Optional[bool] = ...) -> None: ...
 
 class PeerStatus(_message.Message):
     __slots__ = ("node_id", "address", "connected", "queued_messages", "sent_messages", "dropped_messages", "blocked")
