@@ -18,7 +18,7 @@ import pytest
 from shardkv.core.cluster.slots import SLOT_COUNT, SLOTS_END, key_slot, slot_prefix
 from shardkv.core.engine import DATA, EXPIRY, META, ReadView, WriteBatch
 from shardkv.core.kv import KeyScope, KVStateMachine, codec
-from shardkv.core.kv.scope import split_scope
+from shardkv.core.kv.scope import merge_scopes, split_scope
 from shardkv.core.resp.replies import OK, ErrorReply
 from shardkv.storage import Engine, MemoryEngine, RocksDBEngine
 from shardkv.storage.kv_snapshot import (
@@ -552,6 +552,51 @@ class TestSplit:
         assert keys > 0 and expiring > 0
         assert parent.key_count() + child.key_count() == len(data_before)
         assert parent.data_bytes() + child.data_bytes() == bytes_before > 0
+
+    def test_absorbing_a_split_off_child_restores_the_shard_exactly(
+        self, new_engine: EngineFactory
+    ) -> None:
+        """A merge is a split undone: the survivor takes the retired child's expiry
+        entries and counts back, and then holds exactly what it held before the split
+        (same records, counts, bytes and TTLs); no DATA record is written."""
+        engine = new_engine()
+        whole = KeyScope(3, ((0, SLOT_COUNT - 1),))
+        write_shard(engine, whole, "k", applied=7)
+        before = shard_records(engine, whole)
+        counts_before = KVStateMachine(engine, scope=whole)
+        expected = (counts_before.key_count(), counts_before.expires_count())
+        bytes_before = counts_before.data_bytes()
+        kept, moved = split_scope(whole, 9000, 4)
+        parent = KVStateMachine(engine, scope=whole)
+        parent.begin_batch()
+        keys, expiring, moved_bytes = parent.split_off(moved)
+        batch = parent.finish_batch()
+        batch.put(META, codec.key_count_key(4), codec.encode_count(keys))
+        batch.put(META, codec.expires_count_key(4), codec.encode_count(expiring))
+        batch.put(META, codec.data_bytes_key(4), codec.encode_count(moved_bytes))
+        engine.write(batch)
+
+        survivor = KVStateMachine(engine, scope=kept)
+        survivor.begin_batch()
+        assert survivor.absorb(moved) == (keys, expiring, moved_bytes)
+        batch = survivor.finish_batch()
+        assert not any(op.column == DATA for op in batch.ops), "no DATA record is rewritten"
+        for key in (codec.key_count_key(4), codec.expires_count_key(4), codec.data_bytes_key(4)):
+            batch.delete(META, key)
+        engine.write(batch)
+
+        merged = survivor.narrowed(merge_scopes(kept, moved))
+        assert merged.scope == whole
+        assert shard_records(engine, whole) == before
+        assert (merged.key_count(), merged.expires_count()) == expected
+        assert merged.data_bytes() == bytes_before
+        assert KVStateMachine(engine, scope=moved).key_count() == 0  # the child's are gone
+
+    def test_merged_scopes_join_touching_ranges_and_refuse_overlaps(self) -> None:
+        left, right = KeyScope(1, ((0, 99),)), KeyScope(2, ((100, 199), (300, 399)))
+        assert merge_scopes(left, right) == KeyScope(1, ((0, 199), (300, 399)))
+        with pytest.raises(ValueError):
+            merge_scopes(left, KeyScope(2, ((50, 150),)))
 
     def test_a_split_slot_must_cut_the_scope_in_two(self) -> None:
         scope = KeyScope(1, ((0, 99), (200, 299)))

@@ -11,14 +11,23 @@ from dataclasses import replace
 
 import pytest
 
-from shardkv.core.cluster.scheduler import SchedulerSettings, plan, plan_splits, split_point
+from shardkv.core.cluster.scheduler import (
+    MergeSettings,
+    SchedulerSettings,
+    plan,
+    plan_merges,
+    plan_splits,
+    split_point,
+)
 from shardkv.core.cluster.shardmap import (
     NODE_DRAINING,
     NodeInfo,
     ShardInfo,
     ShardMap,
+    ShardMapError,
     initial_layout,
 )
+from shardkv.core.kv.scope import merge_scopes
 
 SETTINGS = SchedulerSettings(replicas=3, max_concurrent_moves=4)
 
@@ -282,3 +291,62 @@ def test_a_hot_shard_splits_even_when_small() -> None:
                          split_ops_per_s=5000.0)  # fmt: skip
     assert [s.shard_id for s in orders] == [1]
     assert plan_splits(m, {}, 100, max_pending=4, ops_per_s={1: 9000.0}) == []  # 0: off
+
+
+MERGE = MergeSettings(max_bytes=100, max_ops_per_s=50.0, min_shards=2, max_pending=4)
+
+
+def test_small_cold_neighbours_merge_right_into_left_until_the_floor() -> None:
+    """Pairs whose slots touch, both cold, together under the size limit: the right one
+    is ordered to retire into the left one. Hot, large or busy shards stay; the floor
+    and the pending budget hold."""
+    m = cluster(3, 6)  # every shard on nodes 1-3
+    sizes = dict.fromkeys(range(1, 7), 10)
+    orders = plan_merges(m, sizes, {}, MERGE, live={1, 2, 3})
+    assert [(s.shard_id, s.merge_into) for s in orders] == [(2, 1), (4, 3), (6, 5)]
+    assert all(s.epoch == m.shards[s.shard_id].epoch + 1 for s in orders)
+    floor = replace(MERGE, min_shards=5)
+    assert [s.shard_id for s in plan_merges(m, sizes, {}, floor, live={1, 2, 3})] == [2]
+    hot = plan_merges(m, sizes, {2: 500.0}, MERGE, live={1, 2, 3})
+    assert [(s.shard_id, s.merge_into) for s in hot] == [(4, 3), (6, 5)]
+    large = plan_merges(m, {**sizes, 1: 95}, {}, MERGE, live={1, 2, 3})
+    assert [(s.shard_id, s.merge_into) for s in large] == [(3, 2), (5, 4)]
+    assert plan_merges(m, {1: 10}, {}, MERGE, live={1, 2, 3}) == []  # sizes unknown
+    assert plan_merges(m, sizes, {}, MERGE, live={1, 2}) == []  # a replica's node is dead
+    # While a merge is under way, neither shard moves, splits or merges again.
+    m = m.with_shards(orders[:1])
+    assert m.frozen_ids() == {1, 2}
+    assert not {s.shard_id for s in plan(add_nodes(m, 1), {1, 2, 3, 4}, SETTINGS)} & {1, 2}
+    assert plan_splits(m, {1: 10**9, 2: 10**9}, 100, max_pending=4) == []
+    assert 1 not in {s.merge_into for s in plan_merges(m, sizes, {}, MERGE, live={1, 2, 3})}
+
+
+def test_neighbours_on_different_nodes_are_first_moved_together() -> None:
+    m = cluster(4, 4)
+    assert set(m.shards[1].replicas) != set(m.shards[2].replicas)
+    sizes = dict.fromkeys(range(1, 5), 10)
+    orders = plan_merges(m, sizes, {}, MERGE, live={1, 2, 3, 4})
+    assert orders[0].shard_id == 2 and orders[0].target == m.shards[1].replicas
+    assert not orders[0].merge_into
+    moved = complete_moves(m.with_shards(orders))
+    again = plan_merges(moved, sizes, {}, MERGE, live={1, 2, 3, 4})
+    assert (2, 1) in [(s.shard_id, s.merge_into) for s in again]
+
+
+def test_a_merge_is_recorded_only_as_ordered_and_leaves_one_owner_per_slot() -> None:
+    m = cluster(3, 3)
+    retiring = replace(m.shards[2], merge_into=1, epoch=2)
+    m = m.with_shards([retiring])
+    with pytest.raises(ShardMapError):  # the survivor has not absorbed: nothing to record
+        m.with_merge(replace(m.shards[1], epoch=5), 2)
+    absorbing = replace(m.shards[1], absorb=2, epoch=3)
+    m = m.with_shards([absorbing])
+    with pytest.raises(ShardMapError):  # the survivor must hold both shards' slots
+        m.with_merge(replace(absorbing, absorb=0, epoch=4), 2)
+    with pytest.raises(ShardMapError):  # a survivor under a merge cannot move meanwhile
+        m.with_shards([replace(absorbing, target=(1, 2, 3), epoch=4)])
+    merged = merge_scopes(absorbing.scope, retiring.scope)
+    done = m.with_merge(replace(absorbing, slot_ranges=merged.slot_ranges, absorb=0, epoch=4), 2)
+    assert sorted(done.shards) == [1, 3] and done.shards[1].slot_ranges == ((0, 10922),)
+    assert done.shard_of_slot(8000).shard_id == 1
+    assert ShardMap.decode(m.encode()).encode() == m.encode()  # merge fields survive

@@ -98,8 +98,15 @@ from shardkv.core.cluster.split import (
 from shardkv.core.commands import CommandKind, CommandSpec, lookup
 from shardkv.core.engine import DATA, META, WriteBatch
 from shardkv.core.kv import KVStateMachine
+from shardkv.core.kv.codec import scope_key
 from shardkv.core.kv.machine import parse_scan_cursor
-from shardkv.core.kv.scope import KeyScope, SlotRange, merge_scopes, split_scope
+from shardkv.core.kv.scope import (
+    KeyScope,
+    SlotRange,
+    encode_scope_record,
+    merge_scopes,
+    split_scope,
+)
 from shardkv.core.raft import (
     ConfChange,
     ConfChangeType,
@@ -489,6 +496,11 @@ class NodeDriver:
                 if not g.storage.snapshot_pending:
                     self.snapshots.track(group_id, g.storage.snapshot().data)
             self.snapshots.remove_unreferenced(min_age_s=0)  # nothing is in flight yet
+        for g in list(self._groups.values()):
+            self._retire_overlapped(g)  # (a crash between an install and its retire)
+        for g in self._groups.values():
+            if not g.replica.retired:
+                self._route(g)
         for g in self._groups.values():
             voters = g.replica.raw.conf_state().voters
             # A one-node group elects itself at once; a new cluster's preferred leaders
@@ -558,7 +570,7 @@ class NodeDriver:
         replica.scope_epoch = scope_epoch
         replica.retired = retired
         replica.source_retired = self._source_retired
-        replica.install_scope = lambda scope: self._install_scope(group_id, scope)
+        replica.install_may_take = lambda: self._install_may_take(group_id)
         replica.on_absorbed = self._on_absorbed
         replica.on_conf_change = lambda change, batch: self._on_conf_change(group_id, change, batch)
         replica.on_announce = self._on_announce
@@ -1003,6 +1015,8 @@ class NodeDriver:
         previous = g.shard.slot_ranges
         g.shard = _local_view(shard or g.shard, g.replica)
         self._route(g, previous)
+        if not g.replica.retired:
+            self._retire_overlapped(g)
 
     def _drive_split(self, g: _GroupState) -> None:
         """A shard leader whose map entry orders a split: propose the split entry (alone
@@ -1044,26 +1058,82 @@ class NodeDriver:
         g = self._groups.get(group_id)
         return g is not None and g.replica.retired
 
-    def _install_scope(self, group_id: int, scope: KeyScope) -> KeyScope:
-        """The slots a snapshot of ``group_id`` may bring here: its replica's ``scope``,
-        plus the slots the map gives the group (or a shard merging into it) that no other
-        replica here serves (a survivor's snapshot taken after an absorb this replica has
-        not applied yet; the absorbed shard's replica here retired or is gone)."""
+    def _install_may_take(self, group_id: int) -> KeyScope | None:
+        """Slots beyond its scope a snapshot of ``group_id`` may bring here: those the map
+        gives the group, or a shard merging into it, that no replica here serves except
+        one merged away (retired, retiring into this group, or dropped from the map). A
+        survivor's snapshot taken after an absorb this replica missed holds them; its
+        install then retires the absorbed shard's replica here (`_retire_overlapped`)."""
         shard_map = self.shard_map
-        if shard_map is None:
-            return scope
+        g = self._groups.get(group_id)
+        if shard_map is None or g is None:
+            return None
         owners = {group_id} | {
             s.shard_id for s in shard_map.shards.values() if s.merge_into == group_id
         }
-        mine = self._groups.get(group_id)
+        if len(owners) == 1 and g.replica.machine.scope.slot_ranges == g.shard.slot_ranges:
+            return None  # (the common case: no merge under way, nothing missed)
+        scope = g.replica.machine.scope
         slot_group = self._slot_group
-        owned = [
+        taken = [
             slot
             for slot in range(SLOT_COUNT)
-            if scope.owns(slot)
-            or (shard_map.shard_id_of_slot(slot) in owners and slot_group[slot] in (None, mine))
+            if not scope.owns(slot)
+            and shard_map.shard_id_of_slot(slot) in owners
+            and (slot_group[slot] is None or self._merged_away(slot_group[slot], group_id))
         ]
-        return KeyScope(group_id, _ranges_of(owned))
+        return KeyScope(group_id, _ranges_of(taken)) if taken else None
+
+    def _merged_away(self, h: _GroupState, survivor: int) -> bool:
+        """Whether the replica ``h`` belongs to a shard merged (or merging) into
+        ``survivor``, or merged away entirely: the map no longer has it and it is no
+        split child waiting to be recorded."""
+        shard_map = self.shard_map
+        if h.replica.retired or shard_map is None:
+            return True
+        group_id = h.replica.group_id
+        shard = shard_map.shards.get(group_id)
+        if shard is not None:
+            return shard.merge_into == survivor
+        return group_id <= shard_map.last_shard_id and not any(
+            s.split[0] == group_id for s in shard_map.pending_splits() if s.split
+        )
+
+    def _retire_overlapped(self, g: _GroupState) -> None:
+        """``g``'s scope grew (an absorb, or a snapshot taken after one): any other replica
+        here still naming some of its slots at an older epoch missed its shard's retire.
+        It is retired here at once, durably (its shard retired on a quorum, or the
+        survivor could not hold the slots), so it never writes into them again."""
+        scope = g.replica.machine.scope
+        mask = scope.slot_mask()
+        for h in list(self._groups.values()):
+            replica = h.replica
+            if h is g or replica.retired or replica.group_id == PLACEMENT_GROUP_ID:
+                continue
+            if not any(
+                mask[slot]
+                for first, last in replica.machine.scope.slot_ranges
+                for slot in range(first, last + 1)
+            ):
+                continue
+            if replica.scope_epoch >= g.replica.scope_epoch:
+                log.error(
+                    "replicas_overlap",
+                    shard=g.replica.group_id,
+                    other=replica.group_id,
+                    epoch=g.replica.scope_epoch,
+                    other_epoch=replica.scope_epoch,
+                )
+                continue
+            batch = WriteBatch()
+            batch.put(
+                META, scope_key(replica.group_id), encode_scope_record(replica.scope_epoch, ())
+            )
+            self._engine.write(batch)
+            replica.retire_here()
+            log.warning(
+                "replica_retired_by_survivor", shard=replica.group_id, survivor=g.replica.group_id
+            )
 
     def _on_absorbed(self, order: AbsorbOrder) -> None:
         self.merges_applied += 1

@@ -254,9 +254,9 @@ class Replica:
         self.source_retired: Callable[[int], bool] = lambda group_id: False
         #: Called once an absorb applied and was written.
         self.on_absorbed: Callable[[AbsorbOrder], None] = lambda order: None
-        #: The scope a snapshot may be installed over (default: this replica's): wider
-        #: after a merge this replica has not applied yet.
-        self.install_scope: Callable[[KeyScope], KeyScope] = lambda scope: scope
+        #: Slots beyond this replica's scope a snapshot of its shard may hold (the
+        #: absorbed shard's, after a merge this replica has not applied yet); None: none.
+        self.install_may_take: Callable[[], KeyScope | None] = lambda: None
         #: Committed entries handed out by Raft and not applied yet: an absorb waiting
         #: for this node's replica of the absorbed shard to retire, and what follows it.
         #: (Bounded by how long that takes: that replica catches up from its own log.)
@@ -420,8 +420,9 @@ class Replica:
             self.machine.restore(snapshot.data, batch)
             stage_applied_index(self.group_id, index, batch)
             return
-        scope = self.install_scope(self.machine.scope)
-        self.snapshots.stage_install(snapshot, scope, batch, write_now)
+        self.snapshots.stage_install(
+            snapshot, self.machine.scope, batch, write_now, self.install_may_take()
+        )
 
     @property
     def holding(self) -> bool:
@@ -563,6 +564,13 @@ class Replica:
         log.info("shard_retired", shard=self.group_id, into=order.survivor, epoch=order.epoch)
         retired.begin_batch()
         return OK, retired
+
+    def retire_here(self) -> None:
+        """Retire this replica without its shard's retire entry (call between cycles):
+        a survivor here took its slots, so its shard retired on a quorum already. The
+        caller writes the scope record."""
+        self.retired = True
+        self._narrow_to(KeyScope(self.group_id, ()), self.scope_epoch)
 
     def _apply_absorb(
         self,

@@ -111,8 +111,10 @@ class ShardSnapshots:
         scope: KeyScope,
         batch: WriteBatch,
         write_now: Callable[[WriteBatch], None],
+        may_take: KeyScope | None = None,
     ) -> None:
-        """Install ``snapshot`` (a Ready's) as ``scope``'s KV state. Inline data is staged
+        """Install ``snapshot`` (a Ready's) as ``scope``'s KV state (and that of the slots
+        of ``may_take`` it holds: a merge not applied here yet). Inline data is staged
         into ``batch``. A file is installed in pages written through ``write_now`` and
         finished in ``batch``, which the caller must write next (it holds the Raft
         snapshot's metadata, staged before). Raises `KVSnapshotError` (corrupt or
@@ -120,7 +122,12 @@ class ShardSnapshots:
         index = snapshot.metadata.index
         if not is_ref(snapshot.data):
             stage_install(
-                snapshot.data, batch, group_id=scope.group_id, applied_index=index, scope=scope
+                snapshot.data,
+                batch,
+                group_id=scope.group_id,
+                applied_index=index,
+                scope=scope,
+                may_take=may_take,
             )
             self.installed_bytes += len(snapshot.data)
             return
@@ -133,7 +140,8 @@ class ShardSnapshots:
             group_id=scope.group_id,
             applied_index=index,
             scope=scope,
-            marker=_encode_marker(snapshot, scope),
+            marker=functools.partial(_encode_marker, snapshot),
+            may_take=may_take,
         )
         self.installed_bytes += ref.size
 

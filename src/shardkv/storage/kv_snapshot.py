@@ -60,7 +60,7 @@ from shardkv.core.kv.codec import (
     key_count_key,
     scope_key,
 )
-from shardkv.core.kv.scope import KeyScope, SlotRange
+from shardkv.core.kv.scope import KeyScope, SlotRange, merge_scopes
 from shardkv.storage.engine import ConsistentView
 
 MAGIC: Final = b"SKVS"
@@ -440,6 +440,7 @@ def stage_install(
     group_id: int | None = None,
     applied_index: int | None = None,
     scope: KeyScope | None = None,
+    may_take: KeyScope | None = None,
 ) -> SnapshotInfo:
     """Stage replacing ``scope``'s KV records with the snapshot ``data``, and the
     snapshot's group's applied index, into ``batch``. Returns what was installed.
@@ -453,6 +454,8 @@ def stage_install(
     ``batch`` atomically, in the same batch as the Raft storage's snapshot metadata
     (`RaftLogStorage.stage_ready`), so the applied index never falls below the log's start
     after a crash. Raises ``ValueError`` if ``scope`` and ``group_id`` disagree.
+    ``may_take``: slots outside ``scope`` the snapshot may hold too (a merge the replica
+    has not applied); those the snapshot holds are replaced as well.
     """
     if scope is not None and group_id is not None and scope.group_id != group_id:
         raise ValueError(f"scope of group {scope.group_id} given for group {group_id}")
@@ -464,26 +467,51 @@ def stage_install(
             f"snapshot at applied index {info.applied_index}, expected {applied_index}"
         )
     expected = KeyScope.whole(info.group_id) if scope is None else scope
-    _check_covered(info, expected)
-    _stage_clear(expected, batch)
+    cleared = _check_covered(info, expected, may_take)
+    _stage_clear(cleared, batch)
     for column, key, value in records:
         batch.put(column, key, value)
     stage_applied_index(info.group_id, info.applied_index, batch)
     return info
 
 
-def _check_covered(info: SnapshotInfo, scope: KeyScope) -> None:
-    """Refuse a snapshot of another group, or of slots ``scope`` does not hold. A snapshot
-    of fewer slots is accepted: the replica missed a split of its shard, and installing
-    clears all of ``scope`` (the slots split off belong to a group not hosted here yet)."""
+def _check_covered(
+    info: SnapshotInfo, scope: KeyScope, may_take: KeyScope | None = None
+) -> KeyScope:
+    """Refuse a snapshot of another group, or of slots neither ``scope`` nor ``may_take``
+    holds; return the scope the install replaces: ``scope`` and the snapshot's slots. A
+    snapshot of fewer slots is accepted: the replica missed a split of its shard, and
+    installing clears all of ``scope`` (the slots split off belong to a group not hosted
+    here yet). One of more slots (from ``may_take``): it missed a merge."""
     mask = scope.slot_mask()
+    extra = may_take.slot_mask() if may_take is not None else bytes(len(mask))
     if info.group_id != scope.group_id or not all(
-        mask[slot] for first, last in info.slot_ranges for slot in range(first, last + 1)
+        mask[slot] or extra[slot]
+        for first, last in info.slot_ranges
+        for slot in range(first, last + 1)
     ):
+        allowed = scope.describe() + (f" or {may_take.describe()}" if may_take else "")
         raise SnapshotMismatchError(
             f"snapshot of group {info.group_id} slots {info.scope.describe()}, expected"
-            f" group {scope.group_id} slots within {scope.describe()}"
+            f" group {scope.group_id} slots within {allowed}"
         )
+    if all(mask[slot] for first, last in info.slot_ranges for slot in range(first, last + 1)):
+        return scope
+    return merge_scopes(scope, KeyScope(scope.group_id, _outside(info.slot_ranges, mask)))
+
+
+def _outside(ranges: tuple[SlotRange, ...], mask: bytes) -> tuple[SlotRange, ...]:
+    """The parts of ``ranges`` whose slots ``mask`` does not hold."""
+    parts: list[SlotRange] = []
+    for first, last in ranges:
+        for slot in range(first, last + 1):
+            if mask[slot]:
+                continue
+            if parts and parts[-1][1] + 1 == slot:
+                parts[-1] = (parts[-1][0], slot)
+            else:
+                parts.append((slot, slot))
+    return tuple(parts)
 
 
 # -- installing without holding the snapshot ---------------------------------------------
@@ -511,8 +539,9 @@ def install_in_pages(
     group_id: int,
     applied_index: int,
     scope: KeyScope,
-    marker: bytes,
+    marker: bytes | Callable[[KeyScope], bytes],
     page_records: int = INSTALL_PAGE_RECORDS,
+    may_take: KeyScope | None = None,
 ) -> SnapshotInfo:
     """Replace ``scope``'s KV records with a snapshot too large to hold: ``open_pieces()``
     gives its bytes afresh on each call (it is read twice, a file), ``write`` writes a
@@ -529,7 +558,9 @@ def install_in_pages(
     this returns. Until it is written the group's ranges are neither the old state nor the
     new: a process that dies in between finds the marker at startup (`pending_installs`)
     and must call this again with the same snapshot before the group opens. ``marker`` is
-    the caller's: what it needs to find the snapshot again and finish (file, metadata)."""
+    the caller's: what it needs to find the snapshot again and finish (file, metadata);
+    a function is given the scope the install replaces (``scope``, and the slots of
+    ``may_take`` the snapshot holds: see `stage_install`)."""
     if scope.group_id != group_id:
         raise ValueError(f"scope of group {scope.group_id} given for group {group_id}")
     if page_records < 1:
@@ -541,10 +572,12 @@ def install_in_pages(
         raise SnapshotMismatchError(
             f"snapshot at applied index {info.applied_index}, expected {applied_index}"
         )
-    _check_covered(info, scope)
+    cleared = _check_covered(info, scope, may_take)
     batch = WriteBatch()
-    batch.put(META, install_marker_key(group_id), marker)
-    _stage_clear(scope, batch)
+    batch.put(
+        META, install_marker_key(group_id), marker if isinstance(marker, bytes) else marker(cleared)
+    )
+    _stage_clear(cleared, batch)
     write(batch)
     # Verified above; a file that changed since is a storage failure, so check again.
     stream = _RecordStream(open_pieces())
