@@ -493,7 +493,7 @@ class NodeDriver:
                 self.add_peer(node_id, value.decode())
         if self.snapshots.files is not None:
             for group_id, g in self._groups.items():
-                if not g.storage.snapshot_pending:
+                if not g.storage.placeholder:
                     self.snapshots.track(group_id, g.storage.snapshot().data)
             self.snapshots.remove_unreferenced(min_age_s=0)  # nothing is in flight yet
         for g in list(self._groups.values()):
@@ -547,6 +547,7 @@ class NodeDriver:
         machine: KVStateMachine | PlacementMachine
         scope_epoch = shard.epoch
         retired = False
+        record = None
         if group_id == PLACEMENT_GROUP_ID:
             machine = PlacementMachine(None)
         else:
@@ -578,8 +579,12 @@ class NodeDriver:
         replica.on_serve = self._serve_hook(g)
         replica.on_split = self._split_hook(g)
         replica.on_scope_change = lambda: self._on_scope_change(g)
+        if record is not None and storage.snapshot_index < applied:
+            # Its slots changed by its log at some time, maybe after its last snapshot:
+            # send none older than what is applied now (`snapshot_stale_below`).
+            storage.snapshot_stale_below = applied
         if storage.snapshot_pending:
-            g.snapshot_due = True  # a split child: its first real snapshot
+            g.snapshot_due = True  # a split child, or slots changed: a snapshot soon
         self._groups[group_id] = g
         self._route(g)
         return g
@@ -1015,6 +1020,9 @@ class NodeDriver:
         previous = g.shard.slot_ranges
         g.shard = _local_view(shard or g.shard, g.replica)
         self._route(g, previous)
+        if g.replica.scope_changed_index > g.storage.snapshot_stale_below:
+            g.storage.snapshot_stale_below = g.replica.scope_changed_index
+            g.snapshot_due = True
         if not g.replica.retired:
             self._retire_overlapped(g)
 

@@ -249,6 +249,8 @@ class Replica:
         #: This replica applied its shard's retire (a merge): it serves nothing and
         #: applies no client command, sweep or split from then on.
         self.retired = False
+        #: Index of the last entry that changed this replica's slots (split or absorb).
+        self.scope_changed_index = 0
         #: Whether this node's replica of the given shard has retired (a merge's absorb
         #: waits for it).
         self.source_retired: Callable[[int], bool] = lambda group_id: False
@@ -606,6 +608,7 @@ class Replica:
         stage_applied_index(self.group_id, index, batch)
         write_now(batch)
         batch.ops.clear()
+        self.scope_changed_index = index
         widened = self._narrow_to(merged, order.epoch)
         self.on_absorbed(order)
         log.info(
@@ -662,6 +665,7 @@ class Replica:
         batch.ops.clear()
         if after_written is not None:
             after_written()
+        self.scope_changed_index = index
         narrowed = self._narrow_to(kept, order.epoch)
         log.info(
             "shard_split_applied",

@@ -205,6 +205,7 @@ class RaftLogStorage:
         "_log_start_key",
         "_staged",
         "max_cached_bytes",
+        "snapshot_stale_below",
         "max_cached_entries",
     )
 
@@ -224,6 +225,10 @@ class RaftLogStorage:
             raise RaftUsageError("max_cached_entries and max_cached_bytes must be positive")
         self._engine = engine
         self._group_id = group_id
+        #: The group's slots changed at this index (a split or absorb applied): a snapshot
+        #: taken before it is not sent (its slots are no longer the group's), and the
+        #: core is told to wait for the next one (`snapshot`).
+        self.snapshot_stale_below = 0
         self.max_cached_entries = max_cached_entries
         self.max_cached_bytes = max_cached_bytes
         self._log_start_key = log_key(group_id, 0)
@@ -342,11 +347,21 @@ class RaftLogStorage:
             raise SnapshotTemporarilyUnavailableError(
                 f"group {self._group_id}'s first snapshot is not built yet"
             )
+        if meta.index < self.snapshot_stale_below:
+            raise SnapshotTemporarilyUnavailableError(
+                f"group {self._group_id}'s snapshot predates a change of its slots"
+            )
         return Snapshot(meta, data if data is not None else b"")
 
     @property
     def snapshot_pending(self) -> bool:
-        """Whether the newest snapshot is a split child's placeholder (build one soon)."""
+        """Whether the newest snapshot is a split child's placeholder, or predates a
+        change of the group's slots (build one soon)."""
+        return self._current.snapshot.index < self.snapshot_stale_below or self.placeholder
+
+    @property
+    def placeholder(self) -> bool:
+        """Whether the newest snapshot is a split child's placeholder (no data of its own)."""
         data = self._engine.get(RAFT_STATE, state_key(self._group_id, _SNAPSHOT_DATA_NAME))
         return data == SPLIT_PENDING_SNAPSHOT_DATA
 
