@@ -114,10 +114,16 @@ def test_an_operator_split_moves_no_data_and_loses_no_key(tmp_path: Path) -> Non
         cluster.stop()
 
 
-def test_a_shard_under_write_load_splits_past_its_size_limit(tmp_path: Path) -> None:
+def test_a_shard_under_write_load_splits_and_merges_back_once_the_data_is_deleted(
+    tmp_path: Path,
+) -> None:
+    """Past 1 MiB a shard splits; once most keys are deleted, the small, cold shards
+    merge back into one (the floor is one shard here), and what is left reads back,
+    with its TTL, through a cluster client."""
     cluster = Cluster(tmp_path / "c", 3, shards=1)
     for node in cluster.nodes.values():
         node.env["SHARDKV_SHARD_SPLIT_BYTES"] = str(1 << 20)
+        node.env["SHARDKV_SHARD_MIN_COUNT"] = "1"
     try:
         cluster.start()
         client = RedisCluster(host="127.0.0.1", port=cluster.nodes[1].port, socket_timeout=10)
@@ -145,6 +151,47 @@ def test_a_shard_under_write_load_splits_past_its_size_limit(tmp_path: Path) -> 
         for i in range(3000):
             pipe.get(f"big:{i}")
         assert all(v == value.encode() for v in pipe.execute())
+
+        # Delete all but every 50th key (a TTL on those): the shards merge back into one.
+        split_into = len(shard_map(cluster.nodes[1]).shards)
+        pipe = client.pipeline(transaction=False)
+        for i in range(3000):
+            if i % 50:
+                pipe.delete(f"big:{i}")
+            else:
+                pipe.expire(f"big:{i}", 3600)
+        pipe.execute()
+        started = time.monotonic()
+
+        def merged() -> bool:
+            m = shard_map(cluster.nodes[1])
+            return len(m.shards) == 1 and not any(s.frozen for s in m.shards.values())
+
+        took_s = eventually(merged, lambda: f"shards: {shard_map(cluster.nodes[1]).shards}", 120)
+        print(f"{split_into} shards merged into 1 {took_s:.1f} s after the deletes")
+        assert time.monotonic() - started < 120
+        (survivor,) = shard_map(cluster.nodes[1]).shards.values()
+        assert survivor.slot_ranges == ((0, 16383),)
+        assert sum(metric(n, "shardkv_shard_merges_applied") for n in cluster.nodes.values()) == (
+            3 * (split_into - 1)
+        )
+        fresh = RedisCluster(host="127.0.0.1", port=cluster.nodes[2].port, socket_timeout=10)
+        pipe = fresh.pipeline(transaction=False)
+        for i in range(0, 3000, 50):
+            pipe.get(f"big:{i}")
+            pipe.ttl(f"big:{i}")
+        replies = pipe.execute()
+        assert replies[0::2] == [value.encode()] * 60
+        assert all(0 < t <= 3600 for t in replies[1::2]), replies[1::2]
+        assert fresh.dbsize() == 60
+        assert fresh.set("after-merge", "1") and fresh.get("after-merge") == b"1"
+        # Retired replicas are destroyed once the map records the merge.
+        eventually(
+            lambda: all(len(status(n)["shards"]) == 1 for n in cluster.nodes.values()),  # type: ignore[arg-type]
+            lambda: f"replicas left: {[status(n)['shards'] for n in cluster.nodes.values()]}",
+            60,
+        )
         client.close()
+        fresh.close()
     finally:
         cluster.stop()

@@ -156,6 +156,16 @@ class RaftCollector(Collector):
                 rt.driver.splits_recorded,
             ),
             (
+                "shardkv_shard_merges_applied",
+                "Absorb entries applied here (a survivor took a retired shard's slots).",
+                rt.driver.merges_applied,
+            ),
+            (
+                "shardkv_placement_merges_recorded",
+                "Merges this node recorded in the map, as the placement group's leader.",
+                rt.driver.merges_recorded,
+            ),
+            (
                 "shardkv_snapshot_send_wait_seconds",
                 "Seconds snapshot sends waited for the node's snapshot_send_bytes_per_s.",
                 self._snapshot_send_wait_s(),

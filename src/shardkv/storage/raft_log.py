@@ -205,8 +205,8 @@ class RaftLogStorage:
         "_log_start_key",
         "_staged",
         "max_cached_bytes",
-        "snapshot_stale_below",
         "max_cached_entries",
+        "snapshot_stale_below",
     )
 
     def __init__(
