@@ -536,7 +536,8 @@ def fault_schedule(rng: random.Random, total_s: float) -> list[Fault]:
 
 
 class FaultCluster:
-    """Three ``shardkv server`` members the nemesis can kill, restart, pause and partition.
+    """Three ``shardkv server`` members the nemesis can kill, restart, pause and partition,
+    and members that join later (`join_node`: in ``joined``, never faulted, in every check).
 
     Every process ever started is kept in ``all_processes`` so ``stop_all()`` (call it in a
     ``finally``) stops each one by pid. Methods run on the event loop; none blocks it for
@@ -547,7 +548,11 @@ class FaultCluster:
         self, root: Path, history: History, size: int = 3, extra_args: Iterable[str] = ()
     ) -> None:
         self.history = history
+        self.root = root
+        self.extra_args = list(extra_args)
         self.ids = list(range(1, size + 1))
+        #: Members started later with ``--join`` (the nemesis leaves them alone).
+        self.joined: list[int] = []
         self.peer_ports = {i: free_port() for i in self.ids}
         members = ",".join(f"{i}=127.0.0.1:{p}" for i, p in self.peer_ports.items())
         self.nodes: dict[int, ServerProcess] = {}
@@ -659,9 +664,76 @@ class FaultCluster:
                 return len(ShardMap.decode(str(st["shard_map"]).encode()).shards)
         return 0
 
+    @property
+    def members(self) -> list[int]:
+        """Every member started: the initial ones, then those that joined."""
+        return [*self.ids, *self.joined]
+
     async def statuses(self) -> dict[int, dict[str, Any]]:
-        found = await asyncio.gather(*(self.status(i) for i in self.ids))
-        return {i: s for i, s in zip(self.ids, found, strict=True) if s is not None}
+        members = self.members
+        found = await asyncio.gather(*(self.status(i) for i in members))
+        return {i: s for i, s in zip(members, found, strict=True) if s is not None}
+
+    async def join_node(self) -> str:
+        """Start a new member with ``--join`` listing every initial member's peer port (a
+        dead or cut-off seed is skipped) and wait until it answers. Says what happened."""
+        node_id = max(self.nodes) + 1  # the placement group gives the next id
+        seeds = ",".join(f"127.0.0.1:{p}" for p in self.peer_ports.values())
+        node = ServerProcess(
+            self.root / f"node-{node_id}",
+            "--peer-port",
+            str(free_port()),
+            "--join",
+            seeds,
+            "--enable-fault-injection",
+            *self.extra_args,
+        )
+        self.nodes[node_id] = node
+        self.all_processes.append(node)
+        node.start(wait=False)
+        await self.wait_ready(node_id, timeout_s=2 * NODE_READY_TIMEOUT_S)
+        st = await self.status(node_id)
+        got = st.get("node_id") if st is not None else None
+        assert got == node_id, f"the joined node got id {got}, expected {node_id}"
+        self.joined.append(node_id)
+        return f"node {node_id} joined"
+
+    async def remove_node(self, node_id: int, timeout_s: float) -> str:
+        """``shardkv node remove``: ask every reachable member until the placement group's
+        leader takes it (a leader that is down or cut off is retried). Says what happened."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for i in self.members:
+                if i in self.killed or i in self.paused:
+                    continue
+                url = f"http://127.0.0.1:{self.nodes[i].admin_port}/v1/nodes/{node_id}/remove"
+                try:
+                    async with self._http().post(url) as response:
+                        body = await response.text()
+                except (TimeoutError, aiohttp.ClientError):
+                    continue
+                if response.status == 200:
+                    return f"node {node_id} draining (ordered through node {i})"
+                if "leader" not in body:
+                    return f"removal of node {node_id} refused: {body}"
+            await asyncio.sleep(1.0)
+        return f"removal of node {node_id} not taken within {timeout_s}s"
+
+    async def wait_removed(self, node_id: int, timeout_s: float) -> ShardMap:
+        """Until some member's map says ``node_id`` is removed and no shard is placed on it;
+        returns that map."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for st in (await self.statuses()).values():
+                if not st.get("shard_map"):
+                    continue
+                shard_map = ShardMap.decode(str(st["shard_map"]).encode())
+                node = shard_map.nodes.get(node_id)
+                if node is not None and node.state == "removed":
+                    return shard_map
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"node {node_id} was not removed within {timeout_s}s")
+            await asyncio.sleep(POLL_INTERVAL_S * 10)
 
     async def leader(self) -> int | None:
         """The node that says it leads, in the highest term seen; None if none does."""
@@ -682,21 +754,22 @@ class FaultCluster:
     async def wait_converged(
         self, timeout_s: float = SETTLE_TIMEOUT_S
     ) -> dict[int, dict[str, Any]]:
-        """Until every member reports, for every shard, the same term, leader, commit and
-        applied index."""
+        """Until every member answers and, for every shard, every member hosting it reports
+        the same term, leader, commit and applied index (members host different shards
+        once nodes joined or left)."""
         deadline = time.monotonic() + timeout_s
         while True:
             found = await self.statuses()
-            views = {
-                tuple(
-                    (sh["shard"], sh["term"], sh["leader"], sh["commit"], sh["applied"])
-                    for sh in s.get("shards") or [s]
-                )
-                if s.get("shards")
-                else (s["term"], s["leader"], s["commit"], s["applied"])
-                for s in found.values()
-            }
-            if len(found) == len(self.ids) and len(views) == 1:
+            views: dict[int, set[tuple[int, int, int, int]]] = {}
+            for s in found.values():
+                for sh in s.get("shards") or []:
+                    view = (sh["term"], sh["leader"], sh["commit"], sh["applied"])
+                    views.setdefault(sh["shard"], set()).add(view)
+            if (
+                len(found) == len(self.members)
+                and views
+                and all(len(v) == 1 for v in views.values())
+            ):
                 return found
             if time.monotonic() >= deadline:
                 raise AssertionError(f"members did not converge within {timeout_s}s: {found}")
@@ -762,13 +835,13 @@ class FaultCluster:
     async def isolate(self, i: int) -> None:
         """Cut node ``i`` off from every other member, in both directions (each side drops
         the other's traffic)."""
-        others = [j for j in self.ids if j != i]
+        others = [j for j in self.members if j != i]
         await asyncio.gather(
             self._set_blocked(i, others), *(self._set_blocked(j, [i]) for j in others)
         )
 
     async def heal(self) -> None:
-        live = [i for i in self.ids if i not in self.killed and i not in self.paused]
+        live = [i for i in self.members if i not in self.killed and i not in self.paused]
         await asyncio.gather(*(self._set_blocked(i, []) for i in live))
 
     async def recover_all(self) -> None:
@@ -783,9 +856,9 @@ class FaultCluster:
     async def crash_and_restart_all(self) -> None:
         """SIGKILL every member at once, then start them all again from their disks: what
         was acknowledged must have been durable on a quorum."""
-        for i in self.ids:
+        for i in self.members:
             self.kill(i)
-        for i in self.ids:
+        for i in self.members:
             old = self.nodes[i]
             node = ServerProcess(old.data_dir, *old.extra, port=old.port)
             node.admin_port = old.admin_port
@@ -793,7 +866,7 @@ class FaultCluster:
             self.all_processes.append(node)
             node.start(wait=False)
             self.killed.discard(i)
-        await asyncio.gather(*(self.wait_ready(i) for i in self.ids))
+        await asyncio.gather(*(self.wait_ready(i) for i in self.members))
 
     def log_event_counts(self, events: Iterable[str]) -> Counter[str]:
         """How often each of ``events`` appears in the members' JSON logs (every run of
@@ -813,7 +886,7 @@ class FaultCluster:
         """Members whose process ended although the nemesis did not kill them."""
         return [
             i
-            for i in self.ids
+            for i in self.members
             if i not in self.killed
             and self.nodes[i].proc is not None
             and self.nodes[i].proc.poll() is not None  # type: ignore[union-attr]
@@ -919,6 +992,38 @@ async def run_splits(
         history.note(outcome)
 
 
+@dataclass(frozen=True, slots=True)
+class MembershipPlan:
+    """Membership changes during the load: a node joins ``join_at_s`` seconds in, and node
+    ``remove_id`` is removed (drained) ``remove_at_s`` seconds in."""
+
+    join_at_s: float
+    remove_at_s: float
+    remove_id: int
+
+
+async def run_membership(
+    cluster: FaultCluster, history: History, plan: MembershipPlan, deadline_s: float
+) -> Counter[str]:
+    """Carry out ``plan`` (whatever the nemesis is doing meanwhile); returns ``join`` and
+    ``remove`` counts of the changes that were taken."""
+    loop = asyncio.get_running_loop()
+    start_s = loop.time()
+    done: Counter[str] = Counter()
+    await asyncio.sleep(plan.join_at_s)
+    history.note("a new node joins through the seeds")
+    outcome = await cluster.join_node()
+    history.note(outcome)
+    done["join"] += outcome.endswith("joined")
+    await asyncio.sleep(max(0.0, start_s + plan.remove_at_s - loop.time()))
+    if loop.time() >= deadline_s:
+        return done
+    outcome = await cluster.remove_node(plan.remove_id, max(1.0, deadline_s - loop.time()))
+    history.note(outcome)
+    done["remove"] += "draining" in outcome
+    return done
+
+
 async def run_load(
     cluster: FaultCluster,
     history: History,
@@ -927,11 +1032,13 @@ async def run_load(
     nemesis_rng: random.Random,
     load_s: float,
     split_interval_s: float | None = None,
+    membership: MembershipPlan | None = None,
 ) -> Counter[str]:
     """The load phase: one client task per rng (ids from 1) for ``load_s`` seconds, the
     nemesis over the same span, shard splits ordered every ``split_interval_s`` (None:
-    none), and the supervisor restarting members that die on their own. Returns faults
-    injected per kind (splits ordered as ``split``). A failure of any task (a harness bug,
+    none), the ``membership`` changes (None: none), and the supervisor restarting members
+    that die on their own. Returns faults injected per kind (splits ordered as ``split``,
+    membership changes as ``join`` and ``remove``). A failure of any task (a harness bug,
     a member that cannot be restarted) is raised."""
     deadline_s = asyncio.get_running_loop().time() + load_s
     supervisor = asyncio.create_task(cluster.supervise())
@@ -942,6 +1049,11 @@ async def run_load(
             nemesis = group.create_task(
                 run_nemesis(cluster, history, schedule, nemesis_rng, deadline_s)
             )
+            changes = None
+            if membership is not None:
+                changes = group.create_task(
+                    run_membership(cluster, history, membership, deadline_s)
+                )
             splits = None
             if split_interval_s is not None:
                 split_rng = random.Random(nemesis_rng.getrandbits(64))
@@ -955,6 +1067,8 @@ async def run_load(
     injected = nemesis.result()
     if splits is not None:
         injected["split"] = splits.result()
+    if changes is not None:
+        injected.update(changes.result())
     return injected
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from shardkv.core.cluster.shardmap import initial_layout
+from shardkv.core.cluster.shardmap import ShardMap, initial_layout
 from shardkv.core.cluster.slots import key_slot
 from shardkv.core.raft import Message, MessageType
 from shardkv.core.resp import OK, ErrorReply, Reply
@@ -46,6 +46,7 @@ from tests.integration.nemesis import (
     SETTLE_TIMEOUT_S,
     FaultCluster,
     History,
+    MembershipPlan,
     MemoryNet,
     count_lost_writes,
     fault_schedule,
@@ -62,6 +63,13 @@ CLIENT_COUNT = 10
 SHARDS = 4
 #: A shard split is ordered this often during the load (faults go on meanwhile).
 SPLIT_INTERVAL_S = float(os.environ.get("SHARDKV_NEMESIS_SPLIT_INTERVAL_S", "12"))
+#: A fourth node joins this far into the load, and node 3 is removed (drained onto the
+#: others) this far in: the faults, splits and clients go on meanwhile.
+JOIN_AT_FRACTION = 0.15
+REMOVE_AT_FRACTION = 0.45
+REMOVED_NODE = 3
+#: The drain may finish after the load: how long the test waits for it then.
+DRAIN_TIMEOUT_S = 120.0
 #: A check that gives up before a verdict fails: the history must be decided, not assumed.
 CHECKER_TIMEOUT_S = 30.0
 #: Below this many acknowledged writes the run proved nothing (the cluster never served).
@@ -122,6 +130,7 @@ async def test_under_kills_pauses_and_partitions_histories_are_linearizable_and_
     client_rngs = [random.Random(rng.getrandbits(64)) for _ in range(CLIENT_COUNT)]
     nemesis_rng = random.Random(rng.getrandbits(64))
     history = History()
+    drained_map: ShardMap | None = None
     cluster = FaultCluster(
         tmp_path,
         history,
@@ -135,12 +144,25 @@ async def test_under_kills_pauses_and_partitions_histories_are_linearizable_and_
         await cluster.start()
         await cluster.wait_leader()
         history.note("cluster up")
+        membership = MembershipPlan(
+            JOIN_AT_FRACTION * LOAD_SECONDS, REMOVE_AT_FRACTION * LOAD_SECONDS, REMOVED_NODE
+        )
         injected = await run_load(
-            cluster, history, client_rngs, schedule, nemesis_rng, LOAD_SECONDS, SPLIT_INTERVAL_S
+            cluster,
+            history,
+            client_rngs,
+            schedule,
+            nemesis_rng,
+            LOAD_SECONDS,
+            SPLIT_INTERVAL_S,
+            membership,
         )
         load_s = time.monotonic() - started_s
         history.note("load stopped: undo every fault")
         await cluster.recover_all()
+        if injected["remove"]:
+            history.note(f"wait for node {REMOVED_NODE} to be drained")
+            drained_map = await cluster.wait_removed(REMOVED_NODE, DRAIN_TIMEOUT_S)
         history.note("SIGKILL every member and restart it from disk")
         await cluster.crash_and_restart_all()
         await cluster.wait_leader()
@@ -192,8 +214,14 @@ async def test_under_kills_pauses_and_partitions_histories_are_linearizable_and_
     assert acknowledged_writes >= MIN_ACKNOWLEDGED_WRITES, "the cluster barely served"
     if LOAD_SECONDS >= 45:
         ran = {kind for kind, count in injected.items() if count}
-        assert ran == {*FAULT_KINDS, "split"}, f"not every kind of fault ran: {injected}"
+        assert ran == {*FAULT_KINDS, "split", "join", "remove"}, (
+            f"not every kind of fault ran: {injected}"
+        )
         assert shards_after > SHARDS, "no split was applied"
+        # The drained node holds nothing; every shard kept its replicas on live nodes.
+        assert drained_map is not None
+        for shard in drained_map.shards.values():
+            assert REMOVED_NODE not in shard.placed and len(shard.replicas) == 3, shard
     if report.result is CheckResult.UNKNOWN:
         pytest.fail(
             f"the checker gave no verdict within {CHECKER_TIMEOUT_S}s (seed {SEED}); "

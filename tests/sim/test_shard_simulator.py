@@ -32,10 +32,10 @@ def _quiet_logs() -> Iterator[None]:
     configure_logging("console", "info")
 
 
-def test_500_seeds_joining_and_splitting_under_faults_stay_safe_live_and_linearizable() -> None:
+def test_500_seeds_joining_splitting_and_merging_under_faults_stay_safe_and_linearizable() -> None:
     failures = []
     shapes = set()
-    crashes = redirects = ops = joins = splits = 0
+    crashes = redirects = ops = joins = splits = merges = 0
     for seed, result in enumerate(run_seeds(run_seed, range(1, SEEDS + 1)), start=1):
         shapes.add((result.settings.node_count, result.settings.shard_count))
         crashes += result.stats.crashes
@@ -43,15 +43,17 @@ def test_500_seeds_joining_and_splitting_under_faults_stay_safe_live_and_lineari
         ops += result.stats.ops_ok
         joins += result.stats.joins
         splits += result.stats.splits_ordered
+        merges += result.stats.merges_recorded
         if not result.ok:
             first_line = str(result.failure).splitlines()[0]
             failures.append(f"{first_line} (replay: run_seed({seed}))")
     assert not failures, "\n".join(failures)
     # The seeds covered what they claim to: several shapes, crashes, redirects, real load,
     # nodes joining through the placement group (then following it, checked per seed), and
-    # shards splitting (each applied and recorded before the maps count as settled).
+    # shards splitting and merging back (each applied and recorded before the maps count
+    # as settled).
     assert len(shapes) >= 8 and crashes > 500 and redirects > 10_000 and ops > 20_000
-    assert joins > 200 and splits > 300
+    assert joins > 200 and splits > 300 and merges > 100
 
 
 def test_a_seed_replays_exactly() -> None:

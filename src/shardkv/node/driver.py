@@ -403,6 +403,7 @@ class NodeDriver:
         #: As group 0's leader: moves proposed, and moves recorded as reached.
         self.moves_scheduled = 0
         self.moves_finished = 0
+        self.moves_failed = 0
         self.replicas_destroyed = 0
         #: (answered at, seconds) of recent client writes (`write_p99_ms`).
         self._recent_writes: deque[tuple[float, float]] = deque(maxlen=WRITE_P99_SAMPLES)
@@ -1079,7 +1080,10 @@ class NodeDriver:
         owners = {group_id} | {
             s.shard_id for s in shard_map.shards.values() if s.merge_into == group_id
         }
-        if len(owners) == 1 and g.replica.machine.scope.slot_ranges == g.shard.slot_ranges:
+        mapped = shard_map.shards.get(group_id)
+        if len(owners) == 1 and (
+            mapped is None or g.replica.machine.scope.slot_ranges == mapped.slot_ranges
+        ):
             return None  # (the common case: no merge under way, nothing missed)
         scope = g.replica.machine.scope
         slot_group = self._slot_group
@@ -1456,6 +1460,13 @@ class NodeDriver:
         if not changes:
             return []
         self.moves_scheduled += sum(1 for c in changes if c.target)
+        # A move re-aimed or cancelled (its node died or started draining) failed.
+        self.moves_failed += sum(
+            1
+            for c in changes
+            if shard_map.shards[c.shard_id].target
+            and c.target != shard_map.shards[c.shard_id].target
+        )
         log.info(
             "placement_scheduled",
             moves=[(c.shard_id, c.target) for c in changes if c.target],
@@ -1772,18 +1783,20 @@ class NodeDriver:
 
     def _membership_updates(self, shard_map: ShardMap) -> list[list[bytes]]:
         """Record in the map (with a new epoch) each shard's committed voters where they
-        changed: a shard that reached its ``target`` gets ``replicas = target`` and no
-        target; one without a target gets its voters as they are (``shardkv member
-        add/remove``); one still moving is left as it is. Voters come from the replicas
+        changed, once no split or merge of it is under way: a shard that reached its
+        ``target`` gets ``replicas = target`` and no target; one without a target gets
+        its voters as they are (``shardkv member add/remove``); one still moving is left
+        as it is. Voters come from the replicas
         hosted here that applied everything committed, and from the shard leaders'
         reports (`record_status`). A node that thereby lost its last replica, and is in
         no target, is marked removed."""
         changed: list[ShardInfo] = []
         joined: list[int] = []
+        frozen = shard_map.frozen_ids()
         for shard_id, (voters, learners) in sorted(self._committed_memberships().items()):
             shard = shard_map.shards.get(shard_id)
-            if shard is None:
-                continue
+            if shard is None or shard_id in frozen:
+                continue  # (a split or merge takes the shard's next epochs: later)
             if shard.target:
                 if set(voters) == set(shard.target) and not learners:
                     changed.append(
@@ -2127,8 +2140,14 @@ class NodeDriver:
         lead): ``-MOVED`` to the leader of its shard, or ``-TRYAGAIN`` when none is known."""
         g = self._slot_group[slot]
         shard_map = self.shard_map
-        if g is None and shard_map is not None and shard_map.shard_of_slot(slot).merge_into:
-            return HANDING_OVER
+        if g is None and shard_map is not None:
+            shard = shard_map.shard_of_slot(slot)
+            if shard.merge_into and self.node_id in shard.placed:
+                return HANDING_OVER  # retired here (or about to): the survivor takes it
+            survivor = shard_map.shards.get(shard.merge_into)
+            if survivor is not None and survivor.absorb:
+                address = self.client_addresses().get(survivor.preferred_leader)
+                return ErrorReply(f"MOVED {slot} {address}") if address else HANDING_OVER
         if g is not None and g.replica.raw.conf_state().is_member(self.node_id):
             address = self.leader_client_address(g.replica.group_id)
         else:

@@ -141,6 +141,12 @@ class RaftCollector(Collector):
                 rt.driver.moves_finished,
             ),
             (
+                "shardkv_placement_moves_failed",
+                "Moves this node re-aimed or cancelled as the placement group's leader (a "
+                "node they involved died or started draining).",
+                rt.driver.moves_failed,
+            ),
+            (
                 "shardkv_replicas_destroyed",
                 "Replicas deleted here after they moved away.",
                 rt.driver.replicas_destroyed,

@@ -376,6 +376,14 @@ class ShardSim:
             if shard is not None and shard.absorb and shard.epoch + 1 == epoch:
                 source = known.shards[shard.absorb]
                 return merge_scopes(shard.scope, source.scope).slot_ranges
+            if (
+                shard is not None
+                and (shard.absorb or shard.merge_into)
+                and shard.epoch == epoch + 1
+            ):
+                # (Ordering a merge step raised the epoch and kept the slots: a replica
+                # that has not applied that step yet serves them at the epoch before.)
+                return shard.slot_ranges
             for parent in known.pending_splits():
                 if (
                     parent.split
