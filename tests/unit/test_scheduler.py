@@ -54,14 +54,17 @@ def complete_moves(shard_map: ShardMap) -> ShardMap:
 
 
 def converge(
-    shard_map: ShardMap, live: set[int], settings: SchedulerSettings = SETTINGS
+    shard_map: ShardMap,
+    live: set[int],
+    settings: SchedulerSettings = SETTINGS,
+    data_bytes: dict[int, int] | None = None,
 ) -> tuple[ShardMap, int, list[float]]:
     """Rounds until the scheduler has nothing to change: (map, moves, seconds per round)."""
     moves = 0
     timings = []
     for _ in range(10_000):
         started = time.perf_counter()
-        changes = plan(shard_map, live, settings)
+        changes = plan(shard_map, live, settings, data_bytes)
         timings.append(time.perf_counter() - started)
         for change in changes:
             assert change.epoch == shard_map.shards[change.shard_id].epoch + 1
@@ -350,3 +353,31 @@ def test_a_merge_is_recorded_only_as_ordered_and_leaves_one_owner_per_slot() -> 
     assert sorted(done.shards) == [1, 3] and done.shards[1].slot_ranges == ((0, 10922),)
     assert done.shard_of_slot(8000).shard_id == 1
     assert ShardMap.decode(m.encode()).encode() == m.encode()  # merge fields survive
+
+
+def bytes_per_node(shard_map: ShardMap, sizes: dict[int, int]) -> dict[int, int]:
+    held = dict.fromkeys(shard_map.nodes, 0)
+    for shard in shard_map.shards.values():
+        for n in shard.replicas:
+            held[n] += sizes[shard.shard_id]
+    return held
+
+
+def test_bytes_balance_once_counts_do_by_moves_that_narrow_the_gap() -> None:
+    """Equal replica counts can hide very unequal data: large replicas then move from the
+    node with the most bytes to the one with the fewest (swapped for smaller ones, so
+    counts stay balanced) until no move narrows the gap; a small gap moves nothing."""
+    m = cluster(4, 8)
+    sizes = {1: 800, 2: 10, 3: 10, 4: 10, 5: 800, 6: 10, 7: 10, 8: 10}
+    by_bytes = replace(SETTINGS, min_byte_gap_bytes=50, byte_gap_share=0.05)
+    before = bytes_per_node(m, sizes)
+    assert max(before.values()) - min(before.values()) == 1580  # one node holds no big one
+    settled, moves, _ = converge(m, set(m.nodes), by_bytes, sizes)
+    after = bytes_per_node(settled, sizes)
+    counts = replicas_per_node(settled)
+    assert max(counts.values()) - min(counts.values()) <= 1
+    # Six big replicas on four nodes: the best is two, two, one, one.
+    assert sorted(after.values()) == [850, 850, 1640, 1640], after
+    assert 0 < moves <= 8
+    # Below the gap worth moving data for, nothing moves.
+    assert plan(m, set(m.nodes), replace(by_bytes, min_byte_gap_bytes=10**6), sizes) == []

@@ -1433,7 +1433,7 @@ class NodeDriver:
             max_concurrent_moves=s.max_concurrent_moves,
             balance=not shard_map.rebalance_paused and not self.backing_off,
         )
-        changes = plan(shard_map, self.live_nodes(), settings)
+        changes = plan(shard_map, self.live_nodes(), settings, self._shard_sizes())
         if settings.balance:
             changes += plan_splits(
                 shard_map,

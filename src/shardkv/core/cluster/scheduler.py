@@ -3,7 +3,7 @@
 Pure and deterministic (PD's balance and replica checkers are the model): `plan` looks at
 the map and the set of live nodes and returns the shards to change in one decision round,
 each with a new epoch. The placement group's leader proposes them; it calls `plan` again
-only once the previous round applied. Three rules, in order:
+only once the previous round applied. The rules, in order:
 
 1. **Repair.** A shard with fewer live replicas than ``replicas`` (a node is dead: not
    heard from for ``dead_node_timeout_s``; or draining: ``shardkv node remove``) gets a
@@ -14,6 +14,11 @@ only once the previous round applied. Three rules, in order:
    than the least loaded one, one replica moves from the first to the second (a shard
    on the first and not on the second). Every move narrows the spread by two, so the
    number of moves is the minimum the counts need.
+2b. **Byte balance.** Once the counts are balanced, a large replica moves from the node
+   with the most data bytes to the one with the fewest (alone if that node also holds
+   more replicas, else swapped for a smaller one, so counts stay balanced), when their gap
+   is above ``min_byte_gap_bytes`` and ``byte_gap_share`` of the mean. Each move narrows
+   the gap it was made for, so the layout settles.
 3. **Leader balance.** While one live node is the preferred leader (``replicas[0]``) of at
    least two shards more than another that also holds one of them, that shard's replicas
    are reordered to prefer the second. No membership changes; the shard's leader hands
@@ -29,8 +34,6 @@ time), unless the target names a node that died or is draining: then that node i
 replaced in the target (rule 0). At most ``max_concurrent_moves`` shards have one.
 Over-replicated shards (more voters than ``replicas``, e.g. after ``shardkv member add``)
 are left as they are.
-Counts are by replica, not by bytes: shards are split to bounded sizes (`plan_splits`),
-so a count is a fair proxy for bytes.
 
 A shard with a split or merge under way (``ShardInfo.frozen``) is never changed by
 `plan`: those steps take the shard's next epochs.
@@ -64,14 +67,23 @@ class SchedulerSettings:
     max_leader_moves: int = 16
     #: Rules 2 and 3 (``shardkv rebalance pause`` turns them off; repair stays on).
     balance: bool = True
+    #: Rule 2b: the byte gap between the heaviest and the lightest live node that is
+    #: worth moving data for: above both this many bytes and this share of a node's
+    #: mean bytes.
+    min_byte_gap_bytes: int = 64 << 20
+    byte_gap_share: float = 0.1
 
 
 def plan(
-    shard_map: ShardMap, live: Collection[int], settings: SchedulerSettings
+    shard_map: ShardMap,
+    live: Collection[int],
+    settings: SchedulerSettings,
+    data_bytes: Mapping[int, int] | None = None,
 ) -> list[ShardInfo]:
     """The shards to change in this round (see the module docstring), ascending by id,
     each at most once and with its epoch raised by one. ``live``: nodes heard from
-    recently; nodes the map marks removed never count as live."""
+    recently; nodes the map marks removed never count as live. ``data_bytes``: each
+    shard's size as its leader reports it (rule 2b; missing: 0)."""
     alive = sorted(n for n in live if n in shard_map.nodes and shard_map.nodes[n].state == NODE_UP)
     if not alive:
         return []
@@ -172,9 +184,11 @@ def plan(
             for n in shard.replicas:
                 if n in on_node:
                     on_node[n].append(shard_id)
+    counts_balanced = False
     while budget > 0:
         move = _next_move(shards, changed, load, on_node, alive_set, domains)
         if move is None:
+            counts_balanced = True
             break
         shard, src, dst = move
         target = tuple(dst if n == src else n for n in shard.replicas)
@@ -182,6 +196,18 @@ def plan(
         load[src] -= 1
         load[dst] += 1
         budget -= 1
+
+    # 2b. Byte balance, once the counts are: one move, or a swap of two, from the node
+    # with the most bytes to the one with the fewest, narrowing the gap between them.
+    if counts_balanced and data_bytes and not any(s.target for s in shards.values()):
+        for shard, src, dst in _next_byte_moves(
+            shards, changed, data_bytes, load, on_node, alive_set, domains, settings
+        )[:budget]:
+            target = tuple(dst if n == src else n for n in shard.replicas)
+            changed[shard.shard_id] = replace(shard, epoch=shard.epoch + 1, target=target)
+            load[src] -= 1
+            load[dst] += 1
+            budget -= 1
 
     # 3. Leader balance (over the layout the moves lead to).
     leads = dict.fromkeys(alive, 0)
@@ -428,6 +454,69 @@ def _next_move(
         if load[src] - load[by_load[0]] <= 1:
             return None
     return None
+
+
+def _next_byte_moves(
+    shards: dict[int, ShardInfo],
+    changed: dict[int, ShardInfo],
+    data_bytes: Mapping[int, int],
+    load: dict[int, int],
+    on_node: dict[int, list[int]],
+    alive: frozenset[int],
+    domains: _Domains,
+    settings: SchedulerSettings,
+) -> list[tuple[ShardInfo, int, int]]:
+    """Rule 2b: [(shard, from, to)] moving bytes from the heaviest live node to the
+    lightest: one replica (if the heaviest also holds more replicas) or a swap of a
+    larger replica for a smaller one (counts stay as they are), the pair whose size
+    difference comes closest to half the gap, which narrows it. [] when the gap is below
+    ``min_byte_gap_bytes`` or ``byte_gap_share`` of the mean, or nothing narrows it."""
+    node_bytes = dict.fromkeys(alive, 0)
+    for shard_id, shard in shards.items():
+        now = changed.get(shard_id, shard)
+        for n in now.target or now.replicas:
+            if n in node_bytes:
+                node_bytes[n] += data_bytes.get(shard_id, 0)
+    if len(node_bytes) < 2:
+        return []
+    heavy = max(node_bytes, key=lambda n: (node_bytes[n], -n))
+    light = min(node_bytes, key=lambda n: (node_bytes[n], n))
+    gap = node_bytes[heavy] - node_bytes[light]
+    mean = sum(node_bytes.values()) / len(node_bytes)
+    if gap <= max(settings.min_byte_gap_bytes, settings.byte_gap_share * mean):
+        return []
+
+    def movable(shard_id: int, src: int, dst: int) -> bool:
+        shard = shards[shard_id]
+        if shard_id in changed or dst in shard.replicas:
+            return False
+        if any(n not in alive for n in shard.replicas):
+            return False
+        others = [n for n in shard.replicas if n != src]
+        return domains.score(dst, others) >= domains.score(src, others)
+
+    outgoing = [i for i in on_node[heavy] if movable(i, heavy, light)]
+    incoming: list[int | None] = [i for i in on_node[light] if movable(i, light, heavy)]
+    if load[heavy] > load[light]:
+        incoming.append(None)  # a single move keeps the counts within one
+    best: tuple[int, int, int | None] | None = None
+    for x in outgoing:
+        for y in incoming:
+            delta = data_bytes.get(x, 0) - (data_bytes.get(y, 0) if y is not None else 0)
+            if not 0 < delta < gap:
+                continue
+            miss = abs(gap - 2 * delta)
+            if best is None or miss < best[0]:
+                best = (miss, x, y)
+    if best is None:
+        return []
+    _, x, y = best
+    moves = [(shards[x], heavy, light)]
+    on_node[heavy].remove(x)
+    if y is not None:
+        moves.append((shards[y], light, heavy))
+        on_node[light].remove(y)
+    return moves
 
 
 def _next_leader_move(
