@@ -218,7 +218,7 @@ def print_shards(rows: list[tuple[str, dict[str, object] | None]]) -> None:
     if shards:
         table = Table(title="ShardKV shards")
         columns = ("shard", "slots", "epoch", "leader", "replicas", "applied", "lag", "keys")
-        for col in (*columns, "bytes"):
+        for col in (*columns, "bytes", "state"):
             table.add_column(col)
         for shard_id, views in sorted(shards.items()):
             leader = next((v for v in views if v["role"] == "leader"), None)
@@ -235,5 +235,6 @@ def print_shards(rows: list[tuple[str, dict[str, object] | None]]) -> None:
                 str(max(applied) - min(applied)),
                 str(ref["keys"]) if leader else "",
                 format_bytes(int(str(ref.get("data_bytes", 0)))) if leader else "",
+                str(ref.get("state", "")),
             )
         Console().print(table)

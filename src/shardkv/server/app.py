@@ -27,7 +27,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shardkv.core.cluster.placement import SHARD_MAP_KEY
-from shardkv.core.cluster.shardmap import NODE_UP, ShardMap
+from shardkv.core.cluster.shardmap import NODE_UP, ShardInfo, ShardMap
 from shardkv.core.engine import DATA, META, WriteBatch
 from shardkv.core.kv import KVStateMachine
 from shardkv.core.kv.scope import KeyScope
@@ -662,8 +662,10 @@ class Server:
             )
         else:
             shards = []
+            current = self.cluster.runtime.shard_map
             for shard, r in self.cluster.runtime.groups():
                 rst = r.raw.status()
+                entry = current.shards.get(shard.shard_id) if current is not None else None
                 shards.append(
                     {
                         "shard": shard.shard_id,
@@ -680,6 +682,7 @@ class Server:
                         "data_bytes": r.machine.data_bytes()
                         if isinstance(r.machine, KVStateMachine)
                         else 0,
+                        "state": _shard_state(entry, r.retired),
                     }
                 )
             body["shards"] = shards
@@ -777,3 +780,18 @@ def run_server(config: ServerConfig) -> int:
 
 
 __all__ = ["Server", "run_server"]
+
+
+def _shard_state(entry: ShardInfo | None, retired: bool) -> str:
+    """What is under way for a shard, for operators (``shardkv shard list``)."""
+    if retired:
+        return "retired"
+    if entry is None:
+        return ""
+    if entry.merge_into:
+        return f"merging into {entry.merge_into}"
+    if entry.absorb:
+        return f"absorbing {entry.absorb}"
+    if entry.split:
+        return f"splitting off {entry.split[0]}"
+    return "moving" if entry.target else ""
