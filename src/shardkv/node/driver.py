@@ -488,14 +488,13 @@ class NodeDriver:
                 value.decode()
             )
         for key, value in self._engine.scan(META, MEMBER_PREFIX, MEMBER_PREFIX_END, 1000):
+            # (Dialled by `dial_known_peers` once the transport runs.)
             node_id = int.from_bytes(key[len(MEMBER_PREFIX) :], "big")
             self._peer_addresses[node_id] = value.decode()
-            if node_id != self.node_id:
-                self.add_peer(node_id, value.decode())
         if self.snapshots.files is not None:
             for group_id, g in self._groups.items():
                 if not g.storage.placeholder:
-                    self.snapshots.track(group_id, g.storage.snapshot().data)
+                    self.snapshots.track(group_id, g.storage.stored_snapshot_data())
             self.snapshots.remove_unreferenced(min_age_s=0)  # nothing is in flight yet
         for g in list(self._groups.values()):
             self._retire_overlapped(g)  # (a crash between an install and its retire)
@@ -1990,8 +1989,12 @@ class NodeDriver:
         self._activate(p)
 
     def dial_known_peers(self) -> None:
-        """Dial every node the map knows that the flags and membership did not name (a
-        node restarted with only its data dir knows its peers from the map)."""
+        """Once the transport runs: dial every peer the node knows, from its flags, the
+        memberships applied here (a node added by a move since the flags were written)
+        and the map (a node restarted with only its data dir knows its peers from it)."""
+        for node_id, address in sorted(self._peer_addresses.items()):
+            if node_id != self.node_id:
+                self.add_peer(node_id, address)
         if self.shard_map is not None:
             self._follow_map_peers(self.shard_map)
 

@@ -353,6 +353,12 @@ class RaftLogStorage:
             )
         return Snapshot(meta, data if data is not None else b"")
 
+    def stored_snapshot_data(self) -> bytes:
+        """The newest snapshot's data as stored (b"" if none), whether or not `snapshot`
+        would hand it out now."""
+        data = self._engine.get(RAFT_STATE, state_key(self._group_id, _SNAPSHOT_DATA_NAME))
+        return data if data is not None and self._current.snapshot.index else b""
+
     @property
     def snapshot_pending(self) -> bool:
         """Whether the newest snapshot is a split child's placeholder, or predates a
