@@ -1726,10 +1726,10 @@ class NodeDriver:
         self._active.pop(group_id, None)
         self._unplaced_checks.pop(group_id, None)
         g.replica.fail_pending(REPLICA_GONE)
-        for first, last in g.shard.slot_ranges:
-            for slot in range(first, last + 1):
-                if self._slot_group[slot] is g:
-                    self._slot_group[slot] = None
+        slot_group = self._slot_group
+        for slot, owner in enumerate(slot_group):
+            if owner is g:
+                slot_group[slot] = None
         batch = WriteBatch()
         RaftLogStorage.stage_destroy(group_id, batch)
         machine = g.replica.machine
