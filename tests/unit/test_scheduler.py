@@ -381,3 +381,15 @@ def test_bytes_balance_once_counts_do_by_moves_that_narrow_the_gap() -> None:
     assert 0 < moves <= 8
     # Below the gap worth moving data for, nothing moves.
     assert plan(m, set(m.nodes), replace(by_bytes, min_byte_gap_bytes=10**6), sizes) == []
+
+
+def test_a_merge_under_way_never_blocks_the_repair_of_other_shards() -> None:
+    """A dead node: the merging pair waits (its steps take its epochs), every other shard
+    is repaired, paused or not, and the round is one the map accepts."""
+    m = add_nodes(cluster(3, 4), 1)
+    m = m.with_shards([replace(m.shards[2], merge_into=1, epoch=m.shards[2].epoch + 1)])
+    for settings in (SETTINGS, replace(SETTINGS, balance=False)):
+        changes = plan(m, {1, 2, 4}, settings)
+        assert {c.shard_id for c in changes} == {3, 4}
+        assert all(3 not in c.target for c in changes)
+        m.with_shards(changes)  # valid: no target on a merging shard

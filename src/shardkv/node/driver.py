@@ -105,6 +105,7 @@ from shardkv.core.kv.scope import (
     SlotRange,
     encode_scope_record,
     merge_scopes,
+    scope_record_changed_at,
     split_scope,
 )
 from shardkv.core.raft import (
@@ -579,10 +580,12 @@ class NodeDriver:
         replica.on_serve = self._serve_hook(g)
         replica.on_split = self._split_hook(g)
         replica.on_scope_change = lambda: self._on_scope_change(g)
-        if record is not None and storage.snapshot_index < applied:
-            # Its slots changed by its log at some time, maybe after its last snapshot:
-            # send none older than what is applied now (`snapshot_stale_below`).
-            storage.snapshot_stale_below = applied
+        raw_record = self._engine.get(META, scope_key(group_id)) if record is not None else None
+        changed_at = scope_record_changed_at(raw_record) if raw_record is not None else 0
+        if changed_at > storage.snapshot_index:
+            # Its slots changed after its last snapshot: send none older (it would bring
+            # slots the shard no longer owns, or miss ones it took).
+            storage.snapshot_stale_below = changed_at
         if storage.snapshot_pending:
             g.snapshot_due = True  # a split child, or slots changed: a snapshot soon
         self._groups[group_id] = g
@@ -633,6 +636,12 @@ class NodeDriver:
         boot_index = max(1, read_applied_index(engine, group_id))
         batch = WriteBatch()
         stage_applied_index(group_id, boot_index, batch)
+        if engine.get(META, scope_key(group_id)) is None:
+            # Every shard's replicas know their slots from their own state, never from a
+            # map that may be newer than what they applied (a merge they missed).
+            batch.put(
+                META, scope_key(group_id), encode_scope_record(shard.epoch, shard.slot_ranges)
+            )
         engine.write(batch)
         data = self.snapshots.build(engine.consistent_view(), shard.scope)
         voters = ConfState.of(list(shard.replicas))
@@ -1121,6 +1130,8 @@ class NodeDriver:
             replica = h.replica
             if h is g or replica.retired or replica.group_id == PLACEMENT_GROUP_ID:
                 continue
+            if not self._merged_away(h, g.replica.group_id):
+                continue  # (e.g. a parent whose split child was opened here from the map)
             if not any(
                 mask[slot]
                 for first, last in replica.machine.scope.slot_ranges
@@ -1701,8 +1712,9 @@ class NodeDriver:
             return False
         if shard is None and g.replica.retired:
             # Merged: the survivor holds its slots, data and counters on every node that
-            # applied the absorb, and the map records the merge only once they all have.
-            return not g.snapshot_running
+            # applied the absorb. Kept while a replica here has not applied all the slots
+            # the map gives its shard: it may be the survivor, still to absorb this data.
+            return not g.snapshot_running and not self._survivor_lags()
         if shard is None and (
             group_id > shard_map.last_shard_id
             or any(s.split[0] == group_id for s in shard_map.pending_splits() if s.split)
@@ -1713,6 +1725,23 @@ class NodeDriver:
             return False
         member = replica.raw.conf_state().is_member(self.node_id)
         return not member or replica.leader_id == 0
+
+    def _survivor_lags(self) -> bool:
+        """Whether a replica here has not applied every slot the map gives its shard (an
+        absorb it has not reached yet)."""
+        shard_map = self.shard_map
+        if shard_map is None:
+            return True
+        for group_id, h in self._groups.items():
+            shard = shard_map.shards.get(group_id)
+            if shard is None or h.replica.retired or group_id == PLACEMENT_GROUP_ID:
+                continue
+            have = h.replica.machine.scope.slot_ranges
+            if not all(
+                any(first <= a and b <= last for first, last in have) for a, b in shard.slot_ranges
+            ):
+                return True
+        return False
 
     def _destroy_group(self, group_id: int) -> None:
         """Delete this node's replica of ``group_id``: its log, Raft state, KV data and
@@ -2237,6 +2266,11 @@ class NodeDriver:
                 if g.hibernating:
                     continue
             if balance and not self.stopping:
+                if g.replica.holding and raw.role is Role.LEADER:
+                    # A leader that cannot apply (its absorb waits) serves nobody.
+                    transferee = self._best_transferee(g)
+                    if transferee:
+                        raw.transfer_leader(transferee)
                 # Before the tick: the tick may run check-quorum, which clears every
                 # follower's recent_active flag that this check relies on.
                 self._hand_to_preferred_leader(g)

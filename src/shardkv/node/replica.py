@@ -445,8 +445,8 @@ class Replica:
     def _must_hold(self, entry: Entry) -> bool:
         """Whether ``entry`` is an absorb whose source has not retired on this node yet
         (applying it now could let that replica write into slots this group serves)."""
-        if entry.type is EntryType.CONF_CHANGE or not entry.data:
-            return False
+        if entry.type is EntryType.CONF_CHANGE or ABSORB_COMMAND not in entry.data:
+            return False  # (the common case, without decoding the entry)
         commands = decode_proposal(entry.data).commands
         if len(commands) != 1 or commands[0][0] != ABSORB_COMMAND:
             return False
@@ -603,7 +603,7 @@ class Replica:
             data_bytes_key(order.source),
         ):
             batch.delete(META, key)
-        record = encode_scope_record(order.epoch, merged.slot_ranges)
+        record = encode_scope_record(order.epoch, merged.slot_ranges, changed_at=index)
         batch.put(META, scope_key(self.group_id), record)
         stage_applied_index(self.group_id, index, batch)
         write_now(batch)
@@ -657,7 +657,9 @@ class Replica:
             META, scope_key(child.group_id), encode_scope_record(order.epoch, child.slot_ranges)
         )
         batch.put(
-            META, scope_key(self.group_id), encode_scope_record(order.epoch, kept.slot_ranges)
+            META,
+            scope_key(self.group_id),
+            encode_scope_record(order.epoch, kept.slot_ranges, changed_at=index),
         )
         stage_applied_index(self.group_id, index, batch)
         after_written = self.on_split(order, child, voters, learners, batch)

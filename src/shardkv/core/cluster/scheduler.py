@@ -93,6 +93,8 @@ def plan(
         n for n in live if n in shard_map.nodes and shard_map.nodes[n].state != NODE_REMOVED
     )
     shards = shard_map.shards
+    # A split or merge under way takes the shard's next epochs: no rule touches it.
+    frozen = shard_map.frozen_ids()
     changed: dict[int, ShardInfo] = {}
     load = dict.fromkeys(alive, 0)
     for shard in shards.values():
@@ -107,7 +109,7 @@ def plan(
     # would hold its slot of the budget forever): aim it at another node instead.
     for shard_id, shard in sorted(shards.items()):
         gone = [n for n in shard.target if n not in alive_set]
-        if not gone:
+        if not gone or shard_id in frozen:
             continue
         retarget = [n for n in shard.target if n in alive_set]
         for _ in gone:
@@ -134,7 +136,7 @@ def plan(
     for shard_id, shard in sorted(shards.items()):
         if budget <= 0:
             break
-        if shard.target:
+        if shard.target or shard_id in frozen:
             continue
         kept = [n for n in shard.replicas if n in alive_set]
         voters_alive = sum(1 for n in shard.replicas if n in voting)
@@ -159,7 +161,9 @@ def plan(
     for shard_id, shard in sorted(shards.items()):
         if budget <= 0:
             break
-        if shard.target or shard_id in changed or any(n not in alive_set for n in shard.replicas):
+        if shard.target or shard_id in changed or shard_id in frozen:
+            continue
+        if any(n not in alive_set for n in shard.replicas):
             continue
         misplaced = domains.misplaced(shard.replicas, alive)
         if misplaced is None:
@@ -180,7 +184,7 @@ def plan(
     # 2. Replica balance.
     on_node: dict[int, list[int]] = {n: [] for n in alive}
     for shard_id, shard in sorted(shards.items()):
-        if not shard.target and shard_id not in changed:
+        if not shard.target and shard_id not in changed and shard_id not in frozen:
             for n in shard.replicas:
                 if n in on_node:
                     on_node[n].append(shard_id)
@@ -200,9 +204,10 @@ def plan(
     # 2b. Byte balance, once the counts are: one move, or a swap of two, from the node
     # with the most bytes to the one with the fewest, narrowing the gap between them.
     if counts_balanced and data_bytes and not any(s.target for s in shards.values()):
-        for shard, src, dst in _next_byte_moves(
+        byte_moves = _next_byte_moves(
             shards, changed, data_bytes, load, on_node, alive_set, domains, settings
-        )[:budget]:
+        )
+        for shard, src, dst in byte_moves if len(byte_moves) <= budget else []:
             target = tuple(dst if n == src else n for n in shard.replicas)
             changed[shard.shard_id] = replace(shard, epoch=shard.epoch + 1, target=target)
             load[src] -= 1
@@ -217,7 +222,7 @@ def plan(
             leads[first] += 1
     preferred_on: dict[int, list[int]] = {}
     for shard_id, shard in sorted(shards.items()):
-        if not shard.target and shard_id not in changed:
+        if not shard.target and shard_id not in changed and shard_id not in frozen:
             preferred_on.setdefault(shard.replicas[0], []).append(shard_id)
     for _ in range(settings.max_leader_moves):
         reorder = _next_leader_move(shards, changed, leads, preferred_on, alive_set)
@@ -230,10 +235,7 @@ def plan(
         if src in leads:
             leads[src] -= 1
         leads[dst] += 1
-    # (A shard with a split or merge under way counted above as it stands; it is not
-    # changed: its own steps take its next epochs.)
-    frozen = shard_map.frozen_ids()
-    return [changed[i] for i in sorted(changed) if i not in frozen]
+    return [changed[i] for i in sorted(changed)]
 
 
 def split_point(shard: ShardInfo) -> int | None:

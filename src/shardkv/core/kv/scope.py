@@ -112,10 +112,24 @@ def merge_scopes(survivor: KeyScope, absorbed: KeyScope) -> KeyScope:
     return KeyScope(survivor.group_id, tuple(joined))
 
 
-def encode_scope_record(epoch: int, slot_ranges: tuple[SlotRange, ...]) -> bytes:
-    """A shard's applied scope as its own log set it: ``{"epoch": E, "ranges": [[a, b]]}``."""
-    doc = {"epoch": epoch, "ranges": [list(r) for r in slot_ranges]}
+def encode_scope_record(
+    epoch: int, slot_ranges: tuple[SlotRange, ...], changed_at: int = 0
+) -> bytes:
+    """A shard's applied scope as its own log set it: ``{"epoch": E, "ranges": [[a, b]]}``,
+    and the log index of the entry that changed its slots (``"changed_at"``; absent for
+    a shard's first scope and a retire: no snapshot before it is wrong to send)."""
+    doc: dict[str, object] = {"epoch": epoch, "ranges": [list(r) for r in slot_ranges]}
+    if changed_at:
+        doc["changed_at"] = changed_at
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+def scope_record_changed_at(data: bytes) -> int:
+    """The ``changed_at`` index of a scope record (0 if none). Raises ``ValueError``."""
+    try:
+        return int(json.loads(data).get("changed_at", 0))
+    except (AttributeError, TypeError) as exc:
+        raise ValueError(f"unreadable scope record {data[:80]!r}") from exc
 
 
 def decode_scope_record(data: bytes) -> tuple[int, tuple[SlotRange, ...]]:
