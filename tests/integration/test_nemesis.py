@@ -77,7 +77,13 @@ MIN_ACKNOWLEDGED_WRITES = 200
 #: Snapshot (and compact the log) this often, so that a member down for a few seconds falls
 #: behind the leader's log and catches up through InstallSnapshot, not only by appends.
 SNAPSHOT_INTERVAL_ENTRIES = int(os.environ.get("SHARDKV_NEMESIS_SNAPSHOT_ENTRIES", "1000"))
-LOGGED_EVENTS = ("snapshot_taken", "snapshot_sent", "raft_role_changed")
+LOGGED_EVENTS = (
+    "snapshot_taken",
+    "snapshot_sent",
+    "raft_role_changed",
+    "shard_split_applied",
+    "shard_absorbed",
+)
 
 
 def _config_args(tmp_path: Path, snapshot_interval_entries: int) -> list[str]:
@@ -217,7 +223,8 @@ async def test_under_kills_pauses_and_partitions_histories_are_linearizable_and_
         assert ran == {*FAULT_KINDS, "split", "join", "remove"}, (
             f"not every kind of fault ran: {injected}"
         )
-        assert shards_after > SHARDS, "no split was applied"
+        # (Small, cold shards above the 4 the cluster began with may merge back.)
+        assert logged["shard_split_applied"] > 0, "no split was applied"
         # The drained node holds nothing; every shard kept its replicas on live nodes.
         assert drained_map is not None
         for shard in drained_map.shards.values():

@@ -145,7 +145,7 @@ def main() -> None:
     "--shard-min-count",
     type=int,
     default=None,
-    help="Merges never leave fewer shards than this. [16]",
+    help="Merges never leave fewer shards than this; 0: as many as the cluster began with. [0]",
 )
 @click.option(
     "--snapshot-send-bytes-per-s",

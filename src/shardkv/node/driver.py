@@ -78,6 +78,7 @@ from shardkv.core.cluster.scheduler import (
     split_point,
 )
 from shardkv.core.cluster.shardmap import (
+    DEFAULT_SHARD_COUNT,
     NODE_DRAINING,
     NODE_REMOVED,
     NODE_UP,
@@ -227,10 +228,11 @@ class ClusterSettings:
     #: Placement: two adjacent shards merge when together they hold fewer data bytes than
     #: this (and than a quarter of ``shard_split_bytes``, so a merge never splits again
     #: soon) and each executes fewer client commands per second than
-    #: ``shard_merge_ops_per_s``, while there are more than ``shard_min_count`` shards.
+    #: ``shard_merge_ops_per_s``, while there are more than ``shard_min_count`` shards
+    #: (0: the number the cluster was created with).
     shard_merge_bytes: int = 8 << 20
     shard_merge_ops_per_s: float = 50.0
-    shard_min_count: int = 16
+    shard_min_count: int = 0
     #: Placement: no balance move or split starts while a live node's write p99 is above
     #: this (ms; 0: never back off). Repairs and drains go on.
     rebalance_max_p99_ms: float = 500.0
@@ -1461,7 +1463,9 @@ class NodeDriver:
                 MergeSettings(
                     max_bytes=min(s.shard_merge_bytes, s.shard_split_bytes // 4),
                     max_ops_per_s=s.shard_merge_ops_per_s,
-                    min_shards=s.shard_min_count,
+                    min_shards=(
+                        s.shard_min_count or shard_map.initial_shards or DEFAULT_SHARD_COUNT
+                    ),
                     max_pending=s.max_concurrent_moves,
                 ),
                 live=self.live_nodes(),

@@ -106,10 +106,11 @@ class ServerConfig:
     #: Two shards whose slots touch merge when together they hold fewer key and value
     #: bytes than this (and than a quarter of ``shard_split_bytes``), each runs fewer
     #: client commands per second than ``shard_merge_ops_per_s``, and the cluster has
-    #: more than ``shard_min_count`` shards (the floor keeps a new cluster's shards).
+    #: more than ``shard_min_count`` shards (0, the default: as many as the cluster was
+    #: created with, ``--shards``).
     shard_merge_bytes: int = 8 << 20
     shard_merge_ops_per_s: float = 50.0
-    shard_min_count: int = 16
+    shard_min_count: int = 0
     #: Snapshot bytes per second a node sends to all its peers together (moves, catch-up),
     #: so rebalancing cannot take all of a node's disk and network; 0: no limit.
     snapshot_send_bytes_per_s: int = 100 << 20
@@ -144,7 +145,6 @@ class ServerConfig:
             "max_concurrent_moves",
             "shard_split_bytes",
             "shard_merge_bytes",
-            "shard_min_count",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -154,6 +154,8 @@ class ServerConfig:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ConfigError(f"{name} must be a TCP port (0-65535), got {value}")
+        if self.shard_min_count < 0:
+            raise ConfigError(f"shard_min_count must be >= 0, got {self.shard_min_count}")
         if self.shard_merge_ops_per_s < 0:
             raise ConfigError(
                 f"shard_merge_ops_per_s must be >= 0, got {self.shard_merge_ops_per_s}"

@@ -13,7 +13,7 @@ group, META on every node) and who changes it live elsewhere.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from shardkv.core.cluster.slots import SLOT_COUNT
@@ -125,6 +125,9 @@ class ShardMap:
     #: The highest shard id ever given (split children included), so a shard id is
     #: never used twice (`next_shard_id`).
     last_shard_id: int = 0
+    #: Shards the cluster was created with (0: not recorded, a map older than merges):
+    #: merges never leave fewer unless ``shard_min_count`` says otherwise.
+    initial_shards: int = 0
     _slot_owner: list[int] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -222,12 +225,7 @@ class ShardMap:
 
     def with_node(self, node: NodeInfo) -> ShardMap:
         """A copy where ``node`` replaces the node with its id (or is added)."""
-        return ShardMap(
-            {**self.nodes, node.node_id: node},
-            dict(self.shards),
-            self.rebalance_paused,
-            self.last_shard_id,
-        )
+        return replace(self, nodes={**self.nodes, node.node_id: node}, shards=dict(self.shards))
 
     def with_shards(self, shards: list[ShardInfo]) -> ShardMap:
         """A copy where each of ``shards`` replaces the shard with its id (or is added).
@@ -240,11 +238,8 @@ class ShardMap:
                 raise ShardMapError(
                     f"shard {shard.shard_id}: epoch {shard.epoch} does not rise above {old.epoch}"
                 )
-        return ShardMap(
-            dict(self.nodes),
-            {**self.shards, **{s.shard_id: s for s in shards}},
-            self.rebalance_paused,
-            self.last_shard_id,
+        return replace(
+            self, nodes=dict(self.nodes), shards={**self.shards, **{s.shard_id: s for s in shards}}
         )
 
     def with_merge(self, survivor: ShardInfo, absorbed_id: int) -> ShardMap:
@@ -268,10 +263,12 @@ class ShardMap:
             )
         shards = {**self.shards, survivor.shard_id: survivor}
         del shards[absorbed_id]
-        return ShardMap(dict(self.nodes), shards, self.rebalance_paused, self.last_shard_id)
+        return replace(self, nodes=dict(self.nodes), shards=shards)
 
     def with_rebalance_paused(self, paused: bool) -> ShardMap:
-        return ShardMap(dict(self.nodes), dict(self.shards), paused, self.last_shard_id)
+        return replace(
+            self, nodes=dict(self.nodes), shards=dict(self.shards), rebalance_paused=paused
+        )
 
     def up_nodes(self) -> list[int]:
         """Ids of the nodes not removed, ascending."""
@@ -296,6 +293,7 @@ class ShardMap:
             ],
             "rebalance_paused": self.rebalance_paused,
             "last_shard_id": self.last_shard_id,
+            "initial_shards": self.initial_shards,
             "shards": [encode_shard_fields(s) for _, s in sorted(self.shards.items())],
         }
         return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
@@ -312,11 +310,12 @@ class ShardMap:
             shards = {int(s[0]): decode_shard_fields(s) for s in doc["shards"]}
             paused = bool(doc.get("rebalance_paused", False))
             last_shard_id = int(doc.get("last_shard_id", 0))
+            initial_shards = int(doc.get("initial_shards", 0))
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             if isinstance(exc, ShardMapError):
                 raise
             raise ShardMapError(f"unreadable shard map: {exc}") from exc
-        return cls(nodes, shards, paused, last_shard_id)
+        return cls(nodes, shards, paused, last_shard_id, initial_shards)
 
 
 def encode_shard_fields(shard: ShardInfo) -> list[Any]:
@@ -406,4 +405,4 @@ def initial_layout(
         placed = tuple(node_ids[(i + k) % len(node_ids)] for k in range(count))
         shards[i + 1] = ShardInfo(i + 1, (slot_range,), placed, epoch=1)
     nodes = {n: NodeInfo(n, members[n]) for n in node_ids}
-    return ShardMap(nodes, shards)
+    return ShardMap(nodes, shards, initial_shards=shard_count)
