@@ -111,13 +111,15 @@ class Server:
                 on_fatal=self._on_storage_failure,
             )
             self._machines = [machine]
+        # The admin port first: once a client's PING is answered, status and health are
+        # too (a script that waits for PING and then asks /v1/status must not race).
+        await self._start_admin()
         factory: Any = self._accept_tls if self._ssl is not None else self._accept_plain
         self._listener = await loop.create_server(
             factory, host=cfg.bind, port=cfg.port, backlog=cfg.backlog, reuse_address=True
         )
         sock = self._listener.sockets[0]
         self.port = sock.getsockname()[1]
-        await self._start_admin()
         self._sweeper = asyncio.create_task(self._sweep_expired())
         if cfg.idle_timeout_s > 0:
             self._idle_closer = asyncio.create_task(self._close_idle_clients())
