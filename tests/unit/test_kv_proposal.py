@@ -6,7 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shardkv.core.kv.proposal import ProposalDecodeError, decode_proposal, encode_proposal
+from shardkv.core.kv.proposal import (
+    ProposalDecodeError,
+    decode_proposal,
+    encode_proposal,
+    lone_command_name,
+)
 
 commands = st.lists(st.lists(st.binary(max_size=20), min_size=1, max_size=5), max_size=8)
 
@@ -36,3 +41,12 @@ def test_unknown_versions_are_refused() -> None:
     data[0] = 9
     with pytest.raises(ProposalDecodeError, match="version 9"):
         decode_proposal(bytes(data))
+
+
+def test_the_lone_command_name_is_read_without_decoding_the_entry() -> None:
+    assert lone_command_name(encode_proposal(5, [[b"\x00absorb", b"2", b"9", b"0-9"]])) == (
+        b"\x00absorb"
+    )
+    assert lone_command_name(encode_proposal(5, [[b"SET", b"k", b"\x00absorb"]])) == b"SET"
+    assert lone_command_name(encode_proposal(5, [[b"\x00absorb"], [b"GET", b"k"]])) is None
+    assert lone_command_name(b"") is None

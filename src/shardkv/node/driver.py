@@ -1117,9 +1117,7 @@ class NodeDriver:
         shard = shard_map.shards.get(group_id)
         if shard is not None:
             return shard.merge_into == survivor
-        return group_id <= shard_map.last_shard_id and not any(
-            s.split[0] == group_id for s in shard_map.pending_splits() if s.split
-        )
+        return not shard_map.awaits_child(group_id)
 
     def _retire_overlapped(self, g: _GroupState) -> None:
         """``g``'s scope grew (an absorb, or a snapshot taken after one): any other replica
@@ -1154,7 +1152,7 @@ class NodeDriver:
                 META, scope_key(replica.group_id), encode_scope_record(replica.scope_epoch, ())
             )
             self._engine.write(batch)
-            replica.retire_here()
+            replica.retire_here(replica.scope_epoch)
             log.warning(
                 "replica_retired_by_survivor", shard=replica.group_id, survivor=g.replica.group_id
             )
@@ -1719,10 +1717,7 @@ class NodeDriver:
             # applied the absorb. Kept while a replica here has not applied all the slots
             # the map gives its shard: it may be the survivor, still to absorb this data.
             return not g.snapshot_running and not self._survivor_lags()
-        if shard is None and (
-            group_id > shard_map.last_shard_id
-            or any(s.split[0] == group_id for s in shard_map.pending_splits() if s.split)
-        ):
+        if shard is None and shard_map.awaits_child(group_id):
             return False  # a split child the map does not record yet
         replica = g.replica
         if replica.is_leader or g.snapshot_running:
@@ -2090,16 +2085,11 @@ class NodeDriver:
 
     def group_sizes(self) -> dict[int, tuple[int, int, int, bool]]:
         """group id -> (data bytes, client commands executed, scope epoch, retired) of
-        every data group (what a status report carries besides Raft's view)."""
+        every data group: what a status report carries besides Raft's view."""
         return {
-            gid: (
-                _data_bytes(g),
-                g.replica.commands_applied,
-                g.replica.scope_epoch,
-                g.replica.retired,
-            )
-            for gid, g in self._groups.items()
-            if gid != PLACEMENT_GROUP_ID
+            r.group_id: (r.data_bytes, r.commands_applied, r.scope_epoch, r.retired)
+            for r in self.group_reports()
+            if r.group_id != PLACEMENT_GROUP_ID
         }
 
     def all_replicas(self) -> list[Replica]:

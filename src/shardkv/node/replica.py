@@ -53,7 +53,7 @@ from shardkv.core.kv.codec import (
     key_count_key,
     scope_key,
 )
-from shardkv.core.kv.proposal import decode_proposal, encode_proposal
+from shardkv.core.kv.proposal import decode_proposal, encode_proposal, lone_command_name
 from shardkv.core.kv.scope import KeyScope, encode_scope_record, merge_scopes, split_scope
 from shardkv.core.raft import (
     ConfChange,
@@ -445,13 +445,10 @@ class Replica:
     def _must_hold(self, entry: Entry) -> bool:
         """Whether ``entry`` is an absorb whose source has not retired on this node yet
         (applying it now could let that replica write into slots this group serves)."""
-        if entry.type is EntryType.CONF_CHANGE or ABSORB_COMMAND not in entry.data:
+        if entry.type is EntryType.CONF_CHANGE or lone_command_name(entry.data) != ABSORB_COMMAND:
             return False  # (the common case, without decoding the entry)
-        commands = decode_proposal(entry.data).commands
-        if len(commands) != 1 or commands[0][0] != ABSORB_COMMAND:
-            return False
         try:
-            order = decode_absorb_command(self.group_id, commands[0])
+            order = decode_absorb_command(self.group_id, decode_proposal(entry.data).commands[0])
         except MergeCommandError:
             return False  # refused when applied
         return order.epoch > self.scope_epoch and not self.source_retired(order.source)
@@ -561,18 +558,17 @@ class Replica:
             return ErrorReply("ERR retire refused: the shard's epoch is already past it"), machine
         self._write_through(self.applied_index, batch, write_now)
         batch.put(META, scope_key(self.group_id), encode_scope_record(order.epoch, ()))
-        self.retired = True
-        retired = self._narrow_to(KeyScope(self.group_id, ()), order.epoch)
+        retired = self.retire_here(order.epoch)
         log.info("shard_retired", shard=self.group_id, into=order.survivor, epoch=order.epoch)
         retired.begin_batch()
         return OK, retired
 
-    def retire_here(self) -> None:
-        """Retire this replica without its shard's retire entry (call between cycles):
-        a survivor here took its slots, so its shard retired on a quorum already. The
-        caller writes the scope record."""
+    def retire_here(self, epoch: int) -> KVStateMachine:
+        """Serve nothing from now on, at ``epoch``: the retire entry applied, or (called
+        between cycles) a survivor here took this replica's slots, so its shard retired
+        on a quorum already. The caller writes the scope record."""
         self.retired = True
-        self._narrow_to(KeyScope(self.group_id, ()), self.scope_epoch)
+        return self._narrow_to(KeyScope(self.group_id, ()), epoch)
 
     def _apply_absorb(
         self,
@@ -596,7 +592,6 @@ class Replica:
         self._write_through(self.applied_index, batch, write_now)
         machine.begin_batch()
         keys, expiring, data_bytes = machine.absorb(order.source_scope)
-        batch.extend(machine.finish_batch())
         for key in (
             key_count_key(order.source),
             expires_count_key(order.source),
@@ -605,9 +600,7 @@ class Replica:
             batch.delete(META, key)
         record = encode_scope_record(order.epoch, merged.slot_ranges, changed_at=index)
         batch.put(META, scope_key(self.group_id), record)
-        stage_applied_index(self.group_id, index, batch)
-        write_now(batch)
-        batch.ops.clear()
+        self._write_through(index, batch, write_now)
         self.scope_changed_index = index
         widened = self._narrow_to(merged, order.epoch)
         self.on_absorbed(order)

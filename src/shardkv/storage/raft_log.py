@@ -368,8 +368,7 @@ class RaftLogStorage:
     @property
     def placeholder(self) -> bool:
         """Whether the newest snapshot is a split child's placeholder (no data of its own)."""
-        data = self._engine.get(RAFT_STATE, state_key(self._group_id, _SNAPSHOT_DATA_NAME))
-        return data == SPLIT_PENDING_SNAPSHOT_DATA
+        return self.stored_snapshot_data() == SPLIT_PENDING_SNAPSHOT_DATA
 
     # -- inspection -----------------------------------------------------------------------
 

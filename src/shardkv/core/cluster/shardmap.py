@@ -208,6 +208,13 @@ class ShardMap:
         ids = {s.shard_id for s in self.shards.values() if s.frozen}
         return ids | {s.merge_into for s in self.shards.values() if s.merge_into}
 
+    def awaits_child(self, shard_id: int) -> bool:
+        """Whether ``shard_id`` may be a split child not recorded yet: above every id the
+        map gave, or the child of a split ordered and not yet recorded."""
+        return shard_id > self.last_shard_id or any(
+            s.split[0] == shard_id for s in self.pending_splits() if s.split
+        )
+
     def pending_merges(self) -> list[ShardInfo]:
         """Shards ordered to merge into another (``merge_into``) and not yet dropped."""
         return [s for _, s in sorted(self.shards.items()) if s.merge_into]

@@ -44,6 +44,19 @@ def encode_proposal(now_ms: int, commands: list[list[bytes]]) -> bytes:
     return b"".join(parts)
 
 
+def lone_command_name(data: bytes) -> bytes | None:
+    """The name (first arg) of the command of a proposal that carries exactly one, read
+    without decoding the rest; None for any other payload. Cheap enough for every entry."""
+    if len(data) < _HEADER.size + 8:
+        return None
+    _, _, count = _HEADER.unpack_from(data, 0)
+    if count != 1:
+        return None
+    (size,) = _U32.unpack_from(data, _HEADER.size + 4)
+    start = _HEADER.size + 8
+    return data[start : start + size]
+
+
 def decode_proposal(data: bytes) -> Proposal:
     """Decode an entry payload; raises :class:`ProposalDecodeError` on malformed input."""
     if not data:
