@@ -467,7 +467,10 @@ class NodeDriver:
             placement.replica.machine.shard_map = shard_map
         fresh: set[int] = set()
         for shard in shard_map.shards_on(self.node_id):
-            _, new = self._open_group(shard, bootstrap=not s.join)
+            # Only a shard of the cluster's first layout (epoch 1: never moved or split)
+            # starts its log here; one placed here later gets its state from its leader
+            # (a node that restarts before that snapshot arrived must not invent one).
+            _, new = self._open_group(shard, bootstrap=not s.join and shard.epoch == 1)
             if new:
                 fresh.add(shard.shard_id)
         # Replicas kept on disk that the map no longer places here (a move finished while
