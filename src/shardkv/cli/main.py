@@ -193,6 +193,20 @@ def main() -> None:
     default=None,
     help="How long shutdown waits for in-flight commands. [10]",
 )
+@click.option(
+    "--requirepass", default=None, help="Password of the default user (Redis's requirepass)."
+)
+@click.option(
+    "--protected-mode",
+    type=click.Choice(["yes", "no"]),
+    default=None,
+    help="Serve only loopback clients while the default user has no password. [yes]",
+)
+@click.option(
+    "--admin-token-file",
+    default=None,
+    help="File holding the bearer token admin calls that change state or read data need.",
+)
 def server(config_file: str | None, **flags: Any) -> None:
     """Run a ShardKV server on one node until SIGINT or SIGTERM."""
     from shardkv.node.join import JoinError

@@ -524,6 +524,70 @@ _SERVER_COMMANDS: Final = (
         ),
     ),
     _spec(
+        "auth", -2, "noscript loading stale fast no_auth allow_busy", (0, 0, 0),
+        "@fast @connection", "connection", "1.0.0", "Authenticate to the server",
+        "O(N) where N is the number of passwords defined for the user",
+        args=(_a("username", "string", flags="optional"), _a("password", "string")),
+    ),
+    _spec(
+        "acl", -2, "", (0, 0, 0), "@slow", "server", "6.0.0",
+        "A container for Access List Control commands", "Depends on subcommand",
+        subcommands=(
+            _spec(
+                "acl|cat", -2, "noscript loading stale", (0, 0, 0), "@slow", "server", "6.0.0",
+                "List the ACL categories or the commands inside a category", "O(1)",
+                args=(_a("categoryname", "string", flags="optional"),),
+            ),
+            _spec(
+                "acl|deluser", -3, "admin noscript loading stale", (0, 0, 0),
+                "@admin @slow @dangerous", "server", "6.0.0",
+                "Remove the specified ACL users and the associated rules",
+                "O(1) amortized time considering the typical user.",
+                args=(_a("username", "string", flags="multiple"),),
+            ),
+            _spec(
+                "acl|genpass", -2, "noscript loading stale", (0, 0, 0), "@slow", "server",
+                "6.0.0", "Generate a pseudorandom secure password to use for ACL users",
+                "O(1)", args=(_a("bits", "integer", flags="optional"),),
+            ),
+            _spec(
+                "acl|getuser", 3, "admin noscript loading stale", (0, 0, 0),
+                "@admin @slow @dangerous", "server", "6.0.0",
+                "Get the rules for a specific ACL user",
+                "O(N). Where N is the number of password, command and pattern rules that "
+                "the user has.",
+                args=(_a("username", "string"),),
+            ),
+            _spec(
+                "acl|list", 2, "admin noscript loading stale", (0, 0, 0),
+                "@admin @slow @dangerous", "server", "6.0.0",
+                "List the current ACL rules in ACL config file format",
+                "O(N). Where N is the number of configured users.",
+            ),
+            _spec(
+                "acl|setuser", -3, "admin noscript loading stale", (0, 0, 0),
+                "@admin @slow @dangerous", "server", "6.0.0",
+                "Modify or create the rules for a specific ACL user",
+                "O(N). Where N is the number of rules provided.",
+                args=(_a("username", "string"), _a("rule", "string", flags="optional multiple")),
+            ),
+            _spec(
+                "acl|users", 2, "admin noscript loading stale", (0, 0, 0),
+                "@admin @slow @dangerous", "server", "6.0.0", "List the username of all the "
+                "configured ACL rules", "O(N). Where N is the number of configured users.",
+            ),
+            _spec(
+                "acl|whoami", 2, "noscript loading stale", (0, 0, 0), "@slow", "server",
+                "6.0.0", "Return the name of the user associated to the current connection",
+                "O(1)",
+            ),
+            _spec(
+                "acl|help", 2, "loading stale", (0, 0, 0), "@slow", "server", "6.0.0",
+                "Show helpful text about the different subcommands", "O(1)",
+            ),
+        ),
+    ),
+    _spec(
         "select", 2, "loading stale fast", (0, 0, 0), "@fast @connection", "connection", "1.0.0",
         "Change the selected database for the current connection", "O(1)",
         args=(_a("index", "integer"),),

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import grpc
 from prometheus_client import CollectorRegistry, Histogram
 
+from shardkv.core.cluster.placement import DEL_ACL_USERS
 from shardkv.core.raft import ConfChange, ConfChangeType, NotLeaderError, Role, Status
+from shardkv.core.resp import OK as OK_REPLY
 from shardkv.core.resp import ErrorReply, Reply
 from shardkv.node.driver import GroupReport
 from shardkv.node.metrics import RaftCollector
@@ -219,6 +221,60 @@ class ClusterNode:
         log.info("node_joined", node_id=node_id, peer_address=peer_address)
         return node_id, shard_map.encode(), ""
 
+    async def acl_change(self, command: list[bytes]) -> pb.AclChangeResponse:
+        driver = self.runtime.driver
+        fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
+        try:
+            driver.propose_acl(command, lambda r: None if fut.done() else fut.set_result(r))
+        except ValueError as exc:
+            raise AdminRequestError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+        except NotLeaderError as exc:
+            _, shard_map = driver.placement_status()
+            leader = shard_map.nodes.get(exc.leader) if shard_map is not None else None
+            return pb.AclChangeResponse(
+                leader_peer_address=leader.peer_address if leader is not None else "?"
+            )
+        reply = (await asyncio.wait_for(fut, self._peers.admin_change_timeout_s))[0]
+        return pb.AclChangeResponse(
+            error=reply.message if isinstance(reply, ErrorReply) else "",
+            count=reply if isinstance(reply, int) else 0,
+            applied_index=driver.placement_applied_index(),
+        )
+
+    async def change_acl(self, command: list[bytes], timeout_s: float) -> Reply:
+        """Apply an ACL change through group 0's leader, wherever it is, and answer its
+        reply once this node's own copy of the map has it too (so the client's next AUTH
+        here sees it). ``-TRYAGAIN`` if no leader took it within ``timeout_s``: the change
+        may or may not have applied (``ACL GETUSER`` tells)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        driver = self.runtime.driver
+        while loop.time() < deadline:
+            try:
+                answer = await self.acl_change(command)
+            except AdminRequestError as exc:
+                return ErrorReply(f"ERR {exc.details}")
+            except TimeoutError:
+                break
+            if not answer.leader_peer_address:
+                return _acl_reply(answer, command)
+            leader = driver.placement_status()[0].leader_id
+            if leader and leader != self.node_id:
+                remote = await self.transport.peer_acl_change(
+                    leader, command, max(0.1, deadline - loop.time())
+                )
+                if remote is not None and not remote.leader_peer_address:
+                    while driver.placement_applied_index() < remote.applied_index:
+                        if loop.time() > deadline:
+                            break
+                        await asyncio.sleep(0.01)
+                    return _acl_reply(remote, command)
+            await asyncio.sleep(0.1)  # an election or a leader change is under way
+        return ErrorReply(
+            "TRYAGAIN the placement group did not take the ACL change in time; "
+            "check with ACL GETUSER and retry"
+        )
+
     async def _change(self, group_id: int, change: ConfChange) -> int:
         """Propose ``change`` to ``group_id`` (led here) and return the applied index once
         it is applied. The placement group then records it in the map."""
@@ -251,6 +307,12 @@ def _report(group: pb.GroupStatus) -> GroupReport:
         scope_epoch=group.scope_epoch,
         retired=group.retired,
     )
+
+
+def _acl_reply(answer: pb.AclChangeResponse, command: list[bytes]) -> Reply:
+    if answer.error:
+        return ErrorReply(answer.error)
+    return answer.count if command[0] == DEL_ACL_USERS else OK_REPLY
 
 
 def _no_group(group_id: int) -> AdminRequestError:

@@ -58,6 +58,7 @@ from shardkv.core.cluster.merge import (
     retire_command,
 )
 from shardkv.core.cluster.placement import (
+    ACL_COMMANDS,
     SHARD_MAP_KEY,
     PlacementMachine,
     join_node_command,
@@ -1904,6 +1905,22 @@ class NodeDriver:
         p, _ = self._leading_placement()
         p.replica.queue_write([rebalance_command(paused)], on_done)
         self._activate(p)
+
+    def propose_acl(self, command: list[bytes], on_done: ReplyCallback) -> int:
+        """Group 0's leader: propose an ACL change (``ACL SETUSER`` / ``DELUSER``, one of
+        `ACL_COMMANDS`); ``on_done`` gets the machine's reply once applied. Returns group
+        0's applied index now (the change applies after it). Raises `NotLeaderError`
+        elsewhere and ValueError for any other placement command."""
+        if command[0] not in ACL_COMMANDS:
+            raise ValueError("only ACL changes may be forwarded to the placement group")
+        p, _ = self._leading_placement()
+        p.replica.queue_write([command], on_done)
+        self._activate(p)
+        return p.replica.applied_index
+
+    def placement_applied_index(self) -> int:
+        assert self._placement is not None
+        return self._placement.replica.applied_index
 
     def rebalance_status(self) -> dict[str, object]:
         """Whether balancing is paused or backing off (a node's write p99 is too high), each

@@ -95,6 +95,16 @@ class ServerMetrics:
             ["reason"],
             registry=r,
         )
+        self.auth_failures = Counter(
+            "shardkv_auth_failures",
+            "AUTH and HELLO AUTH attempts refused (wrong password, unknown or disabled user).",
+            registry=r,
+        )
+        self.permission_denials = Counter(
+            "shardkv_acl_denials",
+            "Commands refused by the ACL (-NOPERM) or before authentication (-NOAUTH).",
+            registry=r,
+        )
         self.connections_dropped = Counter(
             "shardkv_connections_dropped",
             "Client connections closed by the server, by reason.",

@@ -19,7 +19,7 @@ import signal
 import ssl
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -39,6 +39,7 @@ from shardkv.node.write_path import WritePath
 from shardkv.observability.logging import get_logger
 from shardkv.observability.metrics import ServerMetrics
 from shardkv.server import commands as conn_commands
+from shardkv.server.acl import AclRegistry
 from shardkv.server.cluster import ClusterFrontend, peer_settings
 from shardkv.server.committer import Committer
 from shardkv.server.config import ServerConfig
@@ -74,6 +75,7 @@ class Server:
         self._tracemalloc_baseline: tracemalloc.Snapshot | None = None
         self.committer: WritePath
         self.cluster: ClusterFrontend | None = None
+        self.acl: AclRegistry
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -111,6 +113,14 @@ class Server:
                 on_fatal=self._on_storage_failure,
             )
             self._machines = [machine]
+        self.acl = AclRegistry(
+            cfg.requirepass,
+            self._engine,
+            self._executor,
+            self.cluster,
+            change_timeout_s=cfg.shutdown_deadline_s * 3,
+        )
+        await self.acl.load()
         # The admin port first: once a client's PING is answered, status and health are
         # too (a script that waits for PING and then asks /v1/status must not race).
         await self._start_admin()
@@ -284,7 +294,10 @@ class Server:
     def clients(self) -> list[ClientConnection]:
         return list(self._clients.values())
 
-    def run_connection_command(self, conn: ClientConnection, name: str, args: list[bytes]) -> Reply:
+    def run_connection_command(
+        self, conn: ClientConnection, name: str, args: list[bytes]
+    ) -> Reply | Coroutine[Any, Any, Reply]:
+        """A connection command's reply, or a coroutine giving it (see `server.commands`)."""
         handler = conn_commands.HANDLERS.get(name.split("|", 1)[0])
         if handler is None:
             return ErrorReply(f"ERR command '{name}' is not available on this server")
@@ -492,7 +505,7 @@ class Server:
                 raise TypeError
         except (ValueError, TypeError):
             return web.json_response(
-                {"error": 'expected an integer shard id and optional JSON {"slot": N}'}, 400
+                {"error": 'expected an integer shard id and optional JSON {"slot": N}'}, status=400
             )
         driver = self.cluster.runtime.driver
         return await self._placement_change(
@@ -515,7 +528,7 @@ class Server:
             if not isinstance(paused, bool):
                 raise TypeError
         except (ValueError, KeyError, TypeError):
-            return web.json_response({"error": 'expected JSON {"paused": true|false}'}, 400)
+            return web.json_response({"error": 'expected JSON {"paused": true|false}'}, status=400)
         return await self._placement_change(
             lambda done: driver.set_rebalance_paused(paused, done),
             lambda reply: {"paused": paused},

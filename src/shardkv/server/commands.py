@@ -1,19 +1,25 @@
 """Connection and server commands: the ones that touch no data.
 
-PING, ECHO, HELLO, SELECT, QUIT, CLIENT, COMMAND, CONFIG, INFO, READONLY, READWRITE,
-CLUSTER. Data commands go to the state machine through the committer instead. Replies and
-error strings follow Redis 7.
+PING, ECHO, HELLO, AUTH, ACL, SELECT, QUIT, CLIENT, COMMAND, CONFIG, INFO, READONLY,
+READWRITE, CLUSTER. Data commands go to the state machine through the committer instead.
+Replies and error strings follow Redis 7.
+
+A handler answers at once with a `Reply`, or with a coroutine when the answer needs the
+cluster (``ACL SETUSER`` and ``ACL DELUSER`` go through the placement group): the
+connection then waits for it before running what the client sent next.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import secrets
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Final
 
 from shardkv import __version__
+from shardkv.core import acl
 from shardkv.core import commands as table
 from shardkv.core.kv.glob import glob_match
 from shardkv.core.resp import OK, PONG, ErrorReply, MapReply, Reply
@@ -25,7 +31,10 @@ if TYPE_CHECKING:
 #: The Redis version we answer to (HELLO, INFO): the command set and errors follow Redis 7.
 REDIS_COMPAT_VERSION = "7.0.0"
 
-Handler = Callable[["Server", "ClientConnection", list[bytes]], Reply]
+Handler = Callable[["Server", "ClientConnection", list[bytes]], Reply | Coroutine[Any, Any, Reply]]
+
+WRONGPASS: Final = ErrorReply("WRONGPASS invalid username-password pair or user is disabled.")
+NOAUTH: Final = ErrorReply("NOAUTH Authentication required.")
 
 
 def _syntax() -> ErrorReply:
@@ -59,10 +68,12 @@ def hello(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
         i = 2
     else:
         version = conn.protocol
+    login: tuple[str, bytes] | None = None
     while i < len(args):
         option = args[i].upper()
         if option == b"AUTH" and i + 2 < len(args):
-            i += 3  # no users configured: like Redis's default user without a password
+            login = (args[i + 1].decode(errors="replace"), args[i + 2])
+            i += 3
         elif option == b"SETNAME" and i + 1 < len(args):
             conn.name = args[i + 1]
             i += 2
@@ -70,6 +81,15 @@ def hello(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
             return ErrorReply(
                 f"ERR Syntax error in HELLO option '{args[i].decode(errors='replace')}'"
             )
+    if login is not None:
+        if not _log_in(server, conn, *login):
+            return WRONGPASS
+    elif conn.user_name is None:
+        return ErrorReply(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise "
+            "the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the "
+            "client and select the RESP protocol version at the same time"
+        )
     conn.protocol = version
     return MapReply(
         (
@@ -82,6 +102,75 @@ def hello(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
             (b"modules", []),
         )
     )
+
+
+def _log_in(server: Server, conn: ClientConnection, name: str, password: bytes) -> bool:
+    user = server.acl.user(name)
+    if user is None or not acl.check_password(user, password):
+        server.metrics.auth_failures.inc()
+        return False
+    conn.user_name = name
+    return True
+
+
+def auth(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
+    if len(args) > 3:
+        return _syntax()
+    if len(args) == 2:
+        if server.acl.default_open():
+            return ErrorReply(
+                "ERR AUTH <password> called without any password configured for the default "
+                "user. Are you sure your configuration is correct?"
+            )
+        name, password = acl.DEFAULT_USER, args[1]
+    else:
+        name, password = args[1].decode(errors="replace"), args[2]
+    return OK if _log_in(server, conn, name, password) else WRONGPASS
+
+
+def acl_(
+    server: Server, conn: ClientConnection, args: list[bytes]
+) -> Reply | Coroutine[Any, Any, Reply]:
+    sub = args[1].lower()
+    registry = server.acl
+    if sub == b"whoami":
+        return conn.user_name.encode() if conn.user_name is not None else None
+    if sub == b"users":
+        return [u.name.encode() for u in registry.users()]
+    if sub == b"list":
+        return [acl.describe(u).encode() for u in registry.users()]
+    if sub == b"getuser":
+        user = registry.user(args[2].decode(errors="replace"))
+        return None if user is None else acl.getuser_reply(user)
+    if sub == b"cat":
+        if len(args) == 2:
+            return [c.encode() for c in acl.CATEGORIES]
+        if len(args) > 3:
+            return _syntax()
+        names = acl.category_commands(args[2].decode(errors="replace").lower())
+        if names is None:
+            return ErrorReply(f"ERR Unknown category '{args[2].decode(errors='replace')}'")
+        return [n.encode() for n in names]
+    if sub == b"genpass":
+        bits = 256
+        if len(args) == 3:
+            try:
+                bits = int(args[2])
+            except ValueError:
+                bits = 0
+            if not 0 < bits <= 4096:
+                return ErrorReply(
+                    "ERR ACL GENPASS argument must be the number of bits for "
+                    "the output password, a positive number up to 4096"
+                )
+        elif len(args) > 3:
+            return _syntax()
+        return secrets.token_hex((bits + 7) // 8)[: (bits + 3) // 4].encode()
+    if sub == b"setuser":
+        return registry.set_user(args[2], args[3:])
+    if sub == b"deluser":
+        return registry.delete_users(args[2:])
+    return _unsupported(args)
 
 
 def select(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
@@ -201,6 +290,8 @@ HANDLERS: dict[str, Handler] = {
     "ping": ping,
     "echo": echo,
     "hello": hello,
+    "auth": auth,
+    "acl": acl_,
     "select": select,
     "quit": quit_,
     "client": client,

@@ -122,6 +122,17 @@ class ServerConfig:
     labels: str | None = None
     #: Test-only: POST /v1/test/partition on the admin port cuts this node off from peers.
     enable_fault_injection: bool = False
+    #: The ``default`` user's password (Redis's ``requirepass``) until an ``ACL SETUSER
+    #: default`` stores that user cluster-wide. None: the default user needs none.
+    requirepass: str | None = None
+    #: Redis's protected mode: while the default user needs no password, only loopback
+    #: clients are served (others get ``-DENIED``).
+    protected_mode: bool = True
+    #: A file holding the bearer token that admin HTTP calls which change state or read
+    #: data must carry (``Authorization: Bearer TOKEN``). None: those calls are served
+    #: only to loopback callers while the default user needs no password, and otherwise
+    #: need an ACL user's credentials (HTTP Basic).
+    admin_token_file: str | None = None
 
     def __post_init__(self) -> None:
         positive = (

@@ -15,11 +15,14 @@ traceback.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, cast
 
-from shardkv.core.commands import CommandKind, lookup, resolve
+from shardkv.core.acl import DEFAULT_USER, NO_AUTH_COMMANDS, AclUser, permission_error
+from shardkv.core.commands import CommandKind, CommandSpec, lookup, resolve
 from shardkv.core.resp import (
     CommandParser,
     ErrorReply,
@@ -29,6 +32,7 @@ from shardkv.core.resp import (
     write_reply_resp3,
 )
 from shardkv.observability.logging import get_logger
+from shardkv.server.commands import NOAUTH
 
 if TYPE_CHECKING:
     from shardkv.server.app import Server
@@ -36,6 +40,12 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 MAX_CLIENTS_REPLY = b"-ERR max number of clients reached\r\n"
+PROTECTED_MODE_REPLY = (
+    b"-DENIED ShardKV is running in protected mode because protected mode is enabled and no "
+    b"password is set for the default user. In this mode connections are only accepted "
+    b"from the loopback interface. Set a password (--requirepass, or ACL SETUSER default "
+    b">PASSWORD from a loopback client), or start the server with --protected-mode no.\r\n"
+)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -53,6 +63,9 @@ class ClientConnection(asyncio.Protocol):
         self.last_input_s = self.created_s  # when bytes last arrived (idle timeout)
         self.last_command = b"NULL"
         self.readonly = False
+        #: The ACL user this client is logged in as; None before AUTH when the default
+        #: user needs a password (every command but AUTH, HELLO and QUIT is refused).
+        self.user_name: str | None = None
         self.protocol = 2  # HELLO 3 switches this connection to RESP3 encoding
         self._transport: asyncio.Transport | None = None
         self._parser = CommandParser(self.config.resp_limits)
@@ -78,14 +91,24 @@ class ClientConnection(asyncio.Protocol):
         self.peer = _fmt_addr(peer)
         self.local = _fmt_addr(local)
         if not self.server.admit(self):
-            self.server.metrics.connections_rejected.labels(reason="max_clients").inc()
-            log.warning("client_rejected", peer=self.peer, reason="max number of clients reached")
-            transport.write(MAX_CLIENTS_REPLY)
-            transport.close()
-            self._closing = True
+            self._refuse("max_clients", "max number of clients reached", MAX_CLIENTS_REPLY)
             return
         self._admitted = True
         transport.set_write_buffer_limits(high=self.config.output_high_water_bytes)
+        default_open = self.server.acl.default_open()
+        if default_open and self.config.protected_mode and not _is_loopback(peer):
+            self._refuse("protected_mode", "protected mode", PROTECTED_MODE_REPLY)
+            return
+        if default_open:
+            self.user_name = DEFAULT_USER
+
+    def _refuse(self, label: str, reason: str, reply: bytes) -> None:
+        assert self._transport is not None
+        self.server.metrics.connections_rejected.labels(reason=label).inc()
+        log.warning("client_rejected", peer=self.peer, reason=reason)
+        self._transport.write(reply)
+        self._transport.close()
+        self._closing = True
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -170,9 +193,15 @@ class ClientConnection(asyncio.Protocol):
         names: list[str] = []
         has_write = False
         self.last_command_s = time.monotonic()
+        user = self._user()
         while queue:
             args = queue[0]
             spec = resolve(args)
+            if type(spec) is not ErrorReply and (user is None or not user.unrestricted):
+                assert not isinstance(spec, ErrorReply)
+                denied = self._denied(user, spec, args)
+                if denied is not None:
+                    spec = denied
             if type(spec) is ErrorReply:
                 queue.popleft()
                 if group:  # an error reply must follow the group's replies
@@ -194,10 +223,16 @@ class ClientConnection(asyncio.Protocol):
             queue.popleft()
             self.last_command = args[0]
             reply = self.server.run_connection_command(self, spec.name, args)
+            if asyncio.iscoroutine(reply):
+                if out:
+                    self._write(out)
+                self._await_reply(spec.name, reply)
+                return
             # HELLO 3 answers in the protocol it chose.
             write = write_reply if self.protocol == 2 else write_reply_resp3
             write(out, reply)
             record(spec.name, "error" if type(reply) is ErrorReply else "ok", 0.0)
+            user = self._user()  # AUTH or HELLO AUTH may have logged in as another user
             if self._close_after_write:
                 queue.clear()  # QUIT: nothing after it runs
                 break
@@ -224,6 +259,51 @@ class ClientConnection(asyncio.Protocol):
                 self._process()
 
         self.server.committer.submit(group, done, allow_stale=self.readonly, has_write=has_write)
+
+    def _user(self) -> AclUser | None:
+        """The logged-in user as it is now (None: not logged in, or the user was deleted
+        or switched off since: the client must AUTH again)."""
+        if self.user_name is None:
+            return None
+        user = self.server.acl.user(self.user_name)
+        return user if user is not None and user.enabled else None
+
+    def _denied(
+        self, user: AclUser | None, spec: CommandSpec, args: list[bytes]
+    ) -> ErrorReply | None:
+        if user is None:
+            if spec.name in NO_AUTH_COMMANDS:
+                return None
+            denied: ErrorReply | None = NOAUTH
+        else:
+            denied = permission_error(user, spec, args)
+        if denied is not None:
+            self.server.metrics.permission_denials.inc()
+        return denied
+
+    def _await_reply(self, name: str, pending: Coroutine[Any, Any, Reply]) -> None:
+        """Answer a connection command whose reply needs the cluster (ACL SETUSER): the
+        connection is busy (runs nothing else) until it is written."""
+        self._busy = True
+        task = asyncio.get_running_loop().create_task(pending)
+
+        def done(task: asyncio.Task[Reply]) -> None:
+            self._busy = False
+            reply: Reply = (
+                task.result()
+                if not task.cancelled() and task.exception() is None
+                else ErrorReply(f"ERR {name} failed: {task.exception()!r}")
+            )
+            out = bytearray()
+            (write_reply if self.protocol == 2 else write_reply_resp3)(out, reply)
+            self.server.metrics.commands.record(
+                name, "error" if type(reply) is ErrorReply else "ok", 0.0
+            )
+            self._write(out)
+            if not self._in_process and not self._closing:
+                self._process()
+
+        task.add_done_callback(done)
 
     def _write(self, out: bytearray) -> None:
         if self._closing or self._transport is None:
@@ -312,8 +392,19 @@ class ClientConnection(asyncio.Protocol):
             f"db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf={self._parser.buffered_bytes} "
             f"qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem={obl} tot-mem=0 "
             f"events=r cmd={self.last_command.decode(errors='replace').lower()} "
-            f"user=default redir=-1 resp={self.protocol}"
+            f"user={self.user_name or ''} redir=-1 resp={self.protocol}"
         )
+
+
+def _is_loopback(addr: object) -> bool:
+    if not isinstance(addr, tuple) or not addr:
+        return True  # a Unix socket: local by definition
+    try:
+        ip = ipaddress.ip_address(str(addr[0]).split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def _fmt_addr(addr: object) -> str:

@@ -185,6 +185,15 @@ class AdminService(pb_grpc.AdminServicer):
             await _abort_for(context, "join", exc)
         return pb.JoinResponse(node_id=node_id, shard_map=shard_map, leader_peer_address=leader)
 
+    async def AclChange(
+        self, request: pb.AclChangeRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.AclChangeResponse:
+        backend = await self._require_backend(context)
+        try:
+            return await backend.acl_change(list(request.command))
+        except Exception as exc:
+            await _abort_for(context, "acl_change", exc)
+
     async def SetPartition(
         self, request: pb.SetPartitionRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.SetPartitionResponse:

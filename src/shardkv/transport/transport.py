@@ -361,6 +361,35 @@ class PeerTransport:
         """``node_id``'s answer to the Admin ``Status`` call, or None (unknown peer,
         partitioned by fault injection, unreachable, or no answer within ``timeout_s``).
         One channel per peer is kept for these calls."""
+        stub = await self._admin_stub(node_id)
+        if stub is None:
+            return None
+        try:
+            response: pb.StatusResponse = await stub.Status(pb.StatusRequest(), timeout=timeout_s)
+        except grpc.aio.AioRpcError:
+            return None
+        return response
+
+    async def peer_acl_change(
+        self, node_id: int, command: list[bytes], timeout_s: float
+    ) -> pb.AclChangeResponse | None:
+        """Forward an ACL change to ``node_id`` (group 0's leader, as far as this node
+        knows): its answer, or None if it could not be asked or did not answer in time."""
+        stub = await self._admin_stub(node_id)
+        if stub is None:
+            return None
+        try:
+            response: pb.AclChangeResponse = await stub.AclChange(
+                pb.AclChangeRequest(command=command), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.info("acl_change_forward_failed", to=node_id, error=exc.code().name)
+            return None
+        return response
+
+    async def _admin_stub(self, node_id: int) -> pb_grpc.AdminStub | None:
+        """A stub on the one channel kept per peer for Admin calls (None: unknown peer,
+        partitioned by fault injection, or the transport stopped)."""
         sender = self._peers.get(node_id)
         if sender is None or node_id in self._blocked or self._stopped:
             return None
@@ -370,12 +399,7 @@ class PeerTransport:
                 await cached[1].close(grace=None)
             cached = (sender.address, self._new_channel(sender.address))
             self._admin_channels[node_id] = cached
-        stub = pb_grpc.AdminStub(cached[1])  # type: ignore[no-untyped-call]
-        try:
-            response: pb.StatusResponse = await stub.Status(pb.StatusRequest(), timeout=timeout_s)
-        except grpc.aio.AioRpcError:
-            return None
-        return response
+        return pb_grpc.AdminStub(cached[1])  # type: ignore[no-untyped-call]
 
     def remove_peer(self, node_id: int) -> None:
         """Stop sending to ``node_id``: its queue is discarded, its stream closed in the

@@ -18,6 +18,11 @@ guessing. The map changes only through the commands below, proposed by group 0's
   is dropped (`ShardMap.with_merge`).
 - ``SET_REBALANCE <pause|resume>``: stop or restart the scheduler's balance and leader
   moves (``shardkv rebalance pause``; repairs and drains go on).
+- ``SET_ACL_USER <name> <base json or empty> <rule> [...]``: ``ACL SETUSER``: apply the
+  rules to the user (created if missing, from ``base`` when given: the proposing node's
+  ``default`` user, which comes from its local ``requirepass`` until the map holds one).
+  A bad rule changes nothing and answers Redis's error.
+- ``DEL_ACL_USERS <name> [...]``: ``ACL DELUSER``; answers how many existed.
 
 A command that would break the map is refused (an error reply, nothing changes), on every
 replica alike. This module is pure: the node driver stages the writes it returns and
@@ -29,6 +34,7 @@ from __future__ import annotations
 import json
 from typing import Final
 
+from shardkv.core.acl import AclRuleError, AclUser, apply_rules, decode_user, encode_user
 from shardkv.core.cluster.shardmap import (
     NODE_UP,
     NodeInfo,
@@ -55,6 +61,18 @@ SET_SHARDS: Final = b"\x00place-shards"
 MERGE_SHARDS: Final = b"\x00place-merge"
 #: ``rebalance <pause|resume>``: stop or restart the scheduler's balance moves.
 SET_REBALANCE: Final = b"\x00place-rebalance"
+SET_ACL_USER: Final = b"\x00place-acl-set"
+DEL_ACL_USERS: Final = b"\x00place-acl-del"
+#: The placement commands any node may forward to group 0's leader (`NodeDriver.propose_acl`).
+ACL_COMMANDS: Final = frozenset({SET_ACL_USER, DEL_ACL_USERS})
+
+
+def set_acl_user_command(name: str, base: AclUser | None, rules: list[bytes]) -> list[bytes]:
+    return [SET_ACL_USER, name.encode(), b"" if base is None else encode_user(base), *rules]
+
+
+def del_acl_users_command(names: list[str]) -> list[bytes]:
+    return [DEL_ACL_USERS, *(n.encode() for n in names)]
 
 
 def placement_members(node_ids: list[int]) -> tuple[list[int], list[int]]:
@@ -155,10 +173,22 @@ class PlacementMachine:
                 updated = current.with_shards([_decode_shard(a) for a in args[1:]])
             elif args[0] == MERGE_SHARDS and len(args) == 3:
                 updated = current.with_merge(_decode_shard(args[1]), int(args[2]))
+            elif args[0] == SET_ACL_USER and len(args) >= 3:
+                name = args[1].decode()
+                user = current.acl_users.get(name)
+                if user is None:
+                    user = decode_user(args[2]) if args[2] else AclUser(name)
+                updated = current.with_acl_user(apply_rules(user, args[3:]))
+            elif args[0] == DEL_ACL_USERS and len(args) >= 2:
+                names = [a.decode() for a in args[1:]]
+                reply = sum(1 for n in set(names) if n in current.acl_users)
+                updated = current.without_acl_users(names)
             elif args[0] == SET_REBALANCE and len(args) == 2 and args[1] in (b"pause", b"resume"):
                 updated = current.with_rebalance_paused(args[1] == b"pause")
             else:
                 return ErrorReply(f"ERR unknown placement command {args[0][1:]!r}")
+        except AclRuleError as exc:
+            return ErrorReply(str(exc))
         except (ShardMapError, ValueError) as exc:
             return ErrorReply(f"ERR placement change refused: {exc}")
         if updated.encode() != current.encode():

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from shardkv.core.acl import AclUser, decode_user, encode_user
 from shardkv.core.cluster.slots import SLOT_COUNT
 from shardkv.core.kv.scope import KeyScope, SlotRange, merge_scopes, split_scope
 
@@ -128,6 +129,9 @@ class ShardMap:
     #: Shards the cluster was created with (0: not recorded, a map older than merges):
     #: merges never leave fewer unless ``shard_min_count`` says otherwise.
     initial_shards: int = 0
+    #: ACL users by name (``ACL SETUSER`` on any node), so every node authenticates
+    #: alike. A ``default`` user missing here is built from each node's ``requirepass``.
+    acl_users: dict[str, AclUser] = field(default_factory=dict)
     _slot_owner: list[int] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -277,6 +281,18 @@ class ShardMap:
             self, nodes=dict(self.nodes), shards=dict(self.shards), rebalance_paused=paused
         )
 
+    def with_acl_user(self, user: AclUser) -> ShardMap:
+        return replace(
+            self,
+            nodes=dict(self.nodes),
+            shards=dict(self.shards),
+            acl_users={**self.acl_users, user.name: user},
+        )
+
+    def without_acl_users(self, names: list[str]) -> ShardMap:
+        users = {n: u for n, u in self.acl_users.items() if n not in names}
+        return replace(self, nodes=dict(self.nodes), shards=dict(self.shards), acl_users=users)
+
     def up_nodes(self) -> list[int]:
         """Ids of the nodes not removed, ascending."""
         return [n for n, info in sorted(self.nodes.items()) if info.state != NODE_REMOVED]
@@ -303,6 +319,10 @@ class ShardMap:
             "initial_shards": self.initial_shards,
             "shards": [encode_shard_fields(s) for _, s in sorted(self.shards.items())],
         }
+        if self.acl_users:  # (absent from maps that never had a user: their bytes stay)
+            doc["acl_users"] = [
+                json.loads(encode_user(u)) for _, u in sorted(self.acl_users.items())
+            ]
         return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
@@ -318,11 +338,12 @@ class ShardMap:
             paused = bool(doc.get("rebalance_paused", False))
             last_shard_id = int(doc.get("last_shard_id", 0))
             initial_shards = int(doc.get("initial_shards", 0))
+            users = [decode_user(json.dumps(u).encode()) for u in doc.get("acl_users", [])]
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             if isinstance(exc, ShardMapError):
                 raise
             raise ShardMapError(f"unreadable shard map: {exc}") from exc
-        return cls(nodes, shards, paused, last_shard_id, initial_shards)
+        return cls(nodes, shards, paused, last_shard_id, initial_shards, {u.name: u for u in users})
 
 
 def encode_shard_fields(shard: ShardInfo) -> list[Any]:

@@ -328,3 +328,21 @@ class JoinResponse(_message.Message):
     shard_map: bytes
     leader_peer_address: str
     def __init__(self, node_id: _Optional[int] = ..., shard_map: _Optional[bytes] = ..., leader_peer_address: _Optional[str] = ...) -> None: ...
+
+class AclChangeRequest(_message.Message):
+    __slots__ = ("command",)
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    command: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, command: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class AclChangeResponse(_message.Message):
+    __slots__ = ("error", "count", "applied_index", "leader_peer_address")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LEADER_PEER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    error: str
+    count: int
+    applied_index: int
+    leader_peer_address: str
+    def __init__(self, error: _Optional[str] = ..., count: _Optional[int] = ..., applied_index: _Optional[int] = ..., leader_peer_address: _Optional[str] = ...) -> None: ...

@@ -179,6 +179,11 @@ class AdminStub:
                 request_serializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.SetPartitionRequest.SerializeToString,
                 response_deserializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.SetPartitionResponse.FromString,
                 _registered_method=True)
+        self.AclChange = channel.unary_unary(
+                '/shardkv.v1.Admin/AclChange',
+                request_serializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.AclChangeRequest.SerializeToString,
+                response_deserializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.AclChangeResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -220,6 +225,12 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AclChange(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -252,6 +263,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.SetPartition,
                     request_deserializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.SetPartitionRequest.FromString,
                     response_serializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.SetPartitionResponse.SerializeToString,
+            ),
+            'AclChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.AclChange,
+                    request_deserializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.AclChangeRequest.FromString,
+                    response_serializer=shardkv_dot_transport_dot_proto_dot_shardkv__pb2.AclChangeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -416,6 +432,33 @@ class Admin:
             '/shardkv.v1.Admin/SetPartition',
             shardkv_dot_transport_dot_proto_dot_shardkv__pb2.SetPartitionRequest.SerializeToString,
             shardkv_dot_transport_dot_proto_dot_shardkv__pb2.SetPartitionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AclChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardkv.v1.Admin/AclChange',
+            shardkv_dot_transport_dot_proto_dot_shardkv__pb2.AclChangeRequest.SerializeToString,
+            shardkv_dot_transport_dot_proto_dot_shardkv__pb2.AclChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
