@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from shardkv.cli.admin_http import open_admin
 from shardkv.cli.local_cluster import fetch_status
 from shardkv.core.cluster.shardmap import ShardMap
 from shardkv.core.engine import DATA, META, RAFT_STATE, WriteBatch
@@ -186,9 +187,8 @@ def _download(url: str, path: Path) -> tuple[int, str]:
     """POST ``url`` and stream the body into ``path``; returns its size and SHA-256."""
     digest = hashlib.sha256()
     size = 0
-    request = urllib.request.Request(url, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=300) as resp, open(path, "wb") as f:
+        with open_admin("POST", url, None, {}, 300) as resp, open(path, "wb") as f:
             while piece := resp.read(READ_BYTES):
                 f.write(piece)
                 digest.update(piece)

@@ -17,8 +17,15 @@ from shardkv import __version__
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="shardkv")
-def main() -> None:
+@click.option(
+    "--admin-token-file",
+    default=None,
+    help="File with the admin token sent to nodes' admin HTTP (or SHARDKV_ADMIN_TOKEN_FILE).",
+)
+def main(admin_token_file: str | None) -> None:
     """ShardKV: a durable key-value store that speaks the Redis protocol."""
+    if admin_token_file is not None:
+        os.environ["SHARDKV_ADMIN_TOKEN_FILE"] = admin_token_file
 
 
 @main.command()
@@ -207,6 +214,8 @@ def main() -> None:
     default=None,
     help="File holding the bearer token admin calls that change state or read data need.",
 )
+@click.option("--admin-tls-cert", default=None, help="PEM certificate: serve admin HTTP as HTTPS.")
+@click.option("--admin-tls-key", default=None, help="PEM key for --admin-tls-cert.")
 def server(config_file: str | None, **flags: Any) -> None:
     """Run a ShardKV server on one node until SIGINT or SIGTERM."""
     from shardkv.node.join import JoinError
@@ -227,7 +236,7 @@ def server(config_file: str | None, **flags: Any) -> None:
         )
     try:
         code = run_server(config)
-    except TLSConfigError as exc:
+    except (TLSConfigError, ConfigError) as exc:
         raise click.UsageError(str(exc)) from exc
     except (OSError, JoinError) as exc:
         click.echo(f"error: cannot start the server: {exc}", err=True)

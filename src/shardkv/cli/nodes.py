@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from shardkv.cli.admin_http import open_admin
 from shardkv.cli.local_cluster import discover_admins, fetch_status
 from shardkv.core.cluster.shardmap import NODE_REMOVED, ShardMap
 
@@ -121,11 +122,9 @@ def call(
 ) -> dict[str, Any]:
     """A JSON admin HTTP request; raises `PlacementRequestError` with the server's error."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+        with open_admin(method, url, data, headers, timeout_s) as resp:
             result: dict[str, Any] = json.load(resp)
             return result
     except urllib.error.HTTPError as err:

@@ -263,6 +263,12 @@ def permission_error(
     return None
 
 
+def may_administer(user: AclUser) -> bool:
+    """Whether ``user`` may run every ``@admin`` command (the admin HTTP API asks this)."""
+    admin = {s.name for s in _every_spec() if "admin" in _categories_of(s)}
+    return user.enabled and admin <= user.allowed_commands()
+
+
 # -- ACL LIST / GETUSER / CAT ---------------------------------------------------------------
 
 

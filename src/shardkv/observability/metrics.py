@@ -105,6 +105,12 @@ class ServerMetrics:
             "Commands refused by the ACL (-NOPERM) or before authentication (-NOAUTH).",
             registry=r,
         )
+        self.admin_refusals = Counter(
+            "shardkv_admin_refusals",
+            "Admin HTTP calls refused for missing or wrong credentials, by HTTP status.",
+            ["status"],
+            registry=r,
+        )
         self.connections_dropped = Counter(
             "shardkv_connections_dropped",
             "Client connections closed by the server, by reason.",

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shardkv.core.cluster.placement import SHARD_MAP_KEY
@@ -40,10 +41,11 @@ from shardkv.observability.logging import get_logger
 from shardkv.observability.metrics import ServerMetrics
 from shardkv.server import commands as conn_commands
 from shardkv.server.acl import AclRegistry
+from shardkv.server.admin_auth import AdminGuard, read_token
 from shardkv.server.cluster import ClusterFrontend, peer_settings
 from shardkv.server.committer import Committer
 from shardkv.server.config import ServerConfig
-from shardkv.server.connection import ClientConnection
+from shardkv.server.connection import ClientConnection, is_loopback
 from shardkv.server.tls import TLSStream, server_context
 from shardkv.storage import Engine, open_engine
 from shardkv.storage.kv_snapshot import RESTORE_IN_PROGRESS_KEY, iter_snapshot_data
@@ -76,6 +78,7 @@ class Server:
         self.committer: WritePath
         self.cluster: ClusterFrontend | None = None
         self.acl: AclRegistry
+        self._admin_token: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -85,6 +88,7 @@ class Server:
         loop.set_exception_handler(_quiet_exception_handler)
         if cfg.tls_cert is not None and cfg.tls_key is not None:
             self._ssl = server_context(cfg.tls_cert, cfg.tls_key, cfg.tls_ca)
+        self._admin_token = read_token(cfg.admin_token_file)  # a bad file stops us first
         self._executor = ThreadPoolExecutor(
             max_workers=cfg.storage_thread_count, thread_name_prefix="storage"
         )
@@ -382,7 +386,27 @@ class Server:
                     conn.close_idle()
 
     async def _start_admin(self) -> None:
-        app = web.Application()
+        guard = AdminGuard(self._admin_token, self.acl)
+
+        @web.middleware
+        async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            refusal = guard.check(
+                request.method,
+                request.path,
+                request.headers.get("Authorization"),
+                is_loopback(peer),
+            )
+            if refusal is not None:
+                self.metrics.admin_refusals.labels(status=str(refusal.status)).inc()
+                log.warning(
+                    "admin_call_refused", path=request.path, method=request.method,
+                    peer=str(peer), why=refusal.message,
+                )  # fmt: skip
+                return web.json_response({"error": refusal.message}, status=refusal.status)
+            return await handler(request)
+
+        app = web.Application(middlewares=[authorize])
         app.router.add_get("/metrics", self._http_metrics)
         app.router.add_get("/healthz", self._http_health)
         app.router.add_get("/v1/status", self._http_status)
@@ -402,7 +426,16 @@ class Server:
             app.router.add_post("/v1/test/partition", self._http_partition)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.bind, self.config.admin_port, reuse_address=True)
+        admin_ssl = None
+        if self.config.admin_tls_cert is not None and self.config.admin_tls_key is not None:
+            admin_ssl = server_context(self.config.admin_tls_cert, self.config.admin_tls_key, None)
+        site = web.TCPSite(
+            runner,
+            self.config.bind,
+            self.config.admin_port,
+            reuse_address=True,
+            ssl_context=admin_ssl,
+        )
         await site.start()
         server = site._server
         if server is not None and server.sockets:  # type: ignore[union-attr]

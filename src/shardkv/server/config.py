@@ -133,6 +133,9 @@ class ServerConfig:
     #: only to loopback callers while the default user needs no password, and otherwise
     #: need an ACL user's credentials (HTTP Basic).
     admin_token_file: str | None = None
+    #: Serve admin HTTP over TLS with this PEM certificate and key (HTTPS).
+    admin_tls_cert: str | None = None
+    admin_tls_key: str | None = None
 
     def __post_init__(self) -> None:
         positive = (
@@ -214,6 +217,8 @@ class ServerConfig:
                 raise ConfigError("join needs a fixed peer_port: the cluster dials it")
         if self.shards > 16384:
             raise ConfigError(f"shards must be at most 16384 (one per slot), got {self.shards}")
+        if (self.admin_tls_cert is None) != (self.admin_tls_key is None):
+            raise ConfigError("admin_tls_cert and admin_tls_key go together")
         peer_tls = (self.peer_tls_cert, self.peer_tls_key, self.peer_tls_ca)
         if any(x is not None for x in peer_tls) and None in peer_tls:
             raise ConfigError("peer_tls_cert, peer_tls_key and peer_tls_ca go together")

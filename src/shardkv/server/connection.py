@@ -96,7 +96,7 @@ class ClientConnection(asyncio.Protocol):
         self._admitted = True
         transport.set_write_buffer_limits(high=self.config.output_high_water_bytes)
         default_open = self.server.acl.default_open()
-        if default_open and self.config.protected_mode and not _is_loopback(peer):
+        if default_open and self.config.protected_mode and not is_loopback(peer):
             self._refuse("protected_mode", "protected mode", PROTECTED_MODE_REPLY)
             return
         if default_open:
@@ -396,7 +396,8 @@ class ClientConnection(asyncio.Protocol):
         )
 
 
-def _is_loopback(addr: object) -> bool:
+def is_loopback(addr: object) -> bool:
+    """Whether a socket peer address (as asyncio gives it) is on this machine's loopback."""
     if not isinstance(addr, tuple) or not addr:
         return True  # a Unix socket: local by definition
     try:
