@@ -21,6 +21,7 @@ from redis.cluster import RedisCluster
 
 from shardkv.core.cluster.shardmap import ShardMap
 from shardkv.core.cluster.slots import key_slot
+from shardkv.transport.identity import DEFAULT_CLUSTER_ID, identity_metadata
 from shardkv.transport.proto import shardkv_pb2 as pb
 from shardkv.transport.proto import shardkv_pb2_grpc as pb_grpc
 from tests.integration.test_cluster import Cluster, wait_healthy
@@ -283,12 +284,17 @@ def test_the_placement_group_registers_every_node_and_the_grpc_admin_moves_a_lea
     async def admin_calls() -> int:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{sharded.peer_ports[1]}") as channel:
             admin = pb_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
-            status = await admin.Status(pb.StatusRequest())
+            me = identity_metadata(DEFAULT_CLUSTER_ID, 9)
+            status = await admin.Status(pb.StatusRequest(), metadata=me)
             assert sorted(g.group_id for g in status.groups) == list(range(SHARDS + 1))
             led = next(g.group_id for g in status.groups if g.leader == 1 and g.group_id)
-            await admin.TransferLeader(pb.TransferLeaderRequest(group_id=led, to_node=2))
+            await admin.TransferLeader(
+                pb.TransferLeaderRequest(group_id=led, to_node=2), metadata=me
+            )
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await admin.TransferLeader(pb.TransferLeaderRequest(group_id=999, to_node=2))
+                await admin.TransferLeader(
+                    pb.TransferLeaderRequest(group_id=999, to_node=2), metadata=me
+                )
             assert refused.value.code() is grpc.StatusCode.NOT_FOUND
             return led
 

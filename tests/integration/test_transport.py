@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import pytest
 import uvloop
 from prometheus_client import CollectorRegistry
 
+from shardkv.cli.certs import init_ca, issue_node
 from shardkv.core.raft.types import (
     ConfState,
     Entry,
@@ -33,6 +33,7 @@ from shardkv.core.raft.types import (
     SnapshotMetadata,
 )
 from shardkv.transport import PeerTLS, PeerTransport, SnapshotSendError, codec
+from shardkv.transport.identity import DEFAULT_CLUSTER_ID, identity_metadata
 from shardkv.transport.metrics import TransportCollector
 from shardkv.transport.proto import shardkv_pb2 as pb
 from shardkv.transport.proto import shardkv_pb2_grpc as pb_grpc
@@ -394,11 +395,12 @@ def test_a_newer_stream_from_a_sender_supersedes_the_older_one() -> None:
             def batch(index: int, to: int = 2) -> pb.MessageBatch:
                 return codec.encode_batch(5, [app(to, 5, index)])
 
-            old = stub.Stream()
+            as_node_5 = identity_metadata(DEFAULT_CLUSTER_ID, 5)
+            old = stub.Stream(metadata=as_node_5)
             assert (await old.read()).node_id == 2
             await old.write(batch(1))
             await eventually(lambda: len(ib.messages) == 1, "old stream delivers")
-            new = stub.Stream()
+            new = stub.Stream(metadata=as_node_5)
             assert (await new.read()).node_id == 2
             await new.write(batch(2))
             await eventually(lambda: len(ib.messages) == 2, "new stream delivers")
@@ -521,7 +523,9 @@ def test_a_corrupted_chunk_is_rejected_and_nothing_is_installed() -> None:
             async with grpc.aio.insecure_channel(b.address) as channel:
                 stub = pb_grpc.RaftStub(channel)
                 with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await stub.SendSnapshot(iter(chunks))
+                    await stub.SendSnapshot(
+                        iter(chunks), metadata=identity_metadata(DEFAULT_CLUSTER_ID, 1)
+                    )
             assert info.value.code() is grpc.StatusCode.DATA_LOSS
             assert "checksum" in (info.value.details() or "")
             assert ib.snapshots == [] and b.stats().snapshots_refused == 1
@@ -562,18 +566,23 @@ def test_admin_status_and_partition_injection_is_opt_in() -> None:
             await eventually(lambda: a.is_connected(2) and a.is_connected(3), "connected")
             async with grpc.aio.insecure_channel(a.address) as channel:
                 admin = pb_grpc.AdminStub(channel)
-                status = await admin.Status(pb.StatusRequest())
+                me = identity_metadata(DEFAULT_CLUSTER_ID, 9)
+                status = await admin.Status(pb.StatusRequest(), metadata=me)
                 assert status.node_id == 1
                 assert [(p.node_id, p.connected) for p in status.peers] == [(2, True), (3, True)]
-                reply = await admin.SetPartition(pb.SetPartitionRequest(blocked_nodes=[3, 2]))
+                reply = await admin.SetPartition(
+                    pb.SetPartitionRequest(blocked_nodes=[3, 2]), metadata=me
+                )
                 assert list(reply.blocked_nodes) == [2, 3] and a.blocked == {2, 3}
                 with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await admin.TransferLeader(pb.TransferLeaderRequest(group_id=1, to_node=2))
+                    await admin.TransferLeader(
+                        pb.TransferLeaderRequest(group_id=1, to_node=2), metadata=me
+                    )
                 assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
             async with grpc.aio.insecure_channel(b.address) as channel:
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await pb_grpc.AdminStub(channel).SetPartition(
-                        pb.SetPartitionRequest(blocked_nodes=[1])
+                        pb.SetPartitionRequest(blocked_nodes=[1]), metadata=me
                     )
                 assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
                 assert b.blocked == frozenset()
@@ -584,51 +593,30 @@ def test_admin_status_and_partition_injection_is_opt_in() -> None:
 # --- mutual TLS ----------------------------------------------------------------------------------
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _issue(d: Path, ca: str, name: str) -> None:
-    _openssl(
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", f"{name}.crt", cwd=d,
-    )  # fmt: skip
-
-
-def _make_ca(d: Path, name: str) -> None:
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-days", "2", "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.crt",
-        cwd=d,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cluster CA with node certificates for 127.0.0.1, and a stranger from another CA."""
+    """A cluster CA with certificates naming nodes 1 and 2 (127.0.0.1), and a stranger:
+    node 4 of another CA."""
     d = tmp_path_factory.mktemp("peer-certs")
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    _make_ca(d, "ca")
-    _make_ca(d, "other-ca")
-    for node in ("node1", "node2"):
-        _issue(d, "ca", node)
-    _issue(d, "other-ca", "stranger")
+    init_ca(d / "ca", DEFAULT_CLUSTER_ID)
+    for node in (1, 2):
+        issue_node(d / "ca", node, ["127.0.0.1"])
+    init_ca(d / "other-ca", DEFAULT_CLUSTER_ID)
+    issue_node(d / "other-ca", 4, ["127.0.0.1"])
     return d
 
 
-def tls(certs: Path, name: str, ca: str = "ca") -> PeerTLS:
-    return PeerTLS(certs / f"{name}.crt", certs / f"{name}.key", certs / f"{ca}.crt")
+def tls(certs: Path, node: int, ca: str = "ca", issuer: str = "ca") -> PeerTLS:
+    """Node ``node``'s certificate from ``issuer``'s directory, trusting ``ca``."""
+    d = certs / issuer
+    return PeerTLS(d / f"node-{node}.crt", d / f"node-{node}.key", certs / ca / "ca.crt")
 
 
 def test_mutual_tls_delivers_between_nodes_of_the_cluster(certs: Path) -> None:
     async def scenario() -> None:
         ia, ib = Inbox(), Inbox()
-        a = make(1, ia, tls=tls(certs, "node1"))
-        b = make(2, ib, tls=tls(certs, "node2"))
+        a = make(1, ia, tls=tls(certs, 1))
+        b = make(2, ib, tls=tls(certs, 2))
         async with started(a, b):
             connect(a, b)
             a.send([app(2, 1, 1)])
@@ -642,9 +630,9 @@ def test_mutual_tls_delivers_between_nodes_of_the_cluster(certs: Path) -> None:
 def test_mutual_tls_refuses_peers_without_a_cluster_client_cert(certs: Path) -> None:
     async def scenario() -> None:
         ib = Inbox()
-        b = make(2, ib, tls=tls(certs, "node2"))
+        b = make(2, ib, tls=tls(certs, 2))
         plain = make(3, Inbox())
-        stranger = make(4, Inbox(), tls=tls(certs, "stranger", ca="ca"))
+        stranger = make(4, Inbox(), tls=tls(certs, 4, issuer="other-ca"))
         async with started(b, plain, stranger):
             plain.add_peer(2, b.address)
             stranger.add_peer(2, b.address)
@@ -652,7 +640,7 @@ def test_mutual_tls_refuses_peers_without_a_cluster_client_cert(certs: Path) -> 
             stranger.send([app(2, 4, 1)])
 
             # A client that trusts the CA but presents no certificate.
-            ca = (certs / "ca.crt").read_bytes()
+            ca = (certs / "ca" / "ca.crt").read_bytes()
             creds = grpc.ssl_channel_credentials(root_certificates=ca)
             async with grpc.aio.secure_channel(b.address, creds) as channel:
                 call = pb_grpc.RaftStub(channel).Stream()
@@ -669,5 +657,51 @@ def test_mutual_tls_refuses_peers_without_a_cluster_client_cert(certs: Path) -> 
             )
             assert not plain.is_connected(2) and not stranger.is_connected(2)
             assert ib.calls == [] and b.stats().received_batches == 0
+
+    run(scenario())
+
+
+def test_a_peer_of_another_cluster_is_refused_and_counted() -> None:
+    async def scenario() -> None:
+        ib = Inbox()
+        b = make(2, ib)
+        other = make(1, Inbox(), cluster_id="another-cluster")
+        async with started(b, other):
+            other.add_peer(2, b.address)
+            other.send([app(2, 1, 1)])
+            await eventually(
+                lambda: b.stats().peer_refusals.get("other_cluster", 0) >= 1, "refused"
+            )
+            async with grpc.aio.insecure_channel(b.address) as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await pb_grpc.AdminStub(channel).Status(pb.StatusRequest())
+                assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+            assert b.stats().peer_refusals["no_identity"] == 1
+            assert ib.messages == []
+            registry = CollectorRegistry()
+            registry.register(TransportCollector(b))
+            refused = registry.get_sample_value(
+                "shardkv_peer_refusals_total", {"reason": "other_cluster"}
+            )
+            assert refused is not None and refused >= 1
+
+    run(scenario())
+
+
+def test_a_node_cannot_speak_as_another_node_with_its_own_certificate(certs: Path) -> None:
+    """Node 1's certificate is valid for the cluster, but a process holding it that claims
+    to be node 3 is refused: the certificate names node 1."""
+
+    async def scenario() -> None:
+        ib = Inbox()
+        b = make(2, ib, tls=tls(certs, 2))
+        impostor = make(3, Inbox(), tls=tls(certs, 1))
+        async with started(b, impostor):
+            impostor.add_peer(2, b.address)
+            impostor.send([app(2, 3, 1)])
+            await eventually(
+                lambda: b.stats().peer_refusals.get("node_id_mismatch", 0) >= 1, "refused"
+            )
+            assert ib.messages == []
 
     run(scenario())

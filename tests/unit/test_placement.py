@@ -105,3 +105,15 @@ def test_a_joining_node_gets_a_new_id_and_the_same_one_when_it_asks_again() -> N
     gone = replace(stored.nodes[5], state=NODE_REMOVED)
     replies, _ = apply(machine, register_node_command(gone), join_node_command("h:7520", "x", ""))
     assert replies == [OK, 6]
+
+
+def test_a_node_joining_under_mtls_gets_the_id_its_certificate_names_if_never_given() -> None:
+    machine = PlacementMachine(initial_layout(MEMBERS, 4, 3))
+    replies, _ = apply(
+        machine,
+        join_node_command("h:7510", "h:6004", "", wanted_node_id=7),
+        join_node_command("h:7510", "h:6004", "", wanted_node_id=7),  # a retry
+        join_node_command("h:7530", "h:6006", "", wanted_node_id=2),  # node 2's id
+    )
+    assert replies[:2] == [7, 7]
+    assert isinstance(replies[2], ErrorReply) and "never given twice" in replies[2].message

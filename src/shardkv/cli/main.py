@@ -201,6 +201,11 @@ def main(admin_token_file: str | None) -> None:
     help="How long shutdown waits for in-flight commands. [10]",
 )
 @click.option(
+    "--cluster-id",
+    default=None,
+    help="Names the cluster; peers of another cluster are refused. [shardkv]",
+)
+@click.option(
     "--requirepass", default=None, help="Password of the default user (Redis's requirepass)."
 )
 @click.option(
@@ -311,6 +316,52 @@ def cluster_status(admins: str) -> None:
     from shardkv.cli.local_cluster import print_status
 
     sys.exit(print_status([a.strip() for a in admins.split(",") if a.strip()]))
+
+
+@main.group()
+def certs() -> None:
+    """Make a cluster CA and node certificates for mutual TLS between nodes."""
+
+
+@certs.command("init")
+@click.argument("directory")
+@click.option("--cluster-id", default="shardkv", show_default=True, help="The cluster's id.")
+@click.option("--days", type=int, default=3650, show_default=True, help="Validity of the CA.")
+def certs_init(directory: str, cluster_id: str, days: int) -> None:
+    """Make DIRECTORY/ca.crt and DIRECTORY/ca.key (kept secret: it signs node certificates)."""
+    from shardkv.cli.certs import CertError, init_ca
+
+    try:
+        path = init_ca(directory, cluster_id, days)
+    except CertError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"CA of cluster {cluster_id}: {path}")
+
+
+@certs.command("issue")
+@click.argument("directory")
+@click.option("--node-id", type=int, required=True, help="The node the certificate names.")
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    default=("127.0.0.1", "localhost"),
+    show_default=True,
+    help="An IP address or DNS name peers dial this node at (repeat for several).",
+)
+@click.option("--cluster-id", default=None, help="The cluster's id. [the CA's]")
+@click.option("--days", type=int, default=825, show_default=True, help="Validity.")
+def certs_issue(
+    directory: str, node_id: int, hosts: tuple[str, ...], cluster_id: str | None, days: int
+) -> None:
+    """Make DIRECTORY/node-N.crt and .key, signed by DIRECTORY's CA, naming node N."""
+    from shardkv.cli.certs import CertError, issue_node
+
+    try:
+        cert, key = issue_node(directory, node_id, list(hosts), cluster_id, days)
+    except CertError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"node {node_id}: {cert} {key}")
 
 
 @main.group()

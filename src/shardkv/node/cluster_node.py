@@ -31,6 +31,7 @@ from shardkv.observability.metrics import LATENCY_BUCKETS_S
 from shardkv.storage import Engine
 from shardkv.storage.snapshot_files import SnapshotFiles
 from shardkv.transport import AdminRequestError, PeerTLS, PeerTransport, TransportCollector
+from shardkv.transport.identity import DEFAULT_CLUSTER_ID
 from shardkv.transport.proto import shardkv_pb2 as pb
 
 log = get_logger(__name__)
@@ -42,6 +43,8 @@ class PeerSettings:
 
     #: ``host:port`` to bind (port 0: any free port).
     listen_addr: str
+    #: Carried by every peer call; calls from another cluster are refused.
+    cluster_id: str = DEFAULT_CLUSTER_ID
     tls: PeerTLS | None = None
     #: Serve the test-only partition injection (Admin ``SetPartition``, ``/v1/partition``).
     enable_fault_injection: bool = False
@@ -96,6 +99,7 @@ class ClusterNode:
             snapshot_files=files,
             snapshot_send_bytes_per_s=peers.snapshot_send_bytes_per_s,
             labels=dict(settings.labels),
+            cluster_id=peers.cluster_id,
         )
         if registry is not None:
             fsync = Histogram(
@@ -197,7 +201,7 @@ class ClusterNode:
         return await self._change(group_id, ConfChange(ConfChangeType.REMOVE_NODE, node_id))
 
     async def join(
-        self, peer_address: str, client_address: str, admin_address: str
+        self, peer_address: str, client_address: str, admin_address: str, wanted_node_id: int
     ) -> tuple[int, bytes, str]:
         driver = self.runtime.driver
         fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
@@ -207,6 +211,7 @@ class ClusterNode:
                 client_address,
                 admin_address,
                 lambda r: None if fut.done() else fut.set_result(r),
+                wanted_node_id=wanted_node_id,
             )
         except NotLeaderError as exc:
             _, shard_map = driver.placement_status()

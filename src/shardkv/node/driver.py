@@ -2025,14 +2025,20 @@ class NodeDriver:
         self._activate(p)
 
     def join_node(
-        self, peer_address: str, client_address: str, admin_address: str, on_done: ReplyCallback
+        self,
+        peer_address: str,
+        client_address: str,
+        admin_address: str,
+        on_done: ReplyCallback,
+        wanted_node_id: int = 0,
     ) -> None:
         """Group 0's leader: register a node joining through a seed; ``on_done`` gets
         ``[node id]`` once applied (or an error). Raises `NotLeaderError` elsewhere (its
         ``leader_id`` says whom to ask)."""
         p, _ = self._leading_placement()
         p.replica.queue_write(
-            [join_node_command(peer_address, client_address, admin_address)], on_done
+            [join_node_command(peer_address, client_address, admin_address, wanted_node_id)],
+            on_done,
         )
         self._activate(p)
 

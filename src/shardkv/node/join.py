@@ -22,6 +22,7 @@ import grpc.aio
 
 from shardkv.core.cluster.shardmap import ShardMap
 from shardkv.observability.logging import get_logger
+from shardkv.transport.identity import DEFAULT_CLUSTER_ID, identity_from_pem, identity_metadata
 from shardkv.transport.proto import shardkv_pb2 as pb
 from shardkv.transport.proto import shardkv_pb2_grpc as pb_grpc
 from shardkv.transport.tls import LoadedPeerTLS, PeerTLS
@@ -78,6 +79,7 @@ async def join_cluster(
     client_address: str,
     admin_address: str,
     tls: PeerTLS | None = None,
+    cluster_id: str = DEFAULT_CLUSTER_ID,
     deadline_s: float = 120.0,
     attempt_timeout_s: float = 10.0,
     retry_interval_s: float = 0.5,
@@ -88,9 +90,22 @@ async def join_cluster(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + deadline_s
     loaded = tls.load() if tls is not None else None
+    wanted = 0
+    if loaded is not None:
+        identity = identity_from_pem(loaded.cert_chain_pem)
+        if identity is None or identity.cluster_id != cluster_id:
+            raise JoinError(
+                f"this node's certificate does not name a node of cluster {cluster_id!r} "
+                "(see shardkv certs issue)"
+            )
+        wanted = identity.node_id
     request = pb.JoinRequest(
-        peer_address=peer_address, client_address=client_address, admin_address=admin_address
+        peer_address=peer_address,
+        client_address=client_address,
+        admin_address=admin_address,
+        node_id=wanted,
     )
+    metadata = identity_metadata(cluster_id, wanted)
     last: dict[str, str] = {}
     queue = expand_seeds(seeds)
     while True:
@@ -98,7 +113,7 @@ async def join_cluster(
             target = address
             for _ in range(3):  # a seed, then the leader it names (which may just have moved)
                 try:
-                    reply = await _call(target, request, loaded, attempt_timeout_s)
+                    reply = await _call(target, request, loaded, attempt_timeout_s, metadata)
                 except grpc.aio.AioRpcError as exc:
                     last[target] = f"{exc.code().name}: {exc.details()}"
                     break
@@ -120,6 +135,7 @@ async def _call(
     request: pb.JoinRequest,
     tls: LoadedPeerTLS | None,
     timeout_s: float,
+    metadata: tuple[tuple[str, str], ...],
 ) -> pb.JoinResponse:
     if tls is not None:
         channel = grpc.aio.secure_channel(
@@ -129,5 +145,5 @@ async def _call(
         channel = grpc.aio.insecure_channel(address)
     async with channel:
         stub = pb_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
-        reply: pb.JoinResponse = await stub.Join(request, timeout=timeout_s)
+        reply: pb.JoinResponse = await stub.Join(request, timeout=timeout_s, metadata=metadata)
         return reply

@@ -188,6 +188,7 @@ class Server:
                 client_address=cfg.client_address,
                 admin_address=cfg.admin_address,
                 tls=tls,
+                cluster_id=cfg.cluster_id,
             )
             identity = {"node_id": joined.node_id, "join_map": joined.shard_map.encode().decode()}
             batch = WriteBatch()

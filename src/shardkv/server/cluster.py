@@ -68,6 +68,7 @@ def peer_settings(config: ServerConfig) -> PeerSettings:
         tls = PeerTLS(config.peer_tls_cert, config.peer_tls_key, config.peer_tls_ca)
     return PeerSettings(
         listen_addr=f"{config.bind}:{config.peer_port}",
+        cluster_id=config.cluster_id,
         tls=tls,
         enable_fault_injection=config.enable_fault_injection,
         snapshot_send_bytes_per_s=config.snapshot_send_bytes_per_s,

@@ -122,6 +122,9 @@ class ServerConfig:
     labels: str | None = None
     #: Test-only: POST /v1/test/partition on the admin port cuts this node off from peers.
     enable_fault_injection: bool = False
+    #: Names the cluster: every peer call carries it and a node of another cluster is
+    #: refused (etcd's ``--initial-cluster-token``); node certificates name it too.
+    cluster_id: str = "shardkv"
     #: The ``default`` user's password (Redis's ``requirepass``) until an ``ACL SETUSER
     #: default`` stores that user cluster-wide. None: the default user needs none.
     requirepass: str | None = None
@@ -217,6 +220,10 @@ class ServerConfig:
                 raise ConfigError("join needs a fixed peer_port: the cluster dials it")
         if self.shards > 16384:
             raise ConfigError(f"shards must be at most 16384 (one per slot), got {self.shards}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", self.cluster_id):
+            raise ConfigError(
+                f"cluster_id must be 1-63 letters, digits, '_', '.' or '-', got {self.cluster_id!r}"
+            )
         if (self.admin_tls_cert is None) != (self.admin_tls_key is None):
             raise ConfigError("admin_tls_cert and admin_tls_key go together")
         peer_tls = (self.peer_tls_cert, self.peer_tls_key, self.peer_tls_ca)

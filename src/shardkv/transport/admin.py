@@ -12,8 +12,8 @@ be partitioned by a stray admin call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import NoReturn, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, NoReturn, Protocol
 
 import grpc
 import grpc.aio
@@ -69,11 +69,11 @@ class AdminBackend(Protocol):
         ...
 
     async def join(
-        self, peer_address: str, client_address: str, admin_address: str
+        self, peer_address: str, client_address: str, admin_address: str, wanted_node_id: int
     ) -> tuple[int, bytes, str]:
-        """Register a new node in the cluster map: (its node id, the encoded map after
-        registering it, ""), or (0, b"", the placement leader's peer address) when this
-        node does not lead the placement group."""
+        """Register a new node in the cluster map, as ``wanted_node_id`` if not 0: (its
+        node id, the encoded map after registering it, ""), or (0, b"", the placement
+        leader's peer address) when this node does not lead the placement group."""
         ...
 
 
@@ -90,7 +90,9 @@ class AdminService(pb_grpc.AdminServicer):
         set_blocked: Callable[[frozenset[int]], None],
         enable_fault_injection: bool,
         labels: Mapping[str, str] | None = None,
+        admit: Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[int]] | None = None,
     ) -> None:
+        self._admit = admit
         self._node_id = node_id
         self._labels = dict(labels or {})
         self._backend = backend
@@ -102,6 +104,7 @@ class AdminService(pb_grpc.AdminServicer):
     async def Status(
         self, request: pb.StatusRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.StatusResponse:
+        await self._check(context)
         response = pb.StatusResponse(node_id=self._node_id, labels=dict(self._labels))
         blocked = self._blocked()
         for node_id, s in sorted(self._peer_stats().items()):
@@ -139,6 +142,7 @@ class AdminService(pb_grpc.AdminServicer):
     async def TransferLeader(
         self, request: pb.TransferLeaderRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.TransferLeaderResponse:
+        await self._check(context)
         backend = await self._require_backend(context)
         try:
             await backend.transfer_leader(request.group_id, request.to_node)
@@ -149,6 +153,7 @@ class AdminService(pb_grpc.AdminServicer):
     async def AddMember(
         self, request: pb.AddMemberRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.AddMemberResponse:
+        await self._check(context)
         backend = await self._require_backend(context)
         try:
             index = await backend.add_member(
@@ -161,6 +166,7 @@ class AdminService(pb_grpc.AdminServicer):
     async def RemoveMember(
         self, request: pb.RemoveMemberRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.RemoveMemberResponse:
+        await self._check(context)
         backend = await self._require_backend(context)
         try:
             index = await backend.remove_member(request.group_id, request.node_id)
@@ -177,9 +183,18 @@ class AdminService(pb_grpc.AdminServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "a joining node must give its peer and client addresses",
             )
+        claimed = await self._admit(context) if self._admit is not None else 0
+        if claimed and request.node_id != claimed:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"node {claimed} may only join as node {claimed}, not {request.node_id}",
+            )
         try:
             node_id, shard_map, leader = await backend.join(
-                request.peer_address, request.client_address, request.admin_address
+                request.peer_address,
+                request.client_address,
+                request.admin_address,
+                request.node_id,
             )
         except Exception as exc:
             await _abort_for(context, "join", exc)
@@ -188,6 +203,7 @@ class AdminService(pb_grpc.AdminServicer):
     async def AclChange(
         self, request: pb.AclChangeRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.AclChangeResponse:
+        await self._check(context)
         backend = await self._require_backend(context)
         try:
             return await backend.acl_change(list(request.command))
@@ -197,6 +213,7 @@ class AdminService(pb_grpc.AdminServicer):
     async def SetPartition(
         self, request: pb.SetPartitionRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.SetPartitionResponse:
+        await self._check(context)
         if not self._enable_fault_injection:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -206,6 +223,10 @@ class AdminService(pb_grpc.AdminServicer):
         self._set_blocked(blocked)
         log.warning("partition_injected", blocked=sorted(blocked))
         return pb.SetPartitionResponse(blocked_nodes=sorted(self._blocked()))
+
+    async def _check(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if self._admit is not None:
+            await self._admit(context)
 
     async def _require_backend(
         self, context: grpc.aio.ServicerContext[object, object]

@@ -102,4 +102,12 @@ class TransportCollector(Collector):
         )
         snapshots_in.add_metric(["ok"], t.snapshots_received)
         snapshots_in.add_metric(["refused"], t.snapshots_refused)
-        yield from (received, received_batches, dropped_in, snapshots_in)
+        refusals = CounterMetricFamily(
+            "shardkv_peer_refusals",
+            "Peer calls refused by the identity check (another cluster, a certificate of "
+            "another node or of none), by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(t.peer_refusals.items()):
+            refusals.add_metric([reason], count)
+        yield from (received, received_batches, dropped_in, snapshots_in, refusals)

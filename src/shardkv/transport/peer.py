@@ -157,11 +157,13 @@ class PeerSender:
         on_unreachable: Callable[[], None],
         on_hello: Callable[[str, str], None] = lambda client_address, admin_address: None,
         snapshot_files: SnapshotFiles | None = None,
+        call_metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.node_id = node_id
         self._snapshot_files = snapshot_files
         self._address = address
         self._local_node_id = local_node_id
+        self._call_metadata = call_metadata
         self._channel_factory = channel_factory
         self._limits = limits
         self._backoff = backoff
@@ -323,7 +325,7 @@ class PeerSender:
                 request_serializer=pb.MessageBatch.SerializeToString,
                 response_deserializer=pb.Ack.FromString,
             )
-            call = stream(wait_for_ready=False)
+            call = stream(metadata=self._call_metadata, wait_for_ready=False)
             try:
                 hello = await asyncio.wait_for(call.read(), self._limits.connect_timeout_s)
             except (grpc.aio.AioRpcError, TimeoutError, asyncio.CancelledError) as exc:
@@ -466,7 +468,10 @@ class PeerSender:
                 chunks = rate.paced(chunks, lambda chunk: len(chunk.data))
             try:
                 ack = await send(
-                    chunks, timeout=self._limits.snapshot_timeout_s, wait_for_ready=False
+                    chunks,
+                    timeout=self._limits.snapshot_timeout_s,
+                    metadata=self._call_metadata,
+                    wait_for_ready=False,
                 )
             except grpc.aio.AioRpcError as exc:
                 self._stats.snapshots_failed += 1

@@ -37,7 +37,7 @@ import asyncio
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -49,6 +49,13 @@ from shardkv.storage.snapshot_files import SnapshotFiles
 from shardkv.transport import codec
 from shardkv.transport.admin import AdminBackend, AdminService
 from shardkv.transport.backoff import Backoff
+from shardkv.transport.identity import (
+    DEFAULT_CLUSTER_ID,
+    cert_pem_of,
+    check_peer,
+    claimed_identity,
+    identity_metadata,
+)
 from shardkv.transport.peer import PeerSender, PeerStats, SenderLimits, SnapshotSendError
 from shardkv.transport.proto import shardkv_pb2 as pb
 from shardkv.transport.proto import shardkv_pb2_grpc as pb_grpc
@@ -92,6 +99,8 @@ class TransportStats:
     streams_superseded: int = 0
     snapshots_received: int = 0
     snapshots_refused: int = 0
+    #: Calls refused by the identity check, by reason (`identity.Refused.reason`).
+    peer_refusals: dict[str, int] = field(default_factory=dict)
 
 
 class PeerTransport:
@@ -156,6 +165,7 @@ class PeerTransport:
         enable_fault_injection: bool = False,
         snapshot_files: SnapshotFiles | None = None,
         labels: Mapping[str, str] | None = None,
+        cluster_id: str = DEFAULT_CLUSTER_ID,
     ) -> None:
         if node_id <= 0:
             raise ValueError(f"node_id must be positive, got {node_id}")
@@ -178,6 +188,9 @@ class PeerTransport:
         if snapshot_chunk_bytes > max_message_bytes // 2:
             raise ValueError("snapshot_chunk_bytes must be at most max_message_bytes / 2")
         self.node_id = node_id
+        self.cluster_id = cluster_id
+        #: Sent with every call (`transport.identity`); checked on every call received.
+        self._call_metadata = identity_metadata(cluster_id, node_id)
         self.listen_addr = listen_addr
         self._initial_peers = dict(peers)
         self._on_messages = on_messages
@@ -271,6 +284,7 @@ class PeerTransport:
                 set_blocked=self.set_blocked,
                 enable_fault_injection=self._enable_fault_injection,
                 labels=self._labels,
+                admit=self._admit,
             ),
             server,
         )
@@ -353,6 +367,7 @@ class PeerTransport:
             on_unreachable=lambda: self._report_unreachable(node_id),
             on_hello=lambda client, admin: self._on_peer_client_address(node_id, client, admin),
             snapshot_files=self._snapshot_files,
+            call_metadata=self._call_metadata,
         )
         self._peers[node_id] = sender
         sender.start()
@@ -365,7 +380,9 @@ class PeerTransport:
         if stub is None:
             return None
         try:
-            response: pb.StatusResponse = await stub.Status(pb.StatusRequest(), timeout=timeout_s)
+            response: pb.StatusResponse = await stub.Status(
+                pb.StatusRequest(), timeout=timeout_s, metadata=self._call_metadata
+            )
         except grpc.aio.AioRpcError:
             return None
         return response
@@ -380,7 +397,9 @@ class PeerTransport:
             return None
         try:
             response: pb.AclChangeResponse = await stub.AclChange(
-                pb.AclChangeRequest(command=command), timeout=timeout_s
+                pb.AclChangeRequest(command=command),
+                timeout=timeout_s,
+                metadata=self._call_metadata,
             )
         except grpc.aio.AioRpcError as exc:
             log.info("acl_change_forward_failed", to=node_id, error=exc.code().name)
@@ -505,7 +524,10 @@ class PeerTransport:
     def stats(self) -> TransportStats:
         """A copy of the transport-wide counters."""
         s = self._stats
-        return TransportStats(**{name: getattr(s, name) for name in TransportStats.__slots__})
+        values = {name: getattr(s, name) for name in TransportStats.__slots__}
+        return TransportStats(
+            **{k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+        )
 
     # --- internals: outgoing --------------------------------------------------------------
 
@@ -577,11 +599,40 @@ class PeerTransport:
 
     # --- internals: incoming ---------------------------------------------------------------
 
+    async def _admit(self, context: grpc.aio.ServicerContext[Any, Any]) -> int:
+        """Check who calls (`identity.check_peer`) and answer the node id it claims (0: a
+        node joining); a call from another cluster, or whose certificate is not of the
+        node it claims, is aborted with PERMISSION_DENIED, logged and counted."""
+        claimed_cluster, claimed_node = claimed_identity(context.invocation_metadata())
+        tls = self._loaded_tls is not None
+        refused = check_peer(
+            self.cluster_id,
+            claimed_cluster,
+            claimed_node,
+            cert_pem_of(context) if tls else None,
+            tls,
+        )
+        if refused is not None:
+            self._stats.peer_refusals[refused.reason] = (
+                self._stats.peer_refusals.get(refused.reason, 0) + 1
+            )
+            log.warning(
+                "peer_refused",
+                peer=context.peer(),
+                claimed_node=claimed_node,
+                reason=refused.reason,
+                detail=refused.detail,
+            )
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused.detail)
+        assert claimed_node is not None
+        return claimed_node
+
     async def _serve_stream(
         self,
         requests: Any,
         context: grpc.aio.ServicerContext[pb.MessageBatch, pb.Ack],
     ) -> None:
+        claimed = await self._admit(context)
         await context.write(
             pb.Ack(
                 node_id=self.node_id,
@@ -597,6 +648,11 @@ class PeerTransport:
             async for batch in requests:
                 sender = batch.from_node
                 if from_node is None:
+                    if sender != claimed:
+                        await context.abort(
+                            grpc.StatusCode.PERMISSION_DENIED,
+                            f"batch from node {sender} on a stream opened by node {claimed}",
+                        )
                     from_node = sender
                     if from_node in self._inbound_streams:
                         stats.streams_superseded += 1
@@ -637,6 +693,7 @@ class PeerTransport:
         requests: Any,
         context: grpc.aio.ServicerContext[pb.SnapshotChunk, pb.SnapshotAck],
     ) -> pb.SnapshotAck:
+        claimed = await self._admit(context)
         if self._inbound_snapshots >= self._max_inbound_snapshots:
             self._stats.snapshots_refused += 1
             await context.abort(
@@ -651,6 +708,11 @@ class PeerTransport:
             try:
                 async for chunk in requests:
                     assembler.add(chunk)
+                    if assembler.from_node != claimed:
+                        raise SnapshotTransferError(
+                            grpc.StatusCode.PERMISSION_DENIED,
+                            f"snapshot from node {assembler.from_node} sent by node {claimed}",
+                        )
                     if assembler.from_node in self._blocked:
                         raise SnapshotTransferError(
                             grpc.StatusCode.UNAVAILABLE, "partitioned (fault injection)"

@@ -7,9 +7,10 @@ guessing. The map changes only through the commands below, proposed by group 0's
 
 - ``REGISTER_NODE <id> <peer> <client> <admin> <state> [<labels json>]``: add a node or
   replace its addresses, state and failure-domain labels (the node registry).
-- ``JOIN_NODE <peer> <client> <admin>``: register a node that joins through a seed and
-  answer its id: the node already registered (and up) at that peer address keeps its id
-  (a retried join), otherwise it gets one above every id the map has ever held.
+- ``JOIN_NODE <peer> <client> <admin> [<id>]``: register a node that joins through a seed
+  and answer its id: the node already registered (and up) at that peer address keeps its
+  id (a retried join), otherwise it gets one above every id the map has ever held, or
+  the id it asks for (its certificate's, under mTLS) if no other node ever had it.
 - ``SET_SHARDS <shard json> [...]``: add shards or replace them, all at once; each changed
   shard's epoch must rise (`ShardMap.with_shards`), and the result must still give every
   slot to exactly one shard.
@@ -97,8 +98,11 @@ def register_node_command(node: NodeInfo) -> list[bytes]:
     ]
 
 
-def join_node_command(peer_address: str, client_address: str, admin_address: str) -> list[bytes]:
-    return [JOIN_NODE, peer_address.encode(), client_address.encode(), admin_address.encode()]
+def join_node_command(
+    peer_address: str, client_address: str, admin_address: str, wanted_node_id: int = 0
+) -> list[bytes]:
+    command = [JOIN_NODE, peer_address.encode(), client_address.encode(), admin_address.encode()]
+    return [*command, str(wanted_node_id).encode()] if wanted_node_id else command
 
 
 def set_shards_command(shards: list[ShardInfo]) -> list[bytes]:
@@ -159,7 +163,7 @@ class PlacementMachine:
                     tuple(sorted((str(k), str(v)) for k, v in labels.items())),
                 )
                 updated = current.with_node(node)
-            elif args[0] == JOIN_NODE and len(args) == 4:
+            elif args[0] == JOIN_NODE and len(args) in (4, 5):
                 peer, client, admin = (a.decode() for a in args[1:4])
                 known = [
                     n
@@ -167,6 +171,14 @@ class PlacementMachine:
                     if n.peer_address == peer and n.state == NODE_UP
                 ]
                 node_id = known[0].node_id if known else max(current.nodes, default=0) + 1
+                if len(args) == 5:
+                    node_id = int(args[4])
+                    taken = current.nodes.get(node_id)
+                    if taken is not None and taken not in known:
+                        return ErrorReply(
+                            f"ERR node id {node_id} is already {taken.state} at "
+                            f"{taken.peer_address}: a node id is never given twice"
+                        )
                 updated = current.with_node(NodeInfo(node_id, peer, client, admin))
                 reply = node_id
             elif args[0] == SET_SHARDS and len(args) >= 2:

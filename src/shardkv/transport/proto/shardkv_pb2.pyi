@@ -310,14 +310,16 @@ class SetPartitionResponse(_message.Message):
     def __init__(self, blocked_nodes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("peer_address", "client_address", "admin_address")
+    __slots__ = ("peer_address", "client_address", "admin_address", "node_id")
     PEER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ADMIN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
     peer_address: str
     client_address: str
     admin_address: str
-    def __init__(self, peer_address: _Optional[str] = ..., client_address: _Optional[str] = ..., admin_address: _Optional[str] = ...) -> None: ...
+    node_id: int
+    def __init__(self, peer_address: _Optional[str] = ..., client_address: _Optional[str] = ..., admin_address: _Optional[str] = ..., node_id: _Optional[int] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
     __slots__ = ("node_id", "shard_map", "leader_peer_address")
