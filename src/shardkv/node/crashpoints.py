@@ -5,6 +5,9 @@ process at once (``os._exit(137)``, like SIGKILL: no flush, no cleanup). Unset, 
 check is one dict lookup. Fault tests use it to prove that no seam loses an acknowledged
 write; no operator should ever set it.
 
+``SHARDKV_FAIL_SYNC=<n>`` makes the n-th WAL sync (and every later one) fail as a disk
+would (EIO): the test that a failed fsync is never retried and never acknowledged.
+
 Seams: ``after_write_before_sync`` (the batch is in RocksDB's page cache, not synced),
 ``after_sync_before_reply`` (durable, nobody told), ``snapshot_install`` (a received
 snapshot written, log metadata and data together, not yet synced), ``compaction`` (a new
@@ -38,7 +41,22 @@ _hits: dict[str, int] = {}
 
 def armed() -> str | None:
     """The armed seam, for a loud startup warning."""
+    if _FAIL_SYNC_AT:
+        return f"fail_sync:{_FAIL_SYNC_AT}"
     return None if _ARMED is None else f"{_ARMED[0]}:{_ARMED[1]}"
+
+
+_FAIL_SYNC_AT = int(os.environ.get("SHARDKV_FAIL_SYNC") or 0)
+_syncs = 0
+
+
+def sync_fails() -> bool:
+    """Whether this WAL sync must fail (``SHARDKV_FAIL_SYNC``); counts the syncs."""
+    global _syncs
+    if not _FAIL_SYNC_AT:
+        return False
+    _syncs += 1
+    return _syncs >= _FAIL_SYNC_AT
 
 
 def reached(name: str) -> None:

@@ -355,6 +355,8 @@ class NodeDriver:
         #: Every group hosted here: the placement group (0) and the data groups (shards).
         self._groups: dict[int, _GroupState] = {}
         self._placement: _GroupState | None = None
+        #: Set by `set_disk_full`.
+        self.disk_full_reply: ErrorReply | None = None
         #: The map this node routes by: group 0's applied map (a provisional guess only on
         #: a node that joined and has not received group 0's snapshot yet).
         self.shard_map: ShardMap | None = None
@@ -665,13 +667,27 @@ class NodeDriver:
 
     # -- inputs --------------------------------------------------------------------------
 
+    def set_disk_full(self, reply: ErrorReply | None) -> None:
+        """The shell's disk guard (`node.disk_guard`): with a reply, this node's disk is
+        nearly full: writes to groups led here get ``reply``, leaderships are handed
+        away, and incoming entries and snapshots are dropped until it is called with
+        None."""
+        self.disk_full_reply = reply
+        if reply is not None:
+            for g in self._groups.values():
+                if g.hibernating and g.replica.is_leader:
+                    self._wake(g)  # it must tick to hand its leadership over
+
     def step(self, messages: list[Message]) -> None:
         groups = self._groups
         active = self._active
+        full = self.disk_full_reply is not None
         for m in messages:
             g = groups.get(m.group_id)
             if g is None:
                 continue
+            if full and (m.type is MessageType.SNAP or (m.type is MessageType.APP and m.entries)):
+                continue  # a full disk takes no new data: the write would fail the node
             raw = g.replica.raw
             raw.step(m)
             if m.context == HIBERNATE_CONTEXT:
@@ -818,6 +834,9 @@ class NodeDriver:
                 on_done([replica.execute_owned(args, now_ms) for args in commands])
                 return
             on_done([self._moved(_slot_of(args)) for args in commands])
+            return
+        if has_write and self.disk_full_reply is not None:
+            on_done([self.disk_full_reply] * len(commands))
             return
         if has_write:
             self.proposals += 1
@@ -2286,8 +2305,10 @@ class NodeDriver:
                 if g.hibernating:
                     continue
             if balance and not self.stopping:
-                if g.replica.holding and raw.role is Role.LEADER:
-                    # A leader that cannot apply (its absorb waits) serves nobody.
+                full = self.disk_full_reply is not None
+                if (g.replica.holding or full) and raw.role is Role.LEADER:
+                    # A leader that cannot apply (its absorb waits) serves nobody; one
+                    # whose disk is full can take no writes.
                     transferee = self._best_transferee(g)
                     if transferee:
                         raw.transfer_leader(transferee)

@@ -59,3 +59,8 @@ class WritePath(Protocol):
     async def wait_idle(self) -> None:
         """Return once every accepted command has been answered."""
         ...
+
+    def set_disk_full(self, reply: ErrorReply | None) -> None:
+        """The disk guard's verdict (`node.disk_guard`): with a reply, writes are answered
+        with it until called again with None."""
+        ...

@@ -105,6 +105,14 @@ class ServerMetrics:
             "Commands refused by the ACL (-NOPERM) or before authentication (-NOAUTH).",
             registry=r,
         )
+        self.disk_free_bytes = Gauge(
+            "shardkv_disk_free_bytes", "Free bytes in the data directory's filesystem.", registry=r
+        )
+        self.disk_full = Gauge(
+            "shardkv_disk_full",
+            "1 while free space is below min_free_disk_bytes: writes here are refused.",
+            registry=r,
+        )
         self.admin_refusals = Counter(
             "shardkv_admin_refusals",
             "Admin HTTP calls refused for missing or wrong credentials, by HTTP status.",

@@ -34,6 +34,7 @@ from shardkv.core.kv import KVStateMachine
 from shardkv.core.kv.scope import KeyScope
 from shardkv.core.raft import NotLeaderError
 from shardkv.core.resp import ErrorReply, Reply
+from shardkv.node.disk_guard import DiskGuard
 from shardkv.node.join import JOIN_IDENTITY_KEY, JoinError, join_cluster
 from shardkv.node.runtime import MembershipError
 from shardkv.node.write_path import WritePath
@@ -72,6 +73,8 @@ class Server:
         self._listener: asyncio.AbstractServer | None = None
         self._admin_runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._disk_watch: asyncio.Task[None] | None = None
+        self._disk_guard: DiskGuard | None = None
         self._idle_closer: asyncio.Task[None] | None = None
         self._ssl: ssl.SSLContext | None = None
         self._tracemalloc_baseline: tracemalloc.Snapshot | None = None
@@ -135,6 +138,7 @@ class Server:
         sock = self._listener.sockets[0]
         self.port = sock.getsockname()[1]
         self._sweeper = asyncio.create_task(self._sweep_expired())
+        self._disk_watch = asyncio.create_task(self._watch_disk())
         if cfg.idle_timeout_s > 0:
             self._idle_closer = asyncio.create_task(self._close_idle_clients())
         log.info(
@@ -247,7 +251,7 @@ class Server:
             self._listener.close()
         for conn in list(self._clients.values()):
             conn.stop_reading()
-        for task in (self._sweeper, self._idle_closer):
+        for task in (self._sweeper, self._idle_closer, self._disk_watch):
             if task is not None:
                 task.cancel()
         try:
@@ -372,6 +376,22 @@ class Server:
             await asyncio.sleep(interval_s)
             if self.committer.pending_commands < self.config.max_pending_commands // 2:
                 self.committer.submit_sweep(self.config.expire_sweep_max_keys)
+
+    async def _watch_disk(self) -> None:
+        """Run the disk guard (`node.disk_guard`) every ``disk_check_interval_ms``."""
+        cfg = self.config
+        name = f"node {cfg.node_id}" if self.cluster is not None else "this server"
+        guard = DiskGuard(cfg.data_dir, cfg.min_free_disk_bytes, name, self.cluster is not None)
+        self._disk_guard = guard
+        reply: ErrorReply | None = None
+        while True:
+            verdict = guard.check()
+            self.metrics.disk_free_bytes.set(guard.free_bytes)
+            self.metrics.disk_full.set(verdict is not None)
+            if verdict is not reply:
+                reply = verdict
+                self.committer.set_disk_full(reply)
+            await asyncio.sleep(cfg.disk_check_interval_ms / 1000)
 
     async def _close_idle_clients(self) -> None:
         """Redis's ``timeout``: close clients that sent nothing for ``idle_timeout_s``.
@@ -700,6 +720,11 @@ class Server:
     async def _http_status(self, request: web.Request) -> web.Response:
         """This node's view of its Raft group (or of the single-node store)."""
         body: dict[str, Any] = {"client_address": self.config.client_address}
+        guard = self._disk_guard
+        body["disk"] = {
+            "free_bytes": guard.free_bytes if guard is not None else None,
+            "full": guard is not None and guard.full_reply is not None,
+        }
         if self.cluster is None:
             body.update(
                 node_id=self.config.node_id,

@@ -143,6 +143,10 @@ class ClusterFrontend:
     def submit_sweep(self, max_keys: int) -> None:
         self.runtime.submit_sweep(max_keys)
 
+    def set_disk_full(self, reply: ErrorReply | None) -> None:
+        self.runtime.driver.set_disk_full(reply)
+        self.runtime.driver.on_work()
+
     async def wait_idle(self) -> None:
         """See `WritePath.wait_idle`: shutdown waits here for in-flight commands."""
         await self._idle.wait()

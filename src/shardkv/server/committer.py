@@ -91,6 +91,7 @@ class Committer:
         self._dirty = False  # writes applied that no completed or running sync covers
         self._sync_running = False
         self._failed: BaseException | None = None
+        self._disk_full_reply: ErrorReply | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self.expired_keys = 0
@@ -121,6 +122,9 @@ class Committer:
         if self._pending_commands + len(commands) > self._max_pending_commands:
             on_done([BUSY] * len(commands))
             return
+        if has_write and self._disk_full_reply is not None:
+            on_done([self._disk_full_reply] * len(commands))
+            return
         self._pending.append(_Group(commands, on_done))
         self._pending_commands += len(commands)
         self._idle.clear()
@@ -128,6 +132,9 @@ class Committer:
             self._apply_scheduled = True
             # call_soon lets every connection that has data this turn join the batch.
             self._loop.call_soon(self._apply_pending)
+
+    def set_disk_full(self, reply: ErrorReply | None) -> None:
+        self._disk_full_reply = reply
 
     def submit_sweep(self, max_keys: int) -> None:
         """Delete up to ``max_keys`` expired keys in the next batch (the expiry cycle)."""

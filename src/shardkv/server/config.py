@@ -122,6 +122,11 @@ class ServerConfig:
     labels: str | None = None
     #: Test-only: POST /v1/test/partition on the admin port cuts this node off from peers.
     enable_fault_injection: bool = False
+    #: Below this much free space in data_dir, the node refuses writes, hands its
+    #: leaderships away and takes no new log entries until 1.5 times this is free again
+    #: (`node.disk_guard`); checked every disk_check_interval_ms.
+    min_free_disk_bytes: int = 256 << 20
+    disk_check_interval_ms: int = 250
     #: Names the cluster: every peer call carries it and a node of another cluster is
     #: refused (etcd's ``--initial-cluster-token``); node certificates name it too.
     cluster_id: str = "shardkv"
@@ -162,6 +167,7 @@ class ServerConfig:
             "max_concurrent_moves",
             "shard_split_bytes",
             "shard_merge_bytes",
+            "disk_check_interval_ms",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -171,6 +177,8 @@ class ServerConfig:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ConfigError(f"{name} must be a TCP port (0-65535), got {value}")
+        if self.min_free_disk_bytes < 0:
+            raise ConfigError(f"min_free_disk_bytes must be >= 0, got {self.min_free_disk_bytes}")
         if self.shard_min_count < 0:
             raise ConfigError(f"shard_min_count must be >= 0, got {self.shard_min_count}")
         if self.shard_merge_ops_per_s < 0:

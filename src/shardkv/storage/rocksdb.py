@@ -10,6 +10,7 @@ thread covers every write of every client made before it: group commit. A synced
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import rocksdict
 
 from shardkv.core.engine import ALL_COLUMNS, Delete, DeleteRange, Put, WriteBatch
+from shardkv.node import crashpoints
 from shardkv.storage.engine import StorageError
 
 MAX_CONSISTENT_VIEW_ATTEMPTS = 16
@@ -129,6 +131,8 @@ class RocksDBEngine:
             if self._closed:
                 raise StorageError("engine is closed")
             try:
+                if crashpoints.sync_fails():
+                    raise OSError(errno.EIO, "injected fsync failure (SHARDKV_FAIL_SYNC)")
                 self._db.flush_wal(True)
             except Exception as exc:
                 raise StorageError(f"RocksDB WAL sync failed: {exc}") from exc
