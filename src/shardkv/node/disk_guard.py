@@ -47,10 +47,14 @@ class DiskGuard:
         self.full_reply: ErrorReply | None = None
 
     def check(self) -> ErrorReply | None:
-        """Read the free space (statvfs) and update `full_reply`; an unreadable path
-        counts as full (nothing can be written there either)."""
+        """Read the free space (statvfs of the path, or of its nearest existing parent)
+        and update `full_reply`; an unreadable path counts as full (nothing can be
+        written there either)."""
+        path = self._path
+        while not os.path.exists(path) and os.path.dirname(path) != path:
+            path = os.path.dirname(path)  # (the data dir may not exist yet)
         try:
-            st = os.statvfs(self._path)
+            st = os.statvfs(path)
             self.free_bytes = st.f_bavail * st.f_frsize
         except OSError as exc:
             self.free_bytes = 0

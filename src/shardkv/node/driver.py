@@ -192,8 +192,11 @@ class ClusterSettings:
     tick_interval_ms: int = 100
     election_timeout_ticks: int = 10
     heartbeat_interval_ticks: int = 1
-    #: Take a snapshot and compact the log after this many applied entries.
+    #: Take a snapshot and compact the log after this many applied entries, or after
+    #: this many bytes of applied entries, whichever comes first: the log is bounded in
+    #: both (a few huge values must not keep gigabytes of log).
     snapshot_interval_entries: int = 10_000
+    snapshot_interval_bytes: int = 64 << 20
     #: Entries kept behind a snapshot, so a slightly lagging follower needs no snapshot.
     compaction_margin_entries: int = 1_000
     max_pending_reads: int = 10_000
@@ -247,6 +250,7 @@ class _GroupState:
     storage: RaftLogStorage
     shard: ShardInfo
     last_snapshot_index: int = 0
+    last_snapshot_bytes: int = 0
     #: The term this replica was last seen to lead in (a new leadership starts a clock).
     leader_term: int = 0
     #: Tick count when this replica last became leader (leader balancing waits a while,
@@ -2444,7 +2448,12 @@ class NodeDriver:
             g.leader_term = raw.term
             g.leader_since_tick = self._ticks
         interval = self.settings.snapshot_interval_entries
-        if g.snapshot_due or replica.applied_index - g.last_snapshot_index >= interval:
+        if (
+            g.snapshot_due
+            or replica.applied_index - g.last_snapshot_index >= interval
+            or replica.applied_bytes - g.last_snapshot_bytes
+            >= self.settings.snapshot_interval_bytes
+        ):
             g.snapshot_due = False
             job = self._snapshot(g)
             if job is None and g.storage.snapshot_pending:
@@ -2466,6 +2475,7 @@ class NodeDriver:
             # Nothing newer to save (e.g. the applied state IS a snapshot just installed from
             # the leader); count the interval from here.
             g.last_snapshot_index = index
+            g.last_snapshot_bytes = replica.applied_bytes
             return None
         view = self._engine.consistent_view()
         if read_applied_index(view, replica.group_id) != index:
@@ -2473,6 +2483,7 @@ class NodeDriver:
             return None
         g.snapshot_running = True
         g.last_snapshot_index = index  # do not start another for this interval
+        g.last_snapshot_bytes = replica.applied_bytes
         return SnapshotJob(
             g.shard, index, replica.raw.conf_state(), view, self.snapshots, g.storage
         )

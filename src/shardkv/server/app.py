@@ -138,7 +138,8 @@ class Server:
         sock = self._listener.sockets[0]
         self.port = sock.getsockname()[1]
         self._sweeper = asyncio.create_task(self._sweep_expired())
-        self._disk_watch = asyncio.create_task(self._watch_disk())
+        if cfg.storage_engine != "memory":  # (an in-memory engine writes no disk)
+            self._disk_watch = asyncio.create_task(self._watch_disk())
         if cfg.idle_timeout_s > 0:
             self._idle_closer = asyncio.create_task(self._close_idle_clients())
         log.info(

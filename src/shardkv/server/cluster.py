@@ -45,6 +45,7 @@ def cluster_settings(config: ServerConfig) -> ClusterSettings:
         tick_interval_ms=config.tick_interval_ms,
         election_timeout_ticks=config.election_timeout_ticks,
         snapshot_interval_entries=config.snapshot_interval_entries,
+        snapshot_interval_bytes=config.snapshot_interval_bytes,
         compaction_margin_entries=config.compaction_margin_entries,
         join=config.join_existing,
         shard_count=config.shards,

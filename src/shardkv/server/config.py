@@ -75,6 +75,8 @@ class ServerConfig:
     tick_interval_ms: int = 100
     election_timeout_ticks: int = 10
     snapshot_interval_entries: int = 10_000
+    #: ... or after this many bytes of applied log entries (the log is bounded in bytes too).
+    snapshot_interval_bytes: int = 64 << 20
     compaction_margin_entries: int = 1_000
     #: Start empty as a member of an existing one-shard cluster (after `shardkv member add`)
     #: instead of bootstrapping one.
@@ -168,6 +170,7 @@ class ServerConfig:
             "shard_split_bytes",
             "shard_merge_bytes",
             "disk_check_interval_ms",
+            "snapshot_interval_bytes",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -672,8 +672,10 @@ class PeerTransport:
                 if undecodable:
                     stats.dropped_undecodable += undecodable
                     log.warning("messages_undecodable", peer=from_node, count=undecodable)
-                if any(m.to != node_id for m in messages):
-                    kept = [m for m in messages if m.to == node_id]
+                # A message for another node, or one claiming another sender than the
+                # stream's (whose identity was checked), is never delivered.
+                if any(m.to != node_id or m.from_ != from_node for m in messages):
+                    kept = [m for m in messages if m.to == node_id and m.from_ == from_node]
                     stats.dropped_misrouted += len(messages) - len(kept)
                     messages = kept
                 if not messages:
