@@ -10,4 +10,4 @@ fi
 source scripts/venv.sh test
 python -m ruff check src tests bench
 python -m mypy
-python -m pytest -q -p no:cacheprovider "$@"
+python -m pytest -q -p no:cacheprovider --durations=25 "$@"

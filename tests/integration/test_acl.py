@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import redis
 
+from shardkv.client import CommandError, SyncClient
 from tests.integration.harness import ServerProcess
 from tests.integration.test_cluster import Cluster, wait_healthy
 
@@ -128,6 +129,9 @@ def test_acl_rules_hold_on_every_node_and_survive_a_restart_of_all(tmp_path: Pat
             n2.client(username="alice", password="pw2").ping()
         admin.execute_command("ACL", "SETUSER", "alice", "on")
         log_in(n2, "alice", "pw2")
+        # HELLO 3 AUTH logs in and switches to RESP3 in one step (redis-py protocol=3).
+        resp3 = n2.client(username="alice", password="pw2", protocol=3)
+        assert resp3.acl_whoami() in (b"alice", "alice")  # (redis-py decodes only RESP2)
 
         # nopass, then resetpass.
         admin.execute_command("ACL", "SETUSER", "bob", "on", "nopass", "+ping")
@@ -184,6 +188,14 @@ def test_a_standalone_server_keeps_its_users_across_a_restart(tmp_path: Path) ->
         with pytest.raises(redis.exceptions.AuthenticationError):
             restarted.client().ping()
         assert restarted.client(password="root").ping()
+        # The project's own client logs its connections in.
+        with SyncClient(port=restarted.port, username="carol", password="pw") as carol:
+            assert carol.get("k") is None
+        with (
+            SyncClient(port=restarted.port, username="carol", password="nope") as wrong,
+            pytest.raises(CommandError, match="WRONGPASS"),
+        ):
+            wrong.get("k")
 
 
 def _non_loopback_ipv4() -> tuple[str, Callable[[], None]]:
@@ -201,10 +213,19 @@ def _non_loopback_ipv4() -> tuple[str, Callable[[], None]]:
     return address, lambda: subprocess.run(["ip", "link", "del", name], check=False)
 
 
-def test_protected_mode_serves_only_loopback_until_a_password_is_set(tmp_path: Path) -> None:
+def test_protected_mode_serves_only_loopback_until_a_password_is_set(
+    tmp_path: Path, redis_cli: str
+) -> None:
     address, undo = _non_loopback_ipv4()
     try:
         with ServerProcess(tmp_path / "a", "--bind", "0.0.0.0").start() as node:
+            refused = subprocess.run(
+                [redis_cli, "-h", address, "-p", str(node.port), "PING"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert "DENIED" in refused.stdout + refused.stderr
             remote = redis.Redis(host=address, port=node.port, retry=None)
             with pytest.raises(redis.exceptions.ResponseError, match=r"^DENIED .*protected mode"):
                 remote.ping()

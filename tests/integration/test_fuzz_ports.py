@@ -229,8 +229,6 @@ def snapshot_chunks(draw: Any, terms: dict[int, int]) -> list[pb.SnapshotChunk]:
             chunk.total_bytes = draw(st.sampled_from([len(data), 10, 2**62]))
         offset += len(data)
         chunks.append(chunk)
-    if draw(st.integers(0, 20)) == 0:
-        chunks.append(pb.SnapshotChunk(data=b"x" * (2 << 20)))  # over the receive limit
     return chunks
 
 
@@ -274,6 +272,25 @@ def test_peer_port_survives_hostile_and_malformed_traffic(cluster: Cluster, data
                 assert exc.code() is not grpc.StatusCode.UNKNOWN, exc.details()
 
     asyncio.run(attack())
+
+
+def test_peer_port_refuses_a_chunk_over_its_message_limit(cluster: Cluster) -> None:
+    """One snapshot chunk larger than the transport's max_message_bytes (64 MiB)."""
+
+    async def send() -> grpc.StatusCode:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{cluster.peer_ports[1]}") as ch:
+            giant = pb.SnapshotChunk(data=b"x" * ((64 << 20) + 1))
+            try:
+                await pb_grpc.RaftStub(ch).SendSnapshot(
+                    iter([giant]),
+                    metadata=identity_metadata(DEFAULT_CLUSTER_ID, STRANGER),
+                    timeout=30,
+                )
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
+
+    assert asyncio.run(send()) is grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def test_peer_port_fuzz_left_the_cluster_whole(cluster: Cluster) -> None:

@@ -28,6 +28,7 @@ from shardkv.client.connection import DEFAULT_MAX_INFLIGHT_REQUESTS, Connection,
 from shardkv.client.errors import (
     Address,
     ClientClosed,
+    CommandError,
     ConnectionRefused,
     DefiniteFailure,
     Moved,
@@ -230,6 +231,9 @@ class Client:
             `shardkv.client.policy` for why a linearizability test must turn this off).
         key_slot: key -> slot for the slot cache (None turns the cache off).
         ssl: a client `SSLContext` for TLS; None for plain TCP.
+        username, password: log every connection in (``AUTH [username] password``) before
+            it carries commands; a refused login raises `CommandError` (``WRONGPASS``),
+            which is never retried. None: no login (the server's default user).
         rng: the randomness for backoff jitter; pass a seeded one for reproducible tests.
     """
 
@@ -250,6 +254,8 @@ class Client:
         key_slot: Callable[[bytes], int] | None = cluster_key_slot,
         ssl: ssl_module.SSLContext | None = None,
         rng: random.Random | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         for name, value in (
             ("pool_size", pool_size),
@@ -276,6 +282,11 @@ class Client:
         self._retry_idempotent_writes = retry_idempotent_writes
         self._key_slot = key_slot
         self._ssl = ssl
+        self._login: list[bytes] | None = None
+        if password is not None:
+            self._login = [b"AUTH", *([username.encode()] if username else []), password.encode()]
+        elif username is not None:
+            raise ValueError("a username needs a password")
         self._rng = rng if rng is not None else random.Random()
         # Most recently used last; bounded by MAX_NODE_POOLS.
         self._pools: OrderedDict[Address, _NodePool] = OrderedDict()
@@ -398,7 +409,7 @@ class Client:
     async def _open_connection(self, address: Address) -> Connection:
         self.stats.connects += 1
         try:
-            return await Connection.open(
+            connection = await Connection.open(
                 address[0],
                 address[1],
                 connect_timeout_s=self._connect_timeout_s,
@@ -408,6 +419,18 @@ class Client:
         except ConnectionRefused:
             self.stats.connect_failures += 1
             raise
+        if self._login is not None:
+            reply = await connection.request(self._login, timeout_s=self._connect_timeout_s)
+            if isinstance(reply, ErrorReply):
+                await connection.close()
+                raise CommandError(
+                    f"{address[0]}:{address[1]} refused the login: {reply.message}",
+                    code=reply.message.split(" ", 1)[0],
+                    server_message=reply.message,
+                    address=address,
+                    command="AUTH",
+                )
+        return connection
 
     def _slot_of(self, command: Sequence[bytes]) -> int | None:
         if self._key_slot is None or len(command) < 2 or command[0].upper() not in _KEYED_COMMANDS:

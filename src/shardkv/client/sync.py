@@ -61,6 +61,8 @@ class SyncClient:
         key_slot: Callable[[bytes], int] | None = cluster_key_slot,
         ssl: ssl_module.SSLContext | None = None,
         rng: random.Random | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         # Validate on the caller's thread, so bad arguments fail before a thread exists.
         client = Client(
@@ -78,6 +80,8 @@ class SyncClient:
             key_slot=key_slot,
             ssl=ssl,
             rng=rng,
+            username=username,
+            password=password,
         )
         self._client = client
         self._closed = False
