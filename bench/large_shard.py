@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import socket
@@ -107,6 +108,8 @@ def wait(what: str, condition: Any, nodes: list[Node], timeout_s: float) -> floa
         for n in nodes:
             n.sample()
         if time.monotonic() - started > timeout_s:
+            for n in nodes:
+                print(f"node {n.node_id}: {json.dumps(n.status())[:1500]}")
             raise SystemExit(f"timed out waiting for {what}")
         time.sleep(0.5)
     return time.monotonic() - started
@@ -129,7 +132,8 @@ def main() -> int:
              nodes, 120)  # fmt: skip
         leader = next(n for n in nodes if (n.shard() or {}).get("role") == "leader")
         client = redis.Redis(host="127.0.0.1", port=leader.port, socket_timeout=120)
-        value = b"v" * (args.value_kib * 1024)
+        # Random bytes: RocksDB compresses, and a repeated byte would compress to nothing.
+        value = os.urandom(args.value_kib * 1024)
         count = int(args.gib * (1 << 30)) // len(value)
         started = time.monotonic()
         for first in range(0, count, 8):

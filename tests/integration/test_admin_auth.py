@@ -61,6 +61,8 @@ def test_mutating_and_data_calls_need_the_token_or_an_admin_user(tmp_path: Path)
         assert status_of(kv, auth=basic("ops", "opspw")) == 200
         assert status_of(kv, auth=basic("ops", "wrong")) == 401
         assert status_of(kv, auth=basic("app", "apppw")) == 403
+        # A user without a password proves nothing (here: the default user).
+        assert status_of(kv, auth=basic("default", "anything")) == 401
         # The CLI passes the token from --admin-token-file.
         cli = [sys.executable, "-m", "shardkv"]
         backup = [*cli, "backup", "create", str(tmp_path / "bk"), "--admin", base[7:]]

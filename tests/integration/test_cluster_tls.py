@@ -106,9 +106,8 @@ def test_a_node_presenting_another_nodes_certificate_is_refused(tmp_path: Path) 
         assert "the caller claims node 3 but its certificate is node 2" in (
             cluster.nodes[leader].log()
         )
-        impostor = cluster.nodes[3].client(single_connection_client=True)
-        impostor.execute_command("READONLY")
-        assert impostor.get("k") is None
+        # (Node 3 may still receive from the others: it trusts their certificates. What
+        # it says as "node 3" is refused, so it never votes or acknowledges anything.)
     finally:
         cluster.stop()
 

@@ -25,7 +25,7 @@ from shardkv.core.cluster.placement import (
     set_acl_user_command,
 )
 from shardkv.core.cluster.shardmap import ShardMap, initial_layout
-from shardkv.core.resp import ErrorReply
+from shardkv.core.resp import OK, ErrorReply
 
 
 def rules(*words: str) -> list[bytes]:
@@ -131,6 +131,17 @@ def test_placement_replicas_apply_acl_changes_alike_and_keep_them_in_the_map() -
     assert check_password(restored.acl_users["default"], b"second")
     assert a.execute(del_acl_users_command(["alice", "alice"]), 0) == 1
     assert "alice" not in (a.shard_map.acl_users if a.shard_map else {})
+
+
+def test_replicas_accept_rules_for_commands_of_a_newer_version() -> None:
+    """In a rolling upgrade, a rule naming a command only newer nodes know must apply on
+    every replica alike (it allows nothing here), or the maps would differ."""
+    machine = PlacementMachine(cluster_map())
+    reply = machine.execute(set_acl_user_command("u", None, rules("on", "+newcmd", "+get")), 0)
+    assert reply == OK and machine.shard_map is not None
+    assert machine.shard_map.acl_users["u"].command_rules == ("-@all", "+newcmd", "+get")
+    with pytest.raises(AclRuleError):  # the node taking ACL SETUSER still checks
+        apply_rules(AclUser("u"), rules("+newcmd"))
 
 
 def test_a_map_without_users_encodes_as_before() -> None:

@@ -107,11 +107,16 @@ def check_password(user: AclUser, password: bytes) -> bool:
 # -- ACL SETUSER --------------------------------------------------------------------------
 
 
-def apply_rules(user: AclUser, rules: list[bytes]) -> AclUser:
+def apply_rules(user: AclUser, rules: list[bytes], *, known_commands_only: bool = True) -> AclUser:
     """The user after ``rules``, applied left to right; raises `AclRuleError` (and
-    nothing applies) at the first rule that is unknown or cannot apply."""
+    nothing applies) at the first rule that is unknown or cannot apply.
+
+    ``known_commands_only=False`` accepts ``+cmd`` / ``-cmd`` rules naming commands this
+    version does not have (they allow nothing here): the placement group's replicas
+    apply rules that way, so nodes of two versions (a rolling upgrade) keep identical
+    maps. The node that takes ``ACL SETUSER`` checks the rules strictly first."""
     for raw in rules:
-        user = _apply_rule(user, raw)
+        user = _apply_rule(user, raw, known_commands_only)
     return user
 
 
@@ -120,7 +125,7 @@ def _rule_error(raw: bytes, why: str) -> AclRuleError:
     return AclRuleError(f"ERR Error in ACL SETUSER modifier '{text}': {why}")
 
 
-def _apply_rule(user: AclUser, raw: bytes) -> AclUser:
+def _apply_rule(user: AclUser, raw: bytes, known_commands_only: bool) -> AclUser:
     rule = raw.decode(errors="replace")
     word = rule.lower()
     if word == "on":
@@ -170,7 +175,8 @@ def _apply_rule(user: AclUser, raw: bytes) -> AclUser:
         patterns = _add_pattern(raw, user.channel_patterns, "channels")
         return replace(user, channel_patterns=patterns)
     if rule[:1] in ("+", "-") and len(rule) > 1:
-        _check_command_rule(raw, word)
+        if known_commands_only:
+            _check_command_rule(raw, word)
         return replace(user, command_rules=(*user.command_rules, word))
     raise _rule_error(raw, "Syntax error")
 
@@ -251,8 +257,7 @@ def permission_error(
     if user.unrestricted:
         return None
     if spec.name not in user.allowed_commands():
-        shown = spec.name.replace("|", " ")
-        return ErrorReply(f"NOPERM this user has no permissions to run the '{shown}' command")
+        return ErrorReply(f"NOPERM this user has no permissions to run the '{spec.name}' command")
     if user.all_keys:
         return None
     for key in table.command_keys(spec, args):
@@ -266,7 +271,7 @@ def permission_error(
 def may_administer(user: AclUser) -> bool:
     """Whether ``user`` may run every ``@admin`` command (the admin HTTP API asks this)."""
     admin = {s.name for s in _every_spec() if "admin" in _categories_of(s)}
-    return user.enabled and admin <= user.allowed_commands()
+    return user.enabled and user.all_keys and admin <= user.allowed_commands()
 
 
 # -- ACL LIST / GETUSER / CAT ---------------------------------------------------------------

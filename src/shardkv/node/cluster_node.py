@@ -248,37 +248,43 @@ class ClusterNode:
 
     async def change_acl(self, command: list[bytes], timeout_s: float) -> Reply:
         """Apply an ACL change through group 0's leader, wherever it is, and answer its
-        reply once this node's own copy of the map has it too (so the client's next AUTH
-        here sees it). ``-TRYAGAIN`` if no leader took it within ``timeout_s``: the change
-        may or may not have applied (``ACL GETUSER`` tells)."""
+        reply once this node's own map has it too (so the client's next AUTH here sees
+        it). A change is sent at most once: ``-TRYAGAIN`` if no leader took it within
+        ``timeout_s``, or if a forward got no answer (it may or may not have applied:
+        ``ACL GETUSER`` tells)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         driver = self.runtime.driver
-        while loop.time() < deadline:
+        answer: pb.AclChangeResponse | None = None
+        while answer is None and loop.time() < deadline:
             try:
-                answer = await self.acl_change(command)
+                local = await self.acl_change(command)
             except AdminRequestError as exc:
                 return ErrorReply(f"ERR {exc.details}")
             except TimeoutError:
                 break
-            if not answer.leader_peer_address:
-                return _acl_reply(answer, command)
+            if not local.leader_peer_address:
+                answer = local
+                break
             leader = driver.placement_status()[0].leader_id
             if leader and leader != self.node_id:
                 remote = await self.transport.peer_acl_change(
                     leader, command, max(0.1, deadline - loop.time())
                 )
-                if remote is not None and not remote.leader_peer_address:
-                    while driver.placement_applied_index() < remote.applied_index:
-                        if loop.time() > deadline:
-                            break
-                        await asyncio.sleep(0.01)
-                    return _acl_reply(remote, command)
+                if remote is None:
+                    break  # it may have been delivered: never send it twice
+                if not remote.leader_peer_address:
+                    answer = remote
+                    break
             await asyncio.sleep(0.1)  # an election or a leader change is under way
-        return ErrorReply(
-            "TRYAGAIN the placement group did not take the ACL change in time; "
-            "check with ACL GETUSER and retry"
-        )
+        if answer is None:
+            return ErrorReply(
+                "TRYAGAIN the placement group did not confirm the ACL change in time; "
+                "check with ACL GETUSER and retry"
+            )
+        while not driver.map_follows(answer.applied_index) and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        return _acl_reply(answer, command)
 
     async def _change(self, group_id: int, change: ConfChange) -> int:
         """Propose ``change`` to ``group_id`` (led here) and return the applied index once

@@ -674,8 +674,8 @@ class NodeDriver:
     def set_disk_full(self, reply: ErrorReply | None) -> None:
         """The shell's disk guard (`node.disk_guard`): with a reply, this node's disk is
         nearly full: writes to groups led here get ``reply``, leaderships are handed
-        away, and incoming entries and snapshots are dropped until it is called with
-        None."""
+        away, and incoming entries with data and snapshots are dropped until it is
+        called with None."""
         self.disk_full_reply = reply
         if reply is not None:
             for g in self._groups.values():
@@ -690,8 +690,14 @@ class NodeDriver:
             g = groups.get(m.group_id)
             if g is None:
                 continue
-            if full and (m.type is MessageType.SNAP or (m.type is MessageType.APP and m.entries)):
-                continue  # a full disk takes no new data: the write would fail the node
+            if full and (
+                m.type is MessageType.SNAP
+                or (m.type is MessageType.APP and any(e.data for e in m.entries))
+            ):
+                # A full disk takes no new data (the write could fail the node). Empty
+                # entries still go through: a new leader's first entry must commit even
+                # if most of its group's disks are full, or no read could be served.
+                continue
             raw = g.replica.raw
             raw.step(m)
             if m.context == HIBERNATE_CONTEXT:
@@ -1944,6 +1950,15 @@ class NodeDriver:
     def placement_applied_index(self) -> int:
         assert self._placement is not None
         return self._placement.replica.applied_index
+
+    def map_follows(self, index: int) -> bool:
+        """Whether this node routes and authenticates by a map that has applied group 0
+        up to ``index`` (an entry applies at collect; the map is followed after the sync)."""
+        p = self._placement
+        assert p is not None
+        machine = p.replica.machine
+        changed = isinstance(machine, PlacementMachine) and machine.changed
+        return p.replica.applied_index >= index and not changed
 
     def rebalance_status(self) -> dict[str, object]:
         """Whether balancing is paused or backing off (a node's write p99 is too high), each

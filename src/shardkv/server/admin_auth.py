@@ -7,8 +7,8 @@ splits, rebalance, ``/v1/kv``, debugging, fault injection) and is served only to
 that shows one of:
 
 - ``Authorization: Bearer TOKEN``, the token in ``--admin-token-file``;
-- ``Authorization: Basic`` credentials of an enabled ACL user allowed every ``@admin``
-  command (as ``ACL SETUSER ops on >pw +@all`` or ``+@admin``).
+- ``Authorization: Basic`` credentials of an enabled ACL user with a password, every key
+  and every ``@admin`` command (as ``ACL SETUSER ops on >pw allkeys +@all``).
 
 Without a token file, and while the ``default`` user needs no password, a loopback caller
 is let through without credentials (as protected mode lets loopback clients in): a fresh
@@ -96,7 +96,8 @@ class AdminGuard:
         except (binascii.Error, ValueError):
             return Refusal(401, "unreadable Basic credentials")
         user = self._users.user(name.decode(errors="replace")) if sep else None
-        if user is None or not acl.check_password(user, password):
+        if user is None or user.nopass or not acl.check_password(user, password):
+            # (A user without a password proves nothing: it cannot open the admin API.)
             return Refusal(401, "invalid username-password pair or user is disabled")
         if not acl.may_administer(user):
             return Refusal(403, f"user {user.name} may not run @admin commands")

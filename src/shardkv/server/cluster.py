@@ -146,6 +146,7 @@ class ClusterFrontend:
 
     def set_disk_full(self, reply: ErrorReply | None) -> None:
         self.runtime.driver.set_disk_full(reply)
+        self.transport.refuse_snapshots = reply is not None
         self.runtime.driver.on_work()
 
     async def wait_idle(self) -> None:

@@ -35,6 +35,13 @@ Handler = Callable[["Server", "ClientConnection", list[bytes]], Reply | Coroutin
 
 WRONGPASS: Final = ErrorReply("WRONGPASS invalid username-password pair or user is disabled.")
 NOAUTH: Final = ErrorReply("NOAUTH Authentication required.")
+BAD_CLIENT_NAME: Final = ErrorReply(
+    "ERR Client names cannot contain spaces, newlines or special characters."
+)
+
+
+def _valid_client_name(name: bytes) -> bool:
+    return not any(c <= 32 or c > 126 for c in name)
 
 
 def _syntax() -> ErrorReply:
@@ -69,18 +76,21 @@ def hello(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
     else:
         version = conn.protocol
     login: tuple[str, bytes] | None = None
+    name: bytes | None = None
     while i < len(args):
         option = args[i].upper()
         if option == b"AUTH" and i + 2 < len(args):
             login = (args[i + 1].decode(errors="replace"), args[i + 2])
             i += 3
         elif option == b"SETNAME" and i + 1 < len(args):
-            conn.name = args[i + 1]
+            name = args[i + 1]
             i += 2
         else:
             return ErrorReply(
                 f"ERR Syntax error in HELLO option '{args[i].decode(errors='replace')}'"
             )
+    if name is not None and not _valid_client_name(name):
+        return BAD_CLIENT_NAME
     if login is not None:
         if not _log_in(server, conn, *login):
             return WRONGPASS
@@ -91,6 +101,8 @@ def hello(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
             "client and select the RESP protocol version at the same time"
         )
     conn.protocol = version
+    if name is not None:
+        conn.name = name
     return MapReply(
         (
             (b"server", b"redis"),
@@ -193,12 +205,9 @@ def client(server: Server, conn: ClientConnection, args: list[bytes]) -> Reply:
     if sub == b"ID" and len(args) == 2:
         return conn.id
     if sub == b"SETNAME" and len(args) == 3:
-        name = args[2]
-        if any(c <= 32 or c > 126 for c in name):
-            return ErrorReply(
-                "ERR Client names cannot contain spaces, newlines or special characters."
-            )
-        conn.name = name
+        if not _valid_client_name(args[2]):
+            return BAD_CLIENT_NAME
+        conn.name = args[2]
         return OK
     if sub == b"GETNAME" and len(args) == 2:
         return conn.name or None

@@ -271,9 +271,9 @@ class ClientConnection(asyncio.Protocol):
     def _denied(
         self, user: AclUser | None, spec: CommandSpec, args: list[bytes]
     ) -> ErrorReply | None:
+        if spec.name in NO_AUTH_COMMANDS:
+            return None  # Redis's no-auth commands: any client may log in or leave
         if user is None:
-            if spec.name in NO_AUTH_COMMANDS:
-                return None
             denied: ErrorReply | None = NOAUTH
         else:
             denied = permission_error(user, spec, args)
@@ -289,11 +289,12 @@ class ClientConnection(asyncio.Protocol):
 
         def done(task: asyncio.Task[Reply]) -> None:
             self._busy = False
-            reply: Reply = (
-                task.result()
-                if not task.cancelled() and task.exception() is None
-                else ErrorReply(f"ERR {name} failed: {task.exception()!r}")
-            )
+            if task.cancelled():
+                reply: Reply = ErrorReply(f"ERR {name} was cancelled (the server is stopping)")
+            elif task.exception() is not None:
+                reply = ErrorReply(f"ERR {name} failed: {task.exception()!r}")
+            else:
+                reply = task.result()
             out = bytearray()
             (write_reply if self.protocol == 2 else write_reply_resp3)(out, reply)
             self.server.metrics.commands.record(
@@ -398,8 +399,10 @@ class ClientConnection(asyncio.Protocol):
 
 def is_loopback(addr: object) -> bool:
     """Whether a socket peer address (as asyncio gives it) is on this machine's loopback."""
+    if isinstance(addr, str):
+        addr = (addr,)
     if not isinstance(addr, tuple) or not addr:
-        return True  # a Unix socket: local by definition
+        return False  # unknown: not trusted
     try:
         ip = ipaddress.ip_address(str(addr[0]).split("%", 1)[0])
     except ValueError:

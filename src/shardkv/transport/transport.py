@@ -240,6 +240,9 @@ class PeerTransport:
         # The stream currently accepted from each sender; older ones are superseded.
         self._inbound_streams: dict[int, object] = {}
         self._inbound_snapshots = 0
+        #: Set while this node's disk is nearly full: snapshots are refused before any
+        #: byte of them is written (the sender retries later).
+        self.refuse_snapshots = False
         #: node id -> (address, channel) for Admin calls to peers (`peer_status`).
         self._admin_channels: dict[int, tuple[str, grpc.aio.Channel]] = {}
         self._snapshot_tasks: set[asyncio.Task[None]] = set()
@@ -696,6 +699,9 @@ class PeerTransport:
         context: grpc.aio.ServicerContext[pb.SnapshotChunk, pb.SnapshotAck],
     ) -> pb.SnapshotAck:
         claimed = await self._admit(context)
+        if self.refuse_snapshots:
+            self._stats.snapshots_refused += 1
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "this node's disk is full")
         if self._inbound_snapshots >= self._max_inbound_snapshots:
             self._stats.snapshots_refused += 1
             await context.abort(

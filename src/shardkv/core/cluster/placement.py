@@ -190,7 +190,8 @@ class PlacementMachine:
                 user = current.acl_users.get(name)
                 if user is None:
                     user = decode_user(args[2]) if args[2] else AclUser(name)
-                updated = current.with_acl_user(apply_rules(user, args[3:]))
+                rules = args[3:]
+                updated = current.with_acl_user(apply_rules(user, rules, known_commands_only=False))
             elif args[0] == DEL_ACL_USERS and len(args) >= 2:
                 names = [a.decode() for a in args[1:]]
                 reply = sum(1 for n in set(names) if n in current.acl_users)

@@ -299,8 +299,9 @@ class ShardMap:
 
     # -- encoding ------------------------------------------------------------------------
 
-    def encode(self) -> bytes:
-        """Stable bytes (sorted JSON): equal maps encode equally on every node."""
+    def encode(self, *, with_users: bool = True) -> bytes:
+        """Stable bytes (sorted JSON): equal maps encode equally on every node.
+        ``with_users=False`` leaves the ACL users out (for views anyone may read)."""
         doc = {
             "version": SHARD_MAP_VERSION,
             "nodes": [
@@ -319,7 +320,7 @@ class ShardMap:
             "initial_shards": self.initial_shards,
             "shards": [encode_shard_fields(s) for _, s in sorted(self.shards.items())],
         }
-        if self.acl_users:  # (absent from maps that never had a user: their bytes stay)
+        if self.acl_users and with_users:  # (absent from maps that never had a user)
             doc["acl_users"] = [
                 json.loads(encode_user(u)) for _, u in sorted(self.acl_users.items())
             ]
