@@ -705,3 +705,29 @@ def test_a_node_cannot_speak_as_another_node_with_its_own_certificate(certs: Pat
             assert ib.messages == []
 
     run(scenario())
+
+
+def test_a_certificate_of_another_cluster_is_refused_even_from_the_same_ca(
+    certs: Path,
+) -> None:
+    """The CA signed a certificate for node 1 of cluster "other": it passes TLS, but the
+    identity it carries is of another cluster."""
+    issue_node(certs / "ca", 1, ["127.0.0.1"], cluster_id="other", days=2)
+    (certs / "ca" / "node-1.crt").rename(certs / "ca" / "other-1.crt")
+    (certs / "ca" / "node-1.key").rename(certs / "ca" / "other-1.key")
+    issue_node(certs / "ca", 1, ["127.0.0.1"])  # restore node 1's own for other tests
+
+    async def scenario() -> None:
+        ib = Inbox()
+        b = make(2, ib, tls=tls(certs, 2))
+        d = certs / "ca"
+        foreign = make(1, Inbox(), tls=PeerTLS(d / "other-1.crt", d / "other-1.key", d / "ca.crt"))
+        async with started(b, foreign):
+            foreign.add_peer(2, b.address)
+            foreign.send([app(2, 1, 1)])
+            await eventually(
+                lambda: b.stats().peer_refusals.get("other_cluster", 0) >= 1, "refused"
+            )
+            assert ib.messages == []
+
+    run(scenario())
