@@ -120,6 +120,7 @@ def main() -> int:
     parser.add_argument("--gib", type=float, default=2.0)
     parser.add_argument("--value-kib", type=int, default=1024)
     parser.add_argument("--timeout-s", type=float, default=1800.0)
+    parser.add_argument("--compressible", action="store_true", help="values of one repeated byte")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="shardkv-large-"))
     settings = ["--shard-split-bytes", str(64 << 30), "--snapshot-send-bytes-per-s", "0"]
@@ -133,7 +134,8 @@ def main() -> int:
         leader = next(n for n in nodes if (n.shard() or {}).get("role") == "leader")
         client = redis.Redis(host="127.0.0.1", port=leader.port, socket_timeout=120)
         # Random bytes: RocksDB compresses, and a repeated byte would compress to nothing.
-        value = os.urandom(args.value_kib * 1024)
+        size = args.value_kib * 1024
+        value = b"v" * size if args.compressible else os.urandom(size)
         count = int(args.gib * (1 << 30)) // len(value)
         started = time.monotonic()
         for first in range(0, count, 8):
