@@ -69,7 +69,7 @@ class Node:
                 sys.executable, "-m", "shardkv", "server",
                 "--port", str(self.port), "--peer-port", str(self.peer_port),
                 "--admin-port", str(self.admin_port), "--data-dir", str(self.data_dir),
-                "--log-level", "warning", *self.extra, *flags,
+                "--log-level", "info", *self.extra, *flags,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -125,6 +125,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="shardkv-large-"))
     settings = ["--shard-split-bytes", str(64 << 30), "--snapshot-send-bytes-per-s", "0"]
     nodes = [Node(root, i, settings) for i in (1, 2, 3)]
+    finished = False
     members = ",".join(f"{n.node_id}=127.0.0.1:{n.peer_port}" for n in nodes)
     try:
         for n in nodes:
@@ -192,11 +193,15 @@ def main() -> int:
         sizes = {n.node_id: sum(f.stat().st_size for f in n.data_dir.rglob("*") if f.is_file())
                  for n in nodes}  # fmt: skip
         print("data dir sizes: " + ", ".join(f"node {k} {v >> 20} MiB" for k, v in sizes.items()))
+        finished = True
         return 0
     finally:
         for n in nodes:
             n.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if finished:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"logs and data kept in {root}")
 
 
 if __name__ == "__main__":

@@ -193,8 +193,9 @@ class ClusterSettings:
     election_timeout_ticks: int = 10
     heartbeat_interval_ticks: int = 1
     #: Take a snapshot and compact the log after this many applied entries, or after
-    #: this many bytes of applied entries, whichever comes first: the log is bounded in
-    #: both (a few huge values must not keep gigabytes of log).
+    #: this many bytes of applied entries (or the shard's own size, if larger: a
+    #: snapshot copies the whole shard, so one per shard-size of writes keeps its cost
+    #: linear in the writes), whichever comes first: the log is bounded in both.
     snapshot_interval_entries: int = 10_000
     snapshot_interval_bytes: int = 64 << 20
     #: Entries kept behind a snapshot, so a slightly lagging follower needs no snapshot.
@@ -2467,7 +2468,7 @@ class NodeDriver:
             g.snapshot_due
             or replica.applied_index - g.last_snapshot_index >= interval
             or replica.applied_bytes - g.last_snapshot_bytes
-            >= self.settings.snapshot_interval_bytes
+            >= max(self.settings.snapshot_interval_bytes, _data_bytes(g))
         ):
             g.snapshot_due = False
             job = self._snapshot(g)

@@ -75,7 +75,8 @@ class ServerConfig:
     tick_interval_ms: int = 100
     election_timeout_ticks: int = 10
     snapshot_interval_entries: int = 10_000
-    #: ... or after this many bytes of applied log entries (the log is bounded in bytes too).
+    #: ... or after this many bytes of applied log entries, or the shard's size if larger
+    #: (the log is bounded in bytes too).
     snapshot_interval_bytes: int = 64 << 20
     compaction_margin_entries: int = 1_000
     #: Start empty as a member of an existing one-shard cluster (after `shardkv member add`)
