@@ -219,6 +219,12 @@ def main(admin_token_file: str | None) -> None:
     default=None,
     help="File holding the bearer token admin calls that change state or read data need.",
 )
+@click.option(
+    "--min-free-disk-bytes",
+    type=int,
+    default=None,
+    help="Below this much free disk, refuse writes and hand leaderships away. [256 MiB]",
+)
 @click.option("--admin-tls-cert", default=None, help="PEM certificate: serve admin HTTP as HTTPS.")
 @click.option("--admin-tls-key", default=None, help="PEM key for --admin-tls-cert.")
 def server(config_file: str | None, **flags: Any) -> None:
