@@ -179,12 +179,8 @@ def test_acl_rules_hold_on_every_node_and_survive_a_restart_of_all(tmp_path: Pat
         assert admin.execute_command("ACL", "DELUSER", "bob", "nobody") == 1
 
         # Every node restarts: the users come back with the map.
-        for i in cluster.nodes:
-            cluster.nodes[i].stop()
-        for i in cluster.nodes:
-            cluster.restart(i, wait=False)
+        cluster.restart_all()
         for node in cluster.nodes.values():
-            node.wait_ready()
             wait_healthy(node)
         again = log_in(cluster.nodes[2], "alice", "pw2", deadline_s=30)
         assert denied(lambda: again.get("x1")) is None

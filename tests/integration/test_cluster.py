@@ -71,6 +71,16 @@ class Cluster:
         """Start node i again on its disk and ports (``env``: see `ServerProcess.again`)."""
         self.nodes[i] = self.nodes[i].again(env).start(wait=wait)
 
+    def restart_all(self) -> None:
+        """Stop every node (SIGTERM), then start them all again on their disks and wait
+        until each answers."""
+        for i in self.nodes:
+            self.nodes[i].stop()
+        for i in self.nodes:
+            self.restart(i, wait=False)
+        for node in self.nodes.values():
+            node.wait_ready()
+
     def leader(self, timeout_s: float = 10.0) -> int:
         """The node that reports leading shard 1 (the only shard unless --shards says)."""
         deadline = time.monotonic() + timeout_s

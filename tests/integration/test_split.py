@@ -99,12 +99,7 @@ def test_an_operator_split_moves_no_data_and_loses_no_key(tmp_path: Path) -> Non
         assert "ShardKV shards" in listing.stdout and "\n│ 3 " in listing.stdout
 
         # The split is on disk: every node restarted keeps three shards and every key.
-        for i in cluster.nodes:
-            cluster.nodes[i].stop()
-        for i in cluster.nodes:
-            cluster.restart(i, wait=False)
-        for node in cluster.nodes.values():
-            node.wait_ready()
+        cluster.restart_all()
         eventually(
             lambda: len(keys_by_shard(cluster)) == 3,
             lambda: f"shards after restart: {keys_by_shard(cluster)}",

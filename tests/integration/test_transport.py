@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -661,50 +662,49 @@ def test_mutual_tls_refuses_peers_without_a_cluster_client_cert(certs: Path) -> 
     run(scenario())
 
 
-def test_a_peer_of_another_cluster_is_refused_and_counted() -> None:
+def refused_by_node_2(
+    sender: PeerTransport, reason: str, tls: PeerTLS | None = None
+) -> PeerTransport:
+    """``sender`` sends node 2 (with ``tls``) a message: node 2 refuses the call for
+    ``reason`` and delivers nothing. Returns node 2 (stopped)."""
+    inbox = Inbox()
+    receiver = make(2, inbox, tls=tls)
+
     async def scenario() -> None:
-        ib = Inbox()
-        b = make(2, ib)
-        other = make(1, Inbox(), cluster_id="another-cluster")
-        async with started(b, other):
-            other.add_peer(2, b.address)
-            other.send([app(2, 1, 1)])
+        async with started(receiver, sender):
+            sender.add_peer(2, receiver.address)
+            sender.send([app(2, sender.node_id, 1)])
             await eventually(
-                lambda: b.stats().peer_refusals.get("other_cluster", 0) >= 1, "refused"
+                lambda: receiver.stats().peer_refusals.get(reason, 0) >= 1, f"refused: {reason}"
             )
-            async with grpc.aio.insecure_channel(b.address) as channel:
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await pb_grpc.AdminStub(channel).Status(pb.StatusRequest())
-                assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
-            assert b.stats().peer_refusals["no_identity"] == 1
-            assert ib.messages == []
-            registry = CollectorRegistry()
-            registry.register(TransportCollector(b))
-            refused = registry.get_sample_value(
-                "shardkv_peer_refusals_total", {"reason": "other_cluster"}
-            )
-            assert refused is not None and refused >= 1
+            assert inbox.messages == []
 
     run(scenario())
+    return receiver
+
+
+def test_a_peer_of_another_cluster_or_of_none_is_refused_and_counted() -> None:
+    b = refused_by_node_2(make(1, Inbox(), cluster_id="another-cluster"), "other_cluster")
+    registry = CollectorRegistry()
+    registry.register(TransportCollector(b))
+    assert registry.get_sample_value("shardkv_peer_refusals_total", {"reason": "other_cluster"})
+
+    async def without_identity() -> None:
+        c = make(3, Inbox())
+        async with started(c), grpc.aio.insecure_channel(c.address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await pb_grpc.AdminStub(channel).Status(pb.StatusRequest())
+            assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+            assert c.stats().peer_refusals["no_identity"] == 1
+
+    run(without_identity())
 
 
 def test_a_node_cannot_speak_as_another_node_with_its_own_certificate(certs: Path) -> None:
     """Node 1's certificate is valid for the cluster, but a process holding it that claims
     to be node 3 is refused: the certificate names node 1."""
-
-    async def scenario() -> None:
-        ib = Inbox()
-        b = make(2, ib, tls=tls(certs, 2))
-        impostor = make(3, Inbox(), tls=tls(certs, 1))
-        async with started(b, impostor):
-            impostor.add_peer(2, b.address)
-            impostor.send([app(2, 3, 1)])
-            await eventually(
-                lambda: b.stats().peer_refusals.get("node_id_mismatch", 0) >= 1, "refused"
-            )
-            assert ib.messages == []
-
-    run(scenario())
+    impostor = make(3, Inbox(), tls=tls(certs, 1))
+    refused_by_node_2(impostor, "node_id_mismatch", tls(certs, 2))
 
 
 def test_a_certificate_of_another_cluster_is_refused_even_from_the_same_ca(
@@ -712,22 +712,8 @@ def test_a_certificate_of_another_cluster_is_refused_even_from_the_same_ca(
 ) -> None:
     """The CA signed a certificate for node 1 of cluster "other": it passes TLS, but the
     identity it carries is of another cluster."""
-    issue_node(certs / "ca", 1, ["127.0.0.1"], cluster_id="other", days=2)
-    (certs / "ca" / "node-1.crt").rename(certs / "ca" / "other-1.crt")
-    (certs / "ca" / "node-1.key").rename(certs / "ca" / "other-1.key")
-    issue_node(certs / "ca", 1, ["127.0.0.1"])  # restore node 1's own for other tests
-
-    async def scenario() -> None:
-        ib = Inbox()
-        b = make(2, ib, tls=tls(certs, 2))
-        d = certs / "ca"
-        foreign = make(1, Inbox(), tls=PeerTLS(d / "other-1.crt", d / "other-1.key", d / "ca.crt"))
-        async with started(b, foreign):
-            foreign.add_peer(2, b.address)
-            foreign.send([app(2, 1, 1)])
-            await eventually(
-                lambda: b.stats().peer_refusals.get("other_cluster", 0) >= 1, "refused"
-            )
-            assert ib.messages == []
-
-    run(scenario())
+    same_ca = certs / "same-ca-other-cluster"
+    shutil.copytree(certs / "ca", same_ca, dirs_exist_ok=True)
+    issue_node(same_ca, 1, ["127.0.0.1"], cluster_id="other", days=2)
+    foreign = make(1, Inbox(), tls=tls(certs, 1, issuer="same-ca-other-cluster"))
+    refused_by_node_2(foreign, "other_cluster", tls(certs, 2))

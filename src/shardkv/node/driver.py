@@ -1936,17 +1936,15 @@ class NodeDriver:
         p.replica.queue_write([rebalance_command(paused)], on_done)
         self._activate(p)
 
-    def propose_acl(self, command: list[bytes], on_done: ReplyCallback) -> int:
+    def propose_acl(self, command: list[bytes], on_done: ReplyCallback) -> None:
         """Group 0's leader: propose an ACL change (``ACL SETUSER`` / ``DELUSER``, one of
-        `ACL_COMMANDS`); ``on_done`` gets the machine's reply once applied. Returns group
-        0's applied index now (the change applies after it). Raises `NotLeaderError`
-        elsewhere and ValueError for any other placement command."""
+        `ACL_COMMANDS`); ``on_done`` gets the machine's reply once applied. Raises
+        `NotLeaderError` elsewhere and ValueError for any other placement command."""
         if command[0] not in ACL_COMMANDS:
             raise ValueError("only ACL changes may be forwarded to the placement group")
         p, _ = self._leading_placement()
         p.replica.queue_write([command], on_done)
         self._activate(p)
-        return p.replica.applied_index
 
     def placement_applied_index(self) -> int:
         assert self._placement is not None
@@ -2316,6 +2314,7 @@ class NodeDriver:
             if balance and shard_map
             else set()
         )
+        full = self.disk_full_reply is not None
         for group_id, g in list(self._groups.items()):
             if g.hibernating:
                 continue
@@ -2325,7 +2324,6 @@ class NodeDriver:
                 if g.hibernating:
                     continue
             if balance and not self.stopping:
-                full = self.disk_full_reply is not None
                 if (g.replica.holding or full) and raw.role is Role.LEADER:
                     # A leader that cannot apply (its absorb waits) serves nobody; one
                     # whose disk is full can take no writes.
@@ -2464,11 +2462,15 @@ class NodeDriver:
             g.leader_term = raw.term
             g.leader_since_tick = self._ticks
         interval = self.settings.snapshot_interval_entries
+        grown_bytes = replica.applied_bytes - g.last_snapshot_bytes
         if (
             g.snapshot_due
             or replica.applied_index - g.last_snapshot_index >= interval
-            or replica.applied_bytes - g.last_snapshot_bytes
-            >= max(self.settings.snapshot_interval_bytes, _data_bytes(g))
+            # (The shard's size is a META read: only asked once past the fixed bound.)
+            or (
+                grown_bytes >= self.settings.snapshot_interval_bytes
+                and grown_bytes >= _data_bytes(g)
+            )
         ):
             g.snapshot_due = False
             job = self._snapshot(g)

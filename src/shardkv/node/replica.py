@@ -69,7 +69,6 @@ from shardkv.core.raft import (
     Snapshot,
     Storage,
 )
-from shardkv.core.raft.types import entry_size_bytes
 from shardkv.core.resp import OK, ErrorReply, Reply
 from shardkv.node.shard_snapshots import ShardSnapshots
 from shardkv.observability.logging import get_logger
@@ -210,8 +209,8 @@ class Replica:
         self._clock_ms = clock_ms
         self._monotonic_s = monotonic_s
         self.applied_index = config.applied_index
-        #: Bytes of the log entries applied since this replica opened (`entry_size_bytes`):
-        #: the driver snapshots (and compacts the log) every ``snapshot_interval_bytes``.
+        #: Payload bytes of the log entries applied since this replica opened: the driver
+        #: snapshots (and compacts the log) by it (``snapshot_interval_bytes``).
         self.applied_bytes = 0
         self._max_pending_reads = max_pending_reads
         self._waiters: dict[int, _Waiter] = {}
@@ -491,7 +490,7 @@ class Replica:
                 else:
                     work.answers.append((waiter.on_done, [PROPOSAL_DROPPED] * waiter.commands))
             self.applied_index = entry.index
-            self.applied_bytes += entry_size_bytes(entry)
+            self.applied_bytes += len(entry.data)
         self._settle_skipped_waiters(work)
         kv_batch = self.machine.finish_batch()
         batch.extend(kv_batch)
