@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from shardkv.core.cluster.shardmap import ShardMap
 from tests.integration.harness import ServerProcess, free_port
@@ -65,8 +66,22 @@ def eventually(check: Callable[[], bool], what: Callable[[], str], timeout_s: fl
         time.sleep(0.5)
 
 
+def cluster_client(port: int, timeout_s: float = 30.0) -> RedisCluster:
+    """A RedisCluster client, once the node's CLUSTER SLOTS covers every slot: right after
+    start the scheduler moves replicas and leaders, and a shard in an election is briefly
+    listed without a master (redis-py then refuses to start, as with Redis Cluster)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return RedisCluster(host="127.0.0.1", port=port, socket_timeout=10)
+        except RedisClusterException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def write_keys(port: int) -> None:
-    client = RedisCluster(host="127.0.0.1", port=port, socket_timeout=10)
+    client = cluster_client(port)
     pipe = client.pipeline(transaction=False)
     for i in range(KEYS):
         pipe.set(f"key:{i}", f"value:{i}")
@@ -77,7 +92,7 @@ def write_keys(port: int) -> None:
 
 
 def assert_every_key_reads_back(port: int) -> None:
-    client = RedisCluster(host="127.0.0.1", port=port, socket_timeout=10)
+    client = cluster_client(port)
     pipe = client.pipeline(transaction=False)
     for i in range(KEYS):
         pipe.get(f"key:{i}")
