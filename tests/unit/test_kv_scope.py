@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from shardkv.core.cluster.slots import SLOT_COUNT, SLOTS_END, key_slot, slot_prefix
-from shardkv.core.engine import DATA, EXPIRY, META, ReadView, WriteBatch
+from shardkv.core.engine import DATA, EXPIRY, META, SUB, ReadView, WriteBatch
 from shardkv.core.kv import KeyScope, KVStateMachine, codec
 from shardkv.core.kv.scope import merge_scopes, split_scope
 from shardkv.core.resp.replies import OK, ErrorReply
@@ -296,7 +296,9 @@ class TestMachinesSharingAStore:
         ranges = [(op.column, op.start, op.end) for op in ops if hasattr(op, "start")]
         assert ranges == [
             (DATA, slot_prefix(0), slot_prefix(5000)),
+            (SUB, slot_prefix(0), slot_prefix(5000)),
             (DATA, slot_prefix(10000), SLOTS_END),
+            (SUB, slot_prefix(10000), SLOTS_END),
             (EXPIRY, *codec.expiry_group_range(1)),
         ]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shardkv.core.engine import DATA, WriteBatch
+from shardkv.core.engine import WriteBatch
 from shardkv.core.kv import codec, parse_i64
 from shardkv.core.kv.machine import KVStateMachine
 from shardkv.core.resp.replies import OK, ErrorReply
@@ -344,13 +344,8 @@ class TestRanges:
 
 
 def test_non_string_values_answer_wrongtype() -> None:
-    # No command creates other types yet; a value with another type tag stands in for a
-    # future list or hash.
     h = Harness()
-    batch = WriteBatch()
-    batch.put(DATA, codec.data_key(b"other"), codec.encode_value(7, 0, b"payload"))
-    h.view.apply(batch)
-    h.view.apply(_counts_batch(1, 0))
+    assert h.run("HSET", "other", "field", "value") == 1
     for command in (
         ["GET", "other"],
         ["GETSET", "other", "v"],

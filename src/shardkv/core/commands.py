@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from shardkv.core.resp.replies import ErrorReply, Reply, SimpleString
+from shardkv.core.type_commands import TYPE_COMMAND_ROWS, TypeRow
 
 
 class CommandKind(enum.Enum):
@@ -893,8 +894,28 @@ def _with_kind(spec: CommandSpec, kind: CommandKind) -> CommandSpec:
     return replace(spec, kind=kind, subcommands=subs)
 
 
+def _type_spec(row: TypeRow) -> CommandSpec:
+    name, arity, flags, keys, acl, group, since, summary = row
+    first, last, step = keys
+    access = "RO access" if "readonly" in flags else "RW update"
+    last_key = last - first if last >= 0 else last
+    return _spec(
+        name,
+        arity,
+        flags,
+        keys,
+        acl,
+        group,
+        since,
+        summary,
+        "",
+        key_specs=(_ks(access, first, last_key, step),),
+    )
+
+
 COMMANDS: Final[tuple[CommandSpec, ...]] = tuple(
     [_with_kind(spec, CommandKind.DATA) for spec in _DATA_COMMANDS]
+    + [_with_kind(_type_spec(row), CommandKind.DATA) for row in TYPE_COMMAND_ROWS]
     + [_with_kind(spec, CommandKind.SERVER) for spec in _SERVER_COMMANDS]
 )
 """Every top-level command, in table order (``COMMAND COUNT`` is its length)."""
@@ -989,8 +1010,16 @@ def key_positions(spec: CommandSpec, arg_count: int) -> range:
 
 
 def command_keys(spec: CommandSpec, args: list[bytes]) -> list[bytes]:
-    """The keys a call reads or writes, for slot routing (empty for keyless commands)."""
+    """The keys a call reads or writes, for slot routing (empty for keyless commands).
+    ZUNIONSTORE/ZINTERSTORE (``movablekeys``) name theirs with a count: the destination
+    and the ``numkeys`` keys after it (as many as there are, if the count is bad)."""
+    if spec.name in _NUMKEYS_COMMANDS and len(args) >= 3:
+        count = int(args[2]) if args[2].isdigit() and len(args[2]) < 10 else 0
+        return [args[1], *args[3 : 3 + count]]
     return [args[i] for i in key_positions(spec, len(args))]
+
+
+_NUMKEYS_COMMANDS: Final = frozenset({"zunionstore", "zinterstore"})
 
 
 # ----------------------------------------------------------------------------------------

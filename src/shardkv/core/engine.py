@@ -17,6 +17,9 @@ from typing import Final, Protocol
 DATA: Final = "data"
 #: Expiry index: 8-byte big-endian expire-at milliseconds + data key -> b"".
 EXPIRY: Final = "expiry"
+#: Members of hashes, sets, sorted sets and lists, one record each (slot-prefixed, see
+#: ``shardkv.core.kv.codec``).
+SUB: Final = "sub"
 #: Small per-store metadata (key counts, applied index, ...).
 META: Final = "meta"
 #: Raft log entries, per group (used from the replication issue on).
@@ -24,7 +27,7 @@ RAFT_LOG: Final = "raft_log"
 #: Raft hard state and other per-group durable state.
 RAFT_STATE: Final = "raft_state"
 
-ALL_COLUMNS: Final = (DATA, EXPIRY, META, RAFT_LOG, RAFT_STATE)
+ALL_COLUMNS: Final = (DATA, EXPIRY, META, RAFT_LOG, RAFT_STATE, SUB)
 
 
 class ReadView(Protocol):

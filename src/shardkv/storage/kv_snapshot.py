@@ -23,9 +23,10 @@ Format (integers big-endian)::
     header   magic b"SKVS" | version (1) = 2 | group id (8) | applied index (8)
              | range count (2) | per slot range: first slot (2) | last slot (2)
     records  column tag (1) | key length (4) | value length (4) | key | value
-             in column order DATA (1), EXPIRY (2), META (3), keys strictly increasing
-             within a column, every key inside the header's scope (DATA: one of the slot
-             ranges; EXPIRY: the group's prefix; META: one of the group's counters)
+             in column order DATA (1), EXPIRY (2), META (3), SUB (4), keys strictly
+             increasing within a column, every key inside the header's scope (DATA and
+             SUB: one of the slot ranges; EXPIRY: the group's prefix; META: one of the
+             group's counters)
     trailer  end tag 0xFF (1) | record count (8) | CRC-32 (4) of every byte before it
 
 Version 1 (whole DATA/EXPIRY columns and node-wide counters, no ranges) is refused.
@@ -51,7 +52,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from shardkv.core.cluster.slots import SLOT_COUNT
-from shardkv.core.engine import DATA, EXPIRY, META, ReadView, WriteBatch
+from shardkv.core.engine import DATA, EXPIRY, META, SUB, ReadView, WriteBatch
 from shardkv.core.kv.codec import (
     data_bytes_key,
     data_ranges,
@@ -104,8 +105,9 @@ _END_TAG: Final = 0xFF
 _DATA_TAG: Final = 1
 _EXPIRY_TAG: Final = 2
 _META_TAG: Final = 3
+_SUB_TAG: Final = 4
 #: Column of each record tag.
-_COLUMNS: Final = {_DATA_TAG: DATA, _EXPIRY_TAG: EXPIRY, _META_TAG: META}
+_COLUMNS: Final = {_DATA_TAG: DATA, _EXPIRY_TAG: EXPIRY, _META_TAG: META, _SUB_TAG: SUB}
 _WHOLE: Final = ((0, SLOT_COUNT - 1),)
 
 _Range = tuple[int, str, bytes, bytes]
@@ -127,6 +129,8 @@ def _scope_ranges(scope: KeyScope) -> tuple[_Range, ...]:
     )
     for key in sorted(group_keys):
         ranges.append((_META_TAG, META, key, key + b"\x00"))
+    # Members of hashes, sets, sorted sets and lists: slot-prefixed like DATA.
+    ranges.extend((_SUB_TAG, SUB, start, end) for start, end in data_ranges(scope.slot_ranges))
     return tuple(ranges)
 
 

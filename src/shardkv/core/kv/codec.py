@@ -22,6 +22,17 @@ Column ``EXPIRY`` (an index to find expired keys without scanning the data):
     `expiry_group_range` (expire-at < 2**63, so the byte after the group id is < 0x80),
     ordered by expire-at: the sweep is one range scan from the group's prefix.
 
+Column ``SUB`` (the members of hashes, sets, sorted sets and lists: one record each):
+    key   = sub-key prefix + family byte + member part, where the sub-key prefix of a
+            data key is its slot prefix (2 bytes) + user key length (4 bytes, big-endian)
+            + user key (`sub_prefix`), so a Redis key's members are one contiguous range
+            (`sub_range`) and a slot range's members are the same byte range as its DATA
+            keys (`data_range` holds for SUB too): splits and merges move nothing.
+    The DATA value of such a key holds its metadata (`encode_collection_meta`): member
+    count, bytes of its SUB records, and for lists the head and tail positions. Deleting
+    or expiring a big key is one DATA delete plus one range deletion of its SUB range;
+    RocksDB reclaims the space in its background compactions.
+
 Column ``META``, per group (group id 4 bytes, big-endian):
     `key_count_key` ``b"kv/key_count/" + group id``         -> number of the group's
                                                                 entries in DATA
@@ -42,10 +53,31 @@ from typing import Final
 
 from shardkv.core.cluster.slots import SLOT_COUNT, SLOTS_END, prefixed_key, slot_prefix
 
-#: Type tag of a string value. Other Redis types will get other tags.
+#: Type tag of a string value.
 TYPE_STRING: Final = 0
+TYPE_HASH: Final = 1
+TYPE_SET: Final = 2
+TYPE_ZSET: Final = 3
+TYPE_LIST: Final = 4
 #: Name reported by TYPE for each tag.
-TYPE_NAMES: Final = {TYPE_STRING: "string"}
+TYPE_NAMES: Final = {
+    TYPE_STRING: "string",
+    TYPE_HASH: "hash",
+    TYPE_SET: "set",
+    TYPE_ZSET: "zset",
+    TYPE_LIST: "list",
+}
+
+#: Family byte of each SUB record kind (after the sub-key prefix).
+FAMILY_FIELD: Final = b"f"  # hash field -> value
+FAMILY_MEMBER: Final = b"m"  # set member -> b""; sorted-set member -> score (8 bytes)
+FAMILY_SCORE: Final = b"s"  # sorted-set score index: sortable score (8) + member -> b""
+FAMILY_LIST: Final = b"l"  # list position (8 bytes, big-endian) -> element
+#: Above every family byte: the exclusive end of one key's SUB range.
+SUB_FAMILY_END: Final = b"\xff"
+#: Position of the first element pushed into an empty list (the middle of 64 bits), so
+#: LPUSH and RPUSH both have room.
+LIST_START_POSITION: Final = 2**63
 
 EXPIRE_AT_BYTES: Final = 8
 #: Bytes before the payload in a DATA value.
@@ -87,6 +119,70 @@ decode_header = _HEADER.unpack_from
 expiry_key_head = _EXPIRY_HEAD.pack
 """``expiry_key_head(group_id, expire_at_ms) -> bytes``: an EXPIRY key without its data key
 (the hot path concatenates the data key itself)."""
+
+
+_COLLECTION_META: Final = struct.Struct(">QQ")
+_LIST_META: Final = struct.Struct(">QQQQ")
+_SUB_KEY_LENGTH: Final = struct.Struct(">I")
+_POSITION: Final = struct.Struct(">Q")
+_DOUBLE: Final = struct.Struct(">d")
+_SIGN_BIT: Final = 1 << 63
+_ALL_BITS: Final = (1 << 64) - 1
+
+
+def sub_prefix(data_key: bytes) -> bytes:
+    """The prefix of every SUB record of the Redis key stored under ``data_key``."""
+    return data_key[:2] + _SUB_KEY_LENGTH.pack(len(data_key) - 2) + data_key[2:]
+
+
+def sub_range(data_key: bytes) -> tuple[bytes, bytes]:
+    """``[start, end)`` holding exactly the SUB records of ``data_key``'s Redis key."""
+    prefix = sub_prefix(data_key)
+    return prefix, prefix + SUB_FAMILY_END
+
+
+def encode_collection_meta(size: int, sub_bytes: int, head: int = 0, tail: int = 0) -> bytes:
+    """The DATA payload of a hash, set or sorted set (``head``/``tail`` 0), or of a list
+    (elements at positions ``head`` .. ``tail - 1``)."""
+    if head or tail:
+        return _LIST_META.pack(size, sub_bytes, head, tail)
+    return _COLLECTION_META.pack(size, sub_bytes)
+
+
+def decode_collection_meta(payload: bytes) -> tuple[int, int, int, int]:
+    """``(size, sub_bytes, head, tail)`` of a collection's DATA payload."""
+    if len(payload) == _LIST_META.size:
+        size, sub_bytes, head, tail = _LIST_META.unpack(payload)
+        return size, sub_bytes, head, tail
+    size, sub_bytes = _COLLECTION_META.unpack(payload)
+    return size, sub_bytes, 0, 0
+
+
+encode_position = _POSITION.pack
+"""``encode_position(position) -> bytes``: a list position as stored in a SUB key."""
+
+
+def decode_position(raw: bytes) -> int:
+    position: int = _POSITION.unpack(raw)[0]
+    return position
+
+
+def encode_score(score: float) -> bytes:
+    """A score as 8 bytes that sort bytewise in numeric order (-inf first, +inf last;
+    -0.0 is stored as 0.0)."""
+    if score == 0.0:
+        score = 0.0
+    bits: int = int.from_bytes(_DOUBLE.pack(score), "big")
+    bits = (bits ^ _ALL_BITS) if bits & _SIGN_BIT else (bits | _SIGN_BIT)
+    return bits.to_bytes(8, "big")
+
+
+def decode_score(raw: bytes) -> float:
+    """The inverse of `encode_score`."""
+    bits = int.from_bytes(raw[:8], "big")
+    bits = (bits ^ _SIGN_BIT) if bits & _SIGN_BIT else (bits ^ _ALL_BITS)
+    value: float = _DOUBLE.unpack(bits.to_bytes(8, "big"))[0]
+    return value
 
 
 def user_key(data_key: bytes) -> bytes:

@@ -11,24 +11,40 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Final
 
 from shardkv.core.cluster.slots import SLOT_COUNT, key_slot, pattern_slot, slot_of_prefixed
 from shardkv.core.commands import COMMANDS, CommandKind, lookup, unknown_command_error
-from shardkv.core.engine import DATA, EXPIRY, META, Delete, DeleteRange, Put, ReadView, WriteBatch
+from shardkv.core.engine import (
+    DATA,
+    EXPIRY,
+    META,
+    SUB,
+    Delete,
+    DeleteRange,
+    Put,
+    ReadView,
+    WriteBatch,
+)
 from shardkv.core.kv.codec import (
     EXPIRY_HEAD_BYTES,
     HEADER_BYTES,
+    LIST_START_POSITION,
     STRING_NO_EXPIRY_HEADER,
+    SUB_FAMILY_END,
+    TYPE_LIST,
     TYPE_NAMES,
     TYPE_STRING,
     data_bytes_key,
     data_key,
     data_range,
     data_ranges,
+    decode_collection_meta,
     decode_count,
     decode_expiry_key,
+    encode_collection_meta,
     encode_count,
     expires_count_key,
     expiry_group_range,
@@ -36,8 +52,10 @@ from shardkv.core.kv.codec import (
     expiry_range_end,
     key_count_key,
     scope_key,
+    sub_prefix,
     user_key,
 )
+from shardkv.core.kv.collection import Collection
 from shardkv.core.kv.glob import GlobPattern
 from shardkv.core.kv.longdouble import add_long_double, format_long_double, parse_long_double
 from shardkv.core.kv.scope import KeyScope, SlotRange, decode_scope_record
@@ -49,6 +67,10 @@ _Handler = Callable[[list[bytes], int], Reply]
 DEFAULT_MAX_STRING_BYTES: Final = 512 * 1024 * 1024
 #: Entries fetched from the ReadView per page by scans (KEYS, SCAN, the expiry sweep).
 SCAN_PAGE_ENTRIES: Final = 256
+#: A deleted hash, set, sorted set or list with at most this many members has each member
+#: record deleted; a bigger one gets one range deletion (O(1) now, space reclaimed by
+#: RocksDB's compactions), so range tombstones stay few.
+SMALL_COLLECTION_MEMBERS: Final = 64
 #: SCAN's COUNT when the client gives none (Redis's default).
 DEFAULT_SCAN_COUNT: Final = 10
 
@@ -77,6 +99,7 @@ _ERR_STRING_TOO_LONG: Final = ErrorReply(
     "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
 )
 _ERR_INVALID_CURSOR: Final = ErrorReply("ERR invalid cursor")
+_ERR_NO_SUCH_KEY: Final = ErrorReply("ERR no such key")
 _ERR_EXPIRE_NX: Final = ErrorReply(
     "ERR NX and XX, GT or LT options at the same time are not compatible"
 )
@@ -226,6 +249,8 @@ class KVStateMachine:
         "_owned",
         "_scope",
         "_start_counts",
+        "_sub",
+        "_sub_cleared",
         "_view",
     )
 
@@ -252,6 +277,10 @@ class KVStateMachine:
         # Pending writes of the current batch: key -> value, or None for a deletion.
         self._data: dict[bytes, bytes | None] = {}
         self._expiry: dict[bytes, bytes | None] = {}
+        self._sub: dict[bytes, bytes | None] = {}
+        # Sub-key prefixes (`codec.sub_prefix`) whose view records were range-deleted in
+        # this batch: their view records no longer count.
+        self._sub_cleared: set[bytes] = set()
         # FLUSHALL ran in this batch: the view's DATA keys of the scope and the group's
         # EXPIRY entries no longer count (other groups' keys in the view still do).
         self._flushed = False
@@ -287,8 +316,17 @@ class KVStateMachine:
         if flushed:
             for start, end in self._data_ranges:
                 ops.append(DeleteRange(DATA, start, end))
+                ops.append(DeleteRange(SUB, start, end))
             ops.append(DeleteRange(EXPIRY, *self._expiry_range))
         owned = self._owned
+        # Range deletions first: a member written after its key was cleared is newer.
+        for prefix in sorted(self._sub_cleared):
+            ops.append(DeleteRange(SUB, prefix, prefix + SUB_FAMILY_END))
+        for key, value in self._sub.items():
+            if value is not None:
+                ops.append(Put(SUB, key, value))
+            elif not flushed or not owned[slot_of_prefixed(key)]:
+                ops.append(Delete(SUB, key))
         for key, value in self._data.items():
             if value is not None:
                 ops.append(Put(DATA, key, value))
@@ -317,6 +355,8 @@ class KVStateMachine:
         self._in_batch = False
         self._data = {}
         self._expiry = {}
+        self._sub = {}
+        self._sub_cleared = set()
         self._flushed = False
 
     @property
@@ -423,6 +463,8 @@ class KVStateMachine:
         for dkey, value in self._iter_slots(child.slot_ranges):
             moved_keys += 1
             moved_bytes += len(dkey) + len(value)
+            if value[0] != TYPE_STRING:  # its members' records are counted in its metadata
+                moved_bytes += decode_collection_meta(value[HEADER_BYTES:])[1]
         moved_expiry = [
             index_key
             for index_key, _ in self._iter_range(EXPIRY, *self._expiry_range)
@@ -524,6 +566,14 @@ class KVStateMachine:
             "flushall": self._flushall,
             "flushdb": self._flushall,
         }
+        from shardkv.core.kv import hashes, lists, sets, zsets
+
+        for table in (hashes.HANDLERS, sets.HANDLERS, zsets.HANDLERS, lists.HANDLERS):
+            for name, function in table.items():
+                handlers[name] = partial(function, self)
+        handlers["rename"] = self._rename
+        handlers["renamenx"] = self._renamenx
+        handlers["copy"] = self._copy
         dispatch: dict[bytes, tuple[_Handler, int, ErrorReply, bool]] = {}
         for spec in COMMANDS:
             if spec.kind is not CommandKind.DATA:
@@ -554,14 +604,24 @@ class KVStateMachine:
             return None
         return value
 
-    def _store(self, dkey: bytes, payload: bytes, expire_at: int, old: bytes | None) -> None:
-        """Write a string value; ``old`` is what ``_read(dkey)`` returned (expired or
-        not), so that the expiry index and the counts stay exact."""
+    def _store(
+        self,
+        dkey: bytes,
+        payload: bytes,
+        expire_at: int,
+        old: bytes | None,
+        type_tag: int = TYPE_STRING,
+    ) -> None:
+        """Write a DATA value (a string, or a collection's metadata); ``old`` is what
+        ``_read(dkey)`` returned (expired or not), so that the expiry index and the counts
+        stay exact. A string replacing a collection drops the collection's members."""
         if old is None:
             self._key_count += 1
             self._data_bytes += len(dkey) + HEADER_BYTES + len(payload)
             old_expire_at = 0
         else:
+            if old[0] != type_tag:
+                self._drop_members(dkey, old)
             self._data_bytes += len(payload) + HEADER_BYTES - len(old)
             old_expire_at = _expire_at_of(old, 1)[0]
         if old_expire_at != expire_at:
@@ -571,13 +631,16 @@ class KVStateMachine:
             if expire_at:
                 self._expiry[expiry_key_head(self._group_id, expire_at) + dkey] = b""
                 self._expires_count += 1
-        if expire_at:
-            self._data[dkey] = _pack_header(TYPE_STRING, expire_at) + payload
+        if expire_at or type_tag != TYPE_STRING:
+            self._data[dkey] = _pack_header(type_tag, expire_at) + payload
         else:
             self._data[dkey] = STRING_NO_EXPIRY_HEADER + payload
 
-    def _delete(self, dkey: bytes, old: bytes) -> None:
-        """Delete a data key whose stored value is ``old``."""
+    def _delete(self, dkey: bytes, old: bytes, *, members_gone: bool = False) -> None:
+        """Delete a data key whose stored value is ``old``, with its members if it is a
+        collection (unless the caller already removed them: ``members_gone``)."""
+        if old[0] != TYPE_STRING and not members_gone:
+            self._drop_members(dkey, old)
         self._key_count -= 1
         self._data_bytes -= len(dkey) + len(old)
         old_expire_at = _expire_at_of(old, 1)[0]
@@ -585,6 +648,108 @@ class KVStateMachine:
             self._expiry[expiry_key_head(self._group_id, old_expire_at) + dkey] = None
             self._expires_count -= 1
         self._data[dkey] = None
+
+    # -- members of collections (column SUB) ------------------------------------------------
+
+    def _drop_members(self, dkey: bytes, old: bytes) -> None:
+        """Delete every member record of the collection stored as ``old``: one by one if
+        it is small, else as one range (O(1) whatever its size)."""
+        if old[0] == TYPE_STRING:
+            return
+        size, sub_bytes, _, _ = decode_collection_meta(old[HEADER_BYTES:])
+        self._data_bytes -= sub_bytes
+        prefix = sub_prefix(dkey)
+        end = prefix + SUB_FAMILY_END
+        pending = self._sub
+        if size <= SMALL_COLLECTION_MEMBERS:
+            for skey, _ in list(self.iter_members(prefix, prefix, end)):
+                pending[skey] = None
+            return
+        for skey in [k for k in pending if k.startswith(prefix)]:
+            del pending[skey]
+        self._sub_cleared.add(prefix)
+
+    def read_member(self, prefix: bytes, skey: bytes) -> bytes | None:
+        """The SUB record ``skey`` (under the key prefix ``prefix``), pending writes
+        first."""
+        pending = self._sub
+        if skey in pending:
+            return pending[skey]
+        if self._sub_cleared and prefix in self._sub_cleared:
+            return None
+        if self._flushed and self._owned[(skey[0] << 8) | skey[1]]:
+            return None
+        return self._view.get(SUB, skey)
+
+    def write_member(self, skey: bytes, value: bytes | None, old: bytes | None) -> int:
+        """Put (or, with None, delete) the SUB record ``skey`` whose current value is
+        ``old``; returns the change in stored bytes. Only inside a batch."""
+        if not self._in_batch:
+            raise BatchStateError("member write outside a batch")
+        delta = 0
+        if old is not None:
+            delta -= len(skey) + len(old)
+        if value is not None:
+            delta += len(skey) + len(value)
+        self._sub[skey] = value
+        self._data_bytes += delta
+        return delta
+
+    def iter_members(
+        self, prefix: bytes, start: bytes, end: bytes, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """SUB records in ``[start, end)`` (inside one key's range ``prefix``), pending
+        writes merged over the view, ascending (or descending with ``reverse``). The
+        caller must not write while iterating."""
+        skip_view = (self._sub_cleared and prefix in self._sub_cleared) or (
+            self._flushed and self._owned[(prefix[0] << 8) | prefix[1]]
+        )
+        view = () if skip_view else self._iter_view(SUB, start, end)
+        merged = _merge_pending(self._sub, view, start, end)
+        if not reverse:
+            return merged
+        return iter(list(merged)[::-1])
+
+    def open_collection(
+        self, key: bytes, type_tag: int, now_ms: int, *, create: bool = False
+    ) -> Collection | ErrorReply | None:
+        """The live collection at ``key`` if it has type ``type_tag``; WRONGTYPE if the
+        key holds another type; None if there is none (or, with ``create``, a new empty
+        handle to fill and `Collection.save`). In a batch, an expired copy is deleted
+        on the way."""
+        dkey = data_key(key)
+        old = self._read(dkey)
+        if old is not None and _is_expired(old, now_ms):
+            if self._in_batch:
+                self._delete(dkey, old)
+            old = None
+        if old is None:
+            if not create:
+                return None
+            head = tail = LIST_START_POSITION if type_tag == TYPE_LIST else 0
+            return Collection(self, dkey, type_tag, None, 0, 0, head, tail, 0)
+        if old[0] != type_tag:
+            return _ERR_WRONGTYPE
+        size, sub_bytes, head, tail = decode_collection_meta(old[HEADER_BYTES:])
+        return Collection(
+            self, dkey, type_tag, old, size, sub_bytes, head, tail, _expire_at_of(old, 1)[0]
+        )
+
+    def type_of(self, key: bytes, now_ms: int) -> int | None:
+        """The type tag of the live value at ``key``, or None."""
+        value = self._read_live(data_key(key), now_ms)
+        return None if value is None else value[0]
+
+    def save_collection(self, c: Collection) -> None:
+        """Write ``c``'s metadata (or delete its key once it has no members)."""
+        if c.size == 0:
+            if c.old is not None:
+                self._delete(c.dkey, c.old, members_gone=True)
+            c.old = None
+            return
+        payload = encode_collection_meta(c.size, c.sub_bytes, c.head, c.tail)
+        self._store(c.dkey, payload, c.expire_at, c.old, c.type_tag)
+        c.old = self._data[c.dkey]
 
     def _iter_range(
         self, column: str, start: bytes, end: bytes | None
@@ -594,28 +759,8 @@ class KVStateMachine:
         must lie inside what the machine owns (the scope's DATA ranges, the group's EXPIRY
         range): after FLUSHALL in the batch the view is ignored entirely."""
         pending = self._data if column == DATA else self._expiry
-        pending_keys = sorted(key for key in pending if key >= start and (end is None or key < end))
-        position = 0
-        pending_count = len(pending_keys)
-        if not self._flushed:
-            for key, value in self._iter_view(column, start, end):
-                while position < pending_count and pending_keys[position] < key:
-                    pending_value = pending[pending_keys[position]]
-                    if pending_value is not None:
-                        yield pending_keys[position], pending_value
-                    position += 1
-                if position < pending_count and pending_keys[position] == key:
-                    position += 1
-                    pending_value = pending[key]
-                    if pending_value is not None:
-                        yield key, pending_value
-                    continue
-                yield key, value
-        while position < pending_count:
-            pending_value = pending[pending_keys[position]]
-            if pending_value is not None:
-                yield pending_keys[position], pending_value
-            position += 1
+        view = () if self._flushed else self._iter_view(column, start, end)
+        return _merge_pending(pending, view, start, end)
 
     def _iter_slots(self, slot_ranges: tuple[SlotRange, ...]) -> Iterator[tuple[bytes, bytes]]:
         """DATA (key, value) pairs of the inclusive slot ranges (sorted, disjoint, owned),
@@ -931,6 +1076,69 @@ class KVStateMachine:
             self._delete(dkey, old)  # an expired copy goes too: it is dead weight
         return deleted
 
+    def delete_key(self, key: bytes) -> None:
+        """Delete ``key`` whatever it holds (expired or not), members included. Only
+        inside a batch."""
+        dkey = data_key(key)
+        old = self._read(dkey)
+        if old is not None:
+            self._delete(dkey, old)
+
+    def _rename(self, args: list[bytes], now_ms: int) -> Reply:
+        return self._rename_generic(args, now_ms, only_new=False)
+
+    def _renamenx(self, args: list[bytes], now_ms: int) -> Reply:
+        return self._rename_generic(args, now_ms, only_new=True)
+
+    def _rename_generic(self, args: list[bytes], now_ms: int, *, only_new: bool) -> Reply:
+        """RENAME/RENAMENX: the value, its expiry and (for a collection) every member move
+        to the new name; members are copied, so this is O(members)."""
+        source, target = args[1], args[2]
+        value = self._read_live(data_key(source), now_ms)
+        if value is None:
+            return _ERR_NO_SUCH_KEY
+        if source == target:
+            return 0 if only_new else OK
+        if only_new and self._read_live(data_key(target), now_ms) is not None:
+            return 0
+        self._copy_value(source, target, value)
+        self.delete_key(source)
+        return 1 if only_new else OK
+
+    def _copy(self, args: list[bytes], now_ms: int) -> Reply:
+        replace = False
+        for option in args[3:]:
+            if option.lower() == b"replace":
+                replace = True
+            elif option.lower() == b"db":
+                return ErrorReply("ERR Copying to another database is not allowed in cluster mode")
+            else:
+                return _ERR_SYNTAX
+        source, target = args[1], args[2]
+        if source == target:
+            return ErrorReply("ERR source and destination objects are the same")
+        value = self._read_live(data_key(source), now_ms)
+        if value is None:
+            return 0
+        if self._read_live(data_key(target), now_ms) is not None and not replace:
+            return 0
+        self._copy_value(source, target, value)
+        return 1
+
+    def _copy_value(self, source: bytes, target: bytes, value: bytes) -> None:
+        """Make ``target`` hold a copy of ``value`` (``source``'s live value), expiry and
+        members included, replacing whatever it held."""
+        self.delete_key(target)
+        tkey = data_key(target)
+        payload = value[HEADER_BYTES:]
+        expire_at = _expire_at_of(value, 1)[0]
+        if value[0] != TYPE_STRING:
+            sprefix = sub_prefix(data_key(source))
+            tprefix = sub_prefix(tkey)
+            for skey, member in list(self.iter_members(sprefix, sprefix, sprefix + SUB_FAMILY_END)):
+                self.write_member(tprefix + skey[len(sprefix) :], member, None)
+        self._store(tkey, payload, expire_at, None, value[0])
+
     def _exists(self, args: list[bytes], now_ms: int) -> Reply:
         count = 0
         for key in args[1:]:
@@ -1104,7 +1312,7 @@ class KVStateMachine:
         if when <= now_ms:
             self._delete(dkey, value)
         else:
-            self._store(dkey, value[HEADER_BYTES:], when, value)
+            self._store(dkey, value[HEADER_BYTES:], when, value, value[0])
         return 1
 
     def _ttl(self, args: list[bytes], now_ms: int) -> Reply:
@@ -1136,8 +1344,39 @@ class KVStateMachine:
         value = self._read_live(dkey, now_ms)
         if value is None or _expire_at_of(value, 1)[0] == 0:
             return 0
-        self._store(dkey, value[HEADER_BYTES:], 0, value)
+        self._store(dkey, value[HEADER_BYTES:], 0, value, value[0])
         return 1
+
+
+def _merge_pending(
+    pending: dict[bytes, bytes | None],
+    view: Iterable[tuple[bytes, bytes]],
+    start: bytes,
+    end: bytes | None,
+) -> Iterator[tuple[bytes, bytes]]:
+    """``view``'s (key, value) pairs in ``[start, end)`` with ``pending`` writes merged
+    over them (None deletes), ascending."""
+    pending_keys = sorted(key for key in pending if key >= start and (end is None or key < end))
+    position = 0
+    pending_count = len(pending_keys)
+    for key, value in view:
+        while position < pending_count and pending_keys[position] < key:
+            pending_value = pending[pending_keys[position]]
+            if pending_value is not None:
+                yield pending_keys[position], pending_value
+            position += 1
+        if position < pending_count and pending_keys[position] == key:
+            position += 1
+            pending_value = pending[key]
+            if pending_value is not None:
+                yield key, pending_value
+            continue
+        yield key, value
+    while position < pending_count:
+        pending_value = pending[pending_keys[position]]
+        if pending_value is not None:
+            yield pending_keys[position], pending_value
+        position += 1
 
 
 def _invalid_expire(command: str) -> ErrorReply:

@@ -41,9 +41,12 @@ __all__ = [
     "PONG",
     "QUEUED",
     "BytesLike",
+    "DoubleReply",
     "ErrorReply",
     "NullArray",
+    "PairsReply",
     "Reply",
+    "SetReply",
     "SimpleString",
     "encode_command",
     "encode_reply",
@@ -107,6 +110,30 @@ class MapReply:
     items: tuple[tuple[Reply, Reply], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class SetReply:
+    """An unordered collection of members: an array in RESP2, a ``~`` set in RESP3 (what
+    Redis sends for SMEMBERS, SINTER, ...)."""
+
+    items: tuple[Reply, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DoubleReply:
+    """A floating-point number: a bulk string in RESP2, a ``,`` double in RESP3 (what
+    Redis sends for ZSCORE, ZINCRBY, ...). ``text`` is Redis's formatting of it."""
+
+    text: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PairsReply:
+    """Pairs such as ZRANGE ... WITHSCORES or HRANDFIELD ... WITHVALUES: one flat array in
+    RESP2, an array of two-element arrays in RESP3."""
+
+    items: tuple[tuple[Reply, Reply], ...]
+
+
 class NullArray(enum.Enum):
     """Type of the :data:`NULL_ARRAY` sentinel (an enum, so type checkers narrow on it)."""
 
@@ -128,6 +155,9 @@ Reply: TypeAlias = (
     | list["Reply"]
     | tuple["Reply", ...]
     | MapReply
+    | SetReply
+    | DoubleReply
+    | PairsReply
     | None
 )
 """Any RESP2 reply value; arrays nest."""
@@ -210,8 +240,12 @@ def _write_other(out: bytearray, reply: object) -> None:
         out += reply._wire
     elif isinstance(reply, list | tuple):
         _write_array(out, reply)
-    elif isinstance(reply, MapReply):
+    elif isinstance(reply, MapReply | PairsReply):
         _write_array(out, [x for pair in reply.items for x in pair])
+    elif isinstance(reply, SetReply):
+        _write_array(out, reply.items)
+    elif isinstance(reply, DoubleReply):
+        write_reply(out, reply.text)
     else:
         raise TypeError(f"{type(reply).__name__} is not a reply")
 
@@ -231,12 +265,23 @@ def write_reply_resp3(out: bytearray, reply: Reply | BytesLike) -> None:
         out += b"*%d\r\n" % len(items)
         for item in items:
             write_reply_resp3(out, item)
-    elif kind is MapReply:
-        pairs = reply.items  # type: ignore[union-attr]
-        out += b"%%%d\r\n" % len(pairs)
-        for key, value in pairs:
+    elif isinstance(reply, MapReply):
+        out += b"%%%d\r\n" % len(reply.items)
+        for key, value in reply.items:
             write_reply_resp3(out, key)
             write_reply_resp3(out, value)
+    elif isinstance(reply, SetReply):
+        out += b"~%d\r\n" % len(reply.items)
+        for member in reply.items:
+            write_reply_resp3(out, member)
+    elif isinstance(reply, DoubleReply):
+        out += b"," + reply.text + b"\r\n"
+    elif isinstance(reply, PairsReply):
+        out += b"*%d\r\n" % len(reply.items)
+        for first, second in reply.items:
+            out += b"*2\r\n"
+            write_reply_resp3(out, first)
+            write_reply_resp3(out, second)
     else:
         write_reply(out, reply)
 
