@@ -323,20 +323,73 @@ def _key_command(rng: random.Random) -> list[str]:
     return ["KEYS", f"{TAG}*"]
 
 
+def _bulk_command(rng: random.Random) -> list[str]:
+    """A command that makes a collection big (past Redis's compact encodings and past
+    ShardKV's small-delete threshold), so big-key paths are compared too."""
+    members = [f"m{rng.randrange(400)}" for _ in range(150)]
+    kind = rng.randrange(4)
+    if kind == 0:
+        return ["SADD", _pick(rng, SETS), *members]
+    if kind == 1:
+        return ["HSET", _pick(rng, HASHES), *(x for m in members for x in (m, m[::-1]))]
+    if kind == 2:
+        return ["ZADD", _pick(rng, ZSETS), *(x for m in members for x in (str(len(m)), m))]
+    return ["RPUSH", _pick(rng, LISTS), *members]
+
+
 GENERATORS: Final[list[tuple[Callable[[random.Random], list[str]], int]]] = [
     (_hash_command, 5),
     (_set_command, 5),
     (_zset_command, 6),
     (_list_command, 5),
     (_key_command, 3),
+    (_bulk_command, 1),
 ]
 
 
+def _plain_command(
+    rng: random.Random, makers: list[Callable[[random.Random], list[str]]]
+) -> list[str]:
+    """A command whose reply is deterministic and ordered (fit for a MULTI block)."""
+    while True:
+        command = rng.choice(makers)(rng)
+        name = command[0].lower()
+        if name not in RANDOM and name not in UNORDERED and not name.endswith("scan"):
+            return command
+
+
+def _transaction(
+    rng: random.Random, makers: list[Callable[[random.Random], list[str]]]
+) -> list[list[str]]:
+    """A MULTI block: sometimes WATCH first (and sometimes a write to the watched key
+    before MULTI, which makes EXEC answer nil), sometimes a bad command inside (EXEC then
+    answers EXECABORT), sometimes DISCARD instead of EXEC."""
+    block: list[list[str]] = []
+    if rng.random() < 0.4:
+        watched = _pick(rng, ALL_KEYS)
+        block.append(["WATCH", watched])
+        if rng.random() < 0.5:
+            block.append(["DEL", watched])
+    block.append(["MULTI"])
+    for _ in range(rng.randint(1, 4)):
+        block.append(_plain_command(rng, makers))
+    if rng.random() < 0.1:
+        block.append(["HSET", _pick(rng, HASHES)])  # wrong arity: queued as an error
+    block.append(["DISCARD"] if rng.random() < 0.1 else ["EXEC"])
+    return block
+
+
 def command_stream(seed: int, count: int) -> list[list[str]]:
-    """``count`` commands drawn from ``seed``."""
+    """At least ``count`` commands drawn from ``seed`` (MULTI blocks are whole)."""
     rng = random.Random(seed)
     makers = [maker for maker, weight in GENERATORS for _ in range(weight)]
-    return [rng.choice(makers)(rng) for _ in range(count)]
+    commands: list[list[str]] = []
+    while len(commands) < count:
+        if rng.random() < 0.05:
+            commands.extend(_transaction(rng, makers))
+        else:
+            commands.append(rng.choice(makers)(rng))
+    return commands
 
 
 def normalize(command: list[str], reply: Any) -> Any:
@@ -383,6 +436,8 @@ def _sorted(name: str, reply: Any) -> Any:
 
 
 def _freeze(reply: Any) -> Any:
+    if isinstance(reply, Exception):
+        return ("error", str(reply))
     if isinstance(reply, list | tuple):
         return [_freeze(x) for x in reply]
     if isinstance(reply, set):

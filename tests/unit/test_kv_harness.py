@@ -17,6 +17,7 @@ from shardkv.core.engine import (
     ALL_COLUMNS,
     DATA,
     EXPIRY,
+    SUB,
     Delete,
     DeleteRange,
     Put,
@@ -138,6 +139,28 @@ class Harness:
         assert index == expected_index
         assert self.machine.key_count() == len(data)
         assert self.machine.expires_count() == len(index)
+        self.check_members(data)
+
+    def check_members(self, data: dict[bytes, bytes]) -> None:
+        """Every hash, set, sorted set and list has exactly the member records its
+        metadata counts (size and bytes), no member record lies outside a live
+        collection, and the group's byte count is a recount of DATA and SUB records."""
+        owned = self.scope.owns
+        sub = {k: v for k, v in self.view.columns[SUB].items() if owned(slot_of_prefixed(k))}
+        claimed = 0
+        for dkey, value in data.items():
+            if value[0] == codec.TYPE_STRING:
+                continue
+            size, sub_bytes, _, _, _ = codec.decode_collection_meta(value[codec.HEADER_BYTES :])
+            start, end = codec.sub_range(dkey)
+            members = {k: v for k, v in sub.items() if start <= k < end}
+            claimed += len(members)
+            per_member = 2 if value[0] == codec.TYPE_ZSET else 1
+            assert len(members) == size * per_member, codec.user_key(dkey)
+            assert sum(len(k) + len(v) for k, v in members.items()) == sub_bytes
+        assert claimed == len(sub), "member records outside any live collection"
+        stored = sum(len(k) + len(v) for k, v in [*data.items(), *sub.items()])
+        assert self.machine.data_bytes() == stored
 
 
 def test_memory_view_scan_honours_bounds_order_and_limit() -> None:

@@ -499,6 +499,24 @@ _DATA_COMMANDS: Final = (
 )
 _SERVER_COMMANDS: Final = (
     _spec(
+        "multi", 1, "noscript loading stale fast allow_busy", (0, 0, 0), "@fast @transaction",
+        "transactions", "1.2.0", "Mark the start of a transaction block", "O(1)",
+    ),
+    _spec(
+        "exec", 1, "noscript loading stale skip_slowlog", (0, 0, 0), "@slow @transaction",
+        "transactions", "1.2.0", "Execute all commands issued after MULTI",
+        "Depends on commands in the transaction",
+    ),
+    _spec(
+        "discard", 1, "noscript loading stale fast allow_busy", (0, 0, 0),
+        "@fast @transaction", "transactions", "2.0.0",
+        "Discard all commands issued after MULTI", "O(N), when N is the number of queued commands",
+    ),
+    _spec(
+        "unwatch", 1, "noscript loading stale fast allow_busy", (0, 0, 0),
+        "@fast @transaction", "transactions", "2.2.0", "Forget about all watched keys", "O(1)",
+    ),
+    _spec(
         "ping", -1, "fast", (0, 0, 0), "@fast @connection", "connection", "1.0.0",
         "Ping the server", "O(1)", tips="request_policy:all_shards response_policy:all_succeeded",
         args=(_a("message", "string", flags="optional"),),

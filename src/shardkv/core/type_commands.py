@@ -93,6 +93,7 @@ TYPE_COMMAND_ROWS: Final[tuple[TypeRow, ...]] = (
     ("rpoplpush", 3, "write denyoom", (1, 2, 1), "@write @list @slow", _L, "1.2.0", "Remove the last element in a list, prepend it to another list and return it"),
     ("rename", 3, "write", (1, 2, 1), "@keyspace @write @slow", _G, "1.0.0", "Rename a key"),
     ("renamenx", 3, "write fast", (1, 2, 1), "@keyspace @write @fast", _G, "1.0.0", "Rename a key, only if the new key does not exist"),
+    ("watch", -2, "noscript loading stale fast allow_busy", (1, -1, 1), "@fast @transaction", "transactions", "2.2.0", "Watch the given keys to determine execution of the MULTI/EXEC block"),
     ("copy", -3, "write denyoom", (1, 2, 1), "@keyspace @write @slow", _G, "6.2.0", "Copy a key"),
 )
 # fmt: on

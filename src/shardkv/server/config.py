@@ -54,6 +54,8 @@ class ServerConfig:
     max_batch_commands: int = 8192
     # Commands accepted but not yet applied, over all connections; past it: -TRYAGAIN.
     max_pending_commands: int = 100_000
+    # Commands one client may queue between MULTI and EXEC (past it the EXEC aborts).
+    max_transaction_commands: int = 10_000
     storage_threads: int = 0  # 0: from the CPU count
     expire_sweep_interval_ms: int = 100
     expire_sweep_max_keys: int = 1000
@@ -162,6 +164,7 @@ class ServerConfig:
             "max_commands_per_read",
             "max_batch_commands",
             "max_pending_commands",
+            "max_transaction_commands",
             "expire_sweep_interval_ms",
             "expire_sweep_max_keys",
             "shards",

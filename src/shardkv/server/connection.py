@@ -18,12 +18,15 @@ import asyncio
 import ipaddress
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from shardkv.core.acl import DEFAULT_USER, NO_AUTH_COMMANDS, AclUser, permission_error
 from shardkv.core.commands import CommandKind, CommandSpec, lookup, resolve
+from shardkv.core.kv.transaction import WATCH_DIGESTS_COMMAND, encode_transaction
 from shardkv.core.resp import (
+    OK,
+    QUEUED,
     CommandParser,
     ErrorReply,
     Reply,
@@ -46,6 +49,13 @@ PROTECTED_MODE_REPLY = (
     b"from the loopback interface. Set a password (--requirepass, or ACL SETUSER default "
     b">PASSWORD from a loopback client), or start the server with --protected-mode no.\r\n"
 )
+
+
+#: Commands that drive a transaction: the connection answers them itself.
+TRANSACTION_COMMANDS = frozenset({"multi", "exec", "discard", "watch", "unwatch"})
+#: Connection commands that still run at once inside MULTI (the rest are refused there).
+RUN_INSIDE_MULTI = frozenset({"quit", "reset"})
+EXECABORT = ErrorReply("EXECABORT Transaction discarded because of previous errors.")
 
 
 class ClientConnection(asyncio.Protocol):
@@ -80,6 +90,11 @@ class ClientConnection(asyncio.Protocol):
         self._eof = False
         self._stall_timer: asyncio.TimerHandle | None = None
         self._admitted = False
+        # MULTI ... EXEC: the queued commands (None outside a transaction), whether one of
+        # them was refused (EXEC then aborts), and the WATCHed keys with their digests.
+        self._multi: list[list[bytes]] | None = None
+        self._multi_failed = False
+        self._watches: list[tuple[bytes, bytes]] = []
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -207,11 +222,28 @@ class ClientConnection(asyncio.Protocol):
                 if group:  # an error reply must follow the group's replies
                     queue.appendleft(args)
                     break
+                if self._multi is not None:
+                    self._multi_failed = True  # Redis: EXEC then answers EXECABORT
                 known = lookup(args[0])
                 write(out, spec)
                 record(known.name if known is not None else "unknown", "error", 0.0)
                 continue
             assert not isinstance(spec, ErrorReply)
+            if spec.name in TRANSACTION_COMMANDS or (
+                self._multi is not None and spec.name not in RUN_INSIDE_MULTI
+            ):
+                if group:
+                    break  # answered in order, after the data commands before it
+                queue.popleft()
+                self.last_command = args[0]
+                step = self._transaction_step(spec, args)
+                if step is None:  # sent to the cluster: answered when it returns
+                    if out:
+                        self._write(out)
+                    return
+                write(out, step)
+                record(spec.name, "error" if type(step) is ErrorReply else "ok", 0.0)
+                continue
             if spec.kind is data_kind:
                 has_write = has_write or spec.is_write
                 group.append(queue.popleft())
@@ -259,6 +291,99 @@ class ClientConnection(asyncio.Protocol):
                 self._process()
 
         self.server.committer.submit(group, done, allow_stale=self.readonly, has_write=has_write)
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def _transaction_step(self, spec: CommandSpec, args: list[bytes]) -> Reply | None:
+        """MULTI, EXEC, DISCARD, WATCH, UNWATCH, or a command inside MULTI: the reply, or
+        None when the step went to the cluster (EXEC, WATCH) and answers later. The
+        queued commands travel as one command (``core.kv.transaction``), so the block is
+        one log entry, applied atomically on every replica."""
+        name = spec.name
+        if name == "multi":
+            if self._multi is not None:
+                return ErrorReply("ERR MULTI calls can not be nested")
+            self._multi = []
+            self._multi_failed = False
+            return OK
+        if name == "exec":
+            if self._multi is None:
+                return ErrorReply("ERR EXEC without MULTI")
+            commands, failed = self._multi, self._multi_failed
+            watches = self._watches
+            self._end_transaction()
+            if failed:
+                return EXECABORT
+            if not commands and not watches:
+                return []
+            self._submit_one(encode_transaction(watches, commands), "exec", lambda r: r)
+            return None
+        if name == "discard":
+            if self._multi is None:
+                return ErrorReply("ERR DISCARD without MULTI")
+            self._end_transaction()
+            return OK
+        if name == "unwatch" and self._multi is None:
+            self._watches = []
+            return OK
+        if name == "watch" and self._multi is None:
+            keys = args[1:]
+
+            def watched(reply: Reply) -> Reply:
+                if type(reply) is ErrorReply or not isinstance(reply, list):
+                    return reply
+                for key, digest in zip(keys, reply, strict=True):
+                    assert isinstance(digest, bytes)
+                    self._watches.append((key, digest))
+                return OK
+
+            self._submit_one([WATCH_DIGESTS_COMMAND, *keys], "watch", watched)
+            return None
+        # Inside MULTI.
+        assert self._multi is not None
+        if name == "watch":
+            return ErrorReply("ERR WATCH inside MULTI is not allowed")
+        if spec.kind is not CommandKind.DATA:
+            self._multi_failed = True
+            return ErrorReply(
+                f"ERR {name.upper()} cannot be queued in a transaction on ShardKV: only data"
+                " commands can (send it before MULTI or after EXEC)"
+            )
+        if len(self._multi) >= self.config.max_transaction_commands:
+            self._multi_failed = True
+            return ErrorReply(
+                "ERR transaction too long: at most"
+                f" {self.config.max_transaction_commands} commands can be queued"
+                " (max_transaction_commands)"
+            )
+        self._multi.append(args)
+        return QUEUED
+
+    def _end_transaction(self) -> None:
+        """Leave MULTI and forget the watched keys (EXEC and DISCARD both do)."""
+        self._multi = None
+        self._multi_failed = False
+        self._watches = []
+
+    def _submit_one(self, args: list[bytes], name: str, finish: Callable[[Reply], Reply]) -> None:
+        """Send one data command to the cluster; answer ``finish(reply)``. The connection
+        runs nothing else until then."""
+        self._busy = True
+        started = time.perf_counter()
+
+        def done(results: list[Reply]) -> None:
+            self._busy = False
+            reply = finish(results[0]) if results else ErrorReply("ERR no reply")
+            out = bytearray()
+            (write_reply if self.protocol == 2 else write_reply_resp3)(out, reply)
+            self.server.metrics.commands.record(
+                name, "error" if type(reply) is ErrorReply else "ok", time.perf_counter() - started
+            )
+            self._write(out)
+            if not self._in_process and not self._closing:
+                self._process()
+
+        self.server.committer.submit([args], done, has_write=name == "exec")
 
     def _user(self) -> AclUser | None:
         """The logged-in user as it is now (None: not logged in, or the user was deleted

@@ -121,8 +121,7 @@ expiry_key_head = _EXPIRY_HEAD.pack
 (the hot path concatenates the data key itself)."""
 
 
-_COLLECTION_META: Final = struct.Struct(">QQ")
-_LIST_META: Final = struct.Struct(">QQQQ")
+_COLLECTION_META: Final = struct.Struct(">QQQQQ")
 _SUB_KEY_LENGTH: Final = struct.Struct(">I")
 _POSITION: Final = struct.Struct(">Q")
 _DOUBLE: Final = struct.Struct(">d")
@@ -141,21 +140,18 @@ def sub_range(data_key: bytes) -> tuple[bytes, bytes]:
     return prefix, prefix + SUB_FAMILY_END
 
 
-def encode_collection_meta(size: int, sub_bytes: int, head: int = 0, tail: int = 0) -> bytes:
-    """The DATA payload of a hash, set or sorted set (``head``/``tail`` 0), or of a list
-    (elements at positions ``head`` .. ``tail - 1``)."""
-    if head or tail:
-        return _LIST_META.pack(size, sub_bytes, head, tail)
-    return _COLLECTION_META.pack(size, sub_bytes)
+def encode_collection_meta(size: int, sub_bytes: int, head: int, tail: int, version: int) -> bytes:
+    """The DATA payload of a hash, set, sorted set or list: its member count, the bytes of
+    its SUB records, for a list the positions of its elements (``head`` .. ``tail - 1``;
+    0 for other types), and a version that every change of its members increases (so a
+    WATCH notices any change)."""
+    return _COLLECTION_META.pack(size, sub_bytes, head, tail, version)
 
 
-def decode_collection_meta(payload: bytes) -> tuple[int, int, int, int]:
-    """``(size, sub_bytes, head, tail)`` of a collection's DATA payload."""
-    if len(payload) == _LIST_META.size:
-        size, sub_bytes, head, tail = _LIST_META.unpack(payload)
-        return size, sub_bytes, head, tail
-    size, sub_bytes = _COLLECTION_META.unpack(payload)
-    return size, sub_bytes, 0, 0
+def decode_collection_meta(payload: bytes) -> tuple[int, int, int, int, int]:
+    """``(size, sub_bytes, head, tail, version)`` of a collection's DATA payload."""
+    size, sub_bytes, head, tail, version = _COLLECTION_META.unpack(payload)
+    return size, sub_bytes, head, tail, version
 
 
 encode_position = _POSITION.pack

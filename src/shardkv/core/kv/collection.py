@@ -32,6 +32,7 @@ class Collection:
         "sub_bytes",
         "tail",
         "type_tag",
+        "version",
     )
 
     def __init__(
@@ -45,6 +46,7 @@ class Collection:
         head: int,
         tail: int,
         expire_at: int,
+        version: int = 0,
     ) -> None:
         self.machine = machine
         self.dkey = dkey
@@ -59,6 +61,8 @@ class Collection:
         self.head = head
         self.tail = tail
         self.expire_at = expire_at
+        #: Increased by every `save` (WATCH compares it).
+        self.version = version
         self.prefix = sub_prefix(dkey)
 
     @property

@@ -59,7 +59,8 @@ from shardkv.core.kv.collection import Collection
 from shardkv.core.kv.glob import GlobPattern
 from shardkv.core.kv.longdouble import add_long_double, format_long_double, parse_long_double
 from shardkv.core.kv.scope import KeyScope, SlotRange, decode_scope_record
-from shardkv.core.resp.replies import OK, ErrorReply, Reply, SimpleString
+from shardkv.core.kv.transaction import TRANSACTION_COMMAND, decode_transaction, value_digest
+from shardkv.core.resp.replies import NULL_ARRAY, OK, ErrorReply, Reply, SimpleString
 
 _Handler = Callable[[list[bytes], int], Reply]
 
@@ -571,6 +572,7 @@ class KVStateMachine:
         for table in (hashes.HANDLERS, sets.HANDLERS, zsets.HANDLERS, lists.HANDLERS):
             for name, function in table.items():
                 handlers[name] = partial(function, self)
+        handlers["watch"] = self._watch_digests
         handlers["rename"] = self._rename
         handlers["renamenx"] = self._renamenx
         handlers["copy"] = self._copy
@@ -581,6 +583,8 @@ class KVStateMachine:
             entry = (handlers[spec.name], spec.arity, spec.arity_error, spec.is_write)
             dispatch[spec.name.encode()] = entry
             dispatch[spec.name.upper().encode()] = entry
+        exec_entry = (self._exec, -2, ErrorReply("ERR malformed transaction"), True)
+        dispatch[TRANSACTION_COMMAND] = exec_entry
         missing = set(handlers) - {name.decode() for name in dispatch}
         if missing:
             raise AssertionError(f"handlers without a command table entry: {missing}")
@@ -656,7 +660,7 @@ class KVStateMachine:
         it is small, else as one range (O(1) whatever its size)."""
         if old[0] == TYPE_STRING:
             return
-        size, sub_bytes, _, _ = decode_collection_meta(old[HEADER_BYTES:])
+        size, sub_bytes, _, _, _ = decode_collection_meta(old[HEADER_BYTES:])
         self._data_bytes -= sub_bytes
         prefix = sub_prefix(dkey)
         end = prefix + SUB_FAMILY_END
@@ -730,9 +734,10 @@ class KVStateMachine:
             return Collection(self, dkey, type_tag, None, 0, 0, head, tail, 0)
         if old[0] != type_tag:
             return _ERR_WRONGTYPE
-        size, sub_bytes, head, tail = decode_collection_meta(old[HEADER_BYTES:])
+        size, sub_bytes, head, tail, version = decode_collection_meta(old[HEADER_BYTES:])
+        expire_at = _expire_at_of(old, 1)[0]
         return Collection(
-            self, dkey, type_tag, old, size, sub_bytes, head, tail, _expire_at_of(old, 1)[0]
+            self, dkey, type_tag, old, size, sub_bytes, head, tail, expire_at, version
         )
 
     def type_of(self, key: bytes, now_ms: int) -> int | None:
@@ -747,7 +752,8 @@ class KVStateMachine:
                 self._delete(c.dkey, c.old, members_gone=True)
             c.old = None
             return
-        payload = encode_collection_meta(c.size, c.sub_bytes, c.head, c.tail)
+        c.version += 1
+        payload = encode_collection_meta(c.size, c.sub_bytes, c.head, c.tail, c.version)
         self._store(c.dkey, payload, c.expire_at, c.old, c.type_tag)
         c.old = self._data[c.dkey]
 
@@ -997,6 +1003,7 @@ class KVStateMachine:
             return _ERR_STRING_TOO_LONG
         # The header is unchanged by APPEND (same type, same expiry): keep it as is.
         self._data[dkey] = old + args[2]
+        self._data_bytes += len(args[2])
         return new_length
 
     def _strlen(self, args: list[bytes], now_ms: int) -> Reply:
@@ -1059,6 +1066,7 @@ class KVStateMachine:
             buffer.extend(bytes(end - len(buffer)))
         buffer[HEADER_BYTES + offset : end] = patch
         self._data[dkey] = bytes(buffer)  # same header: type and expiry unchanged
+        self._data_bytes += len(buffer) - len(live)
         return len(buffer) - HEADER_BYTES
 
     # ------------------------------------------------------------------------------------
@@ -1075,6 +1083,31 @@ class KVStateMachine:
                 deleted += 1
             self._delete(dkey, old)  # an expired copy goes too: it is dead weight
         return deleted
+
+    # -- transactions (see ``shardkv.core.kv.transaction``) --------------------------------
+
+    def _watch_digests(self, args: list[bytes], now_ms: int) -> Reply:
+        """The digests of the watched keys' live values, in order."""
+        return [value_digest(self._read_live(data_key(key), now_ms)) for key in args[1:]]
+
+    def _exec(self, args: list[bytes], now_ms: int) -> Reply:
+        """A MULTI/EXEC block: the null array if a watched key changed since WATCH, else
+        every queued command's reply (an error in one does not stop the others, as in
+        Redis). Runs in the batch of its log entry: atomically, on every replica."""
+        try:
+            watches, commands = decode_transaction(args)
+        except (ValueError, struct.error):
+            return ErrorReply("ERR malformed transaction")
+        for key, digest in watches:
+            if value_digest(self._read_live(data_key(key), now_ms)) != digest:
+                return NULL_ARRAY
+        replies: list[Reply] = []
+        for command in commands:
+            if command and command[0] == TRANSACTION_COMMAND:
+                replies.append(ErrorReply("ERR EXEC cannot be nested"))
+                continue
+            replies.append(self.execute(command, now_ms))
+        return replies
 
     def delete_key(self, key: bytes) -> None:
         """Delete ``key`` whatever it holds (expired or not), members included. Only

@@ -417,6 +417,13 @@ def _in_lex_range(
     equal scores (the case BYLEX is meant for) that is exactly the members in the range;
     with mixed scores Redis's answer is unspecified, and this gives the answer Redis 7.0
     gives for a small sorted set (its listpack walk)."""
+    lowest = next(_ordered(c), None)
+    highest = next(_ordered(c, reverse=True), None)
+    if lowest is None or highest is None:
+        return
+    # Redis first checks that the range can hold anything at all (zzlIsInLexRange).
+    if not _lex_above_min(highest[0], low) or not _lex_below_max(lowest[0], high):
+        return
     started = False
     for member, score in _ordered(c, reverse=reverse):
         if not started:
