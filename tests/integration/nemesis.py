@@ -28,6 +28,14 @@ one key's history and with the unknown outcomes in it).
 - ``mix-*``: all four (SET of unique integers or of unique non-integers, APPEND of one
   digit, INCR), so INCR meets integers, non-integers and out-of-range values: checked by
   linearizability only.
+- ``set-*`` (SADD / SMEMBERS), ``lst-*`` (RPUSH / LRANGE), ``hsh-*`` (HSET / HGETALL) and
+  ``zst-*`` (ZADD at score 0 / ZRANGE): unique members, elements or fields. Checked by
+  linearizability, and every acknowledged one must be in the final read (a list's elements
+  exactly once), a definitely failed one must not.
+- ``txn-*``: MULTI/EXEC blocks on one connection that increment two fields of a hash
+  together, or read both: every block must see them equal (atomicity), the history must
+  be linearizable, and the final count must lie between the acknowledged blocks and those
+  plus the unknown ones.
 """
 
 from __future__ import annotations
@@ -62,6 +70,7 @@ from shardkv.core.resp import Reply
 from shardkv.node.runtime import ClusterSettings, NodeRuntime
 from shardkv.sim.linearizability import (
     INFINITY,
+    READ_OPS,
     UNKNOWN,
     ErrorReply,
     Operation,
@@ -99,7 +108,26 @@ QUIET_MAX_S: Final = 2.0
 TARGET_LEADER_PROBABILITY: Final = 0.6
 
 #: Base names of the keys in use at any one time, by kind (see the module docstring).
-KEY_BASES: Final = ("reg-0", "reg-1", "log-0", "ctr-0", "mix-0")
+KEY_BASES: Final = (
+    "reg-0",
+    "reg-1",
+    "log-0",
+    "ctr-0",
+    "mix-0",
+    "set-0",
+    "lst-0",
+    "hsh-0",
+    "zst-0",
+    "txn-0",
+)
+#: The read and the write of each collection kind (see the module docstring).
+COLLECTION_OPS: Final = {
+    "set": ("smembers", "sadd"),
+    "lst": ("lrange", "rpush"),
+    "hsh": ("hgetall", "hset"),
+    "zst": ("zrange", "zadd"),
+    "txn": ("txn-read", "txn-incr"),
+}
 #: Clients move on to fresh keys this often.
 KEY_GENERATION_S: Final = 10.0
 
@@ -201,7 +229,7 @@ class History:
             if r.status == "ok":
                 assert r.ret is not None
                 operations.append(Operation(r.client_id, inp, r.output, r.call, r.ret))
-            elif r.status in ("unknown", "pending") and r.op != "get":
+            elif r.status in ("unknown", "pending") and r.op not in READ_OPS:
                 operations.append(Operation(r.client_id, inp, UNKNOWN, r.call, INFINITY))
         return operations
 
@@ -289,6 +317,9 @@ def choose_operation(
     key = f"{rng.choice(KEY_BASES)}/g{generation}"
     kind = key_kind(key)
     roll = rng.random()
+    if kind in COLLECTION_OPS:
+        read, write = COLLECTION_OPS[kind]
+        return (read, key, None) if roll < 0.3 else (write, key, f"{client_id}.{n}")
     if kind == "reg":
         return ("get", key, None) if roll < 0.5 else ("set", key, f"c{client_id}-{n}")
     if kind == "log":
@@ -333,7 +364,52 @@ async def execute(client: Client, op: str, key: str, value: str | None) -> Any:
     if op == "append":
         assert value is not None
         return await client.append(key, value)
+    if op in _COLLECTION_COMMANDS:
+        reply = await client.execute(*_COLLECTION_COMMANDS[op](key, value))
+        return _as_text(op, reply)
+    if op in ("txn-incr", "txn-read"):
+        return await run_transaction(client, op, key)
     raise ValueError(f"unknown operation {op!r}")
+
+
+_COLLECTION_COMMANDS: Final[dict[str, Callable[[str, str | None], list[str]]]] = {
+    "sadd": lambda key, value: ["SADD", key, str(value)],
+    "smembers": lambda key, _: ["SMEMBERS", key],
+    "rpush": lambda key, value: ["RPUSH", key, str(value)],
+    "lrange": lambda key, _: ["LRANGE", key, "0", "-1"],
+    "hset": lambda key, value: ["HSET", key, str(value), str(value)],
+    "hgetall": lambda key, _: ["HGETALL", key],
+    "zadd": lambda key, value: ["ZADD", key, "0", str(value)],
+    "zrange": lambda key, _: ["ZRANGE", key, "0", "-1"],
+}
+
+
+def _as_text(op: str, reply: Any) -> Any:
+    """A collection reply in the checker's (and the JSON dump's) terms: members as str,
+    SMEMBERS sorted (its order is unspecified), HGETALL as sorted [field, value] pairs."""
+    if not isinstance(reply, list | tuple):
+        return reply
+    items = [x.decode() if isinstance(x, bytes) else x for x in reply]
+    if op == "smembers":
+        return sorted(items)
+    if op == "hgetall":
+        return sorted([list(pair) for pair in zip(items[::2], items[1::2], strict=True)])
+    return items
+
+
+async def run_transaction(client: Client, op: str, key: str) -> list[int]:
+    """A MULTI/EXEC block on one connection to the node that leads ``key``'s shard:
+    ``txn-incr`` increments fields ``a`` and ``b`` of ``key`` together, ``txn-read`` reads
+    both. Returns the two values EXEC answered. Raises `DefiniteFailure` if EXEC was not
+    sent or was refused before it ran (MOVED, TRYAGAIN, ...), `UnknownOutcome` if EXEC was
+    sent and no answer came."""
+    if op == "txn-incr":
+        block = [["HINCRBY", key, "a", "1"], ["HINCRBY", key, "b", "1"]]
+    else:
+        block = [["HGET", key, "a"], ["HGET", key, "b"]]
+    reply = await client.transaction([[x.encode() for x in command] for command in block])
+    assert isinstance(reply, list), reply
+    return [int(x) if x is not None else 0 for x in reply]
 
 
 async def record_operation(
@@ -392,14 +468,12 @@ async def run_client(
         await client.close()
 
 
-async def final_reads(
-    history: History, ports: list[int], timeout_s: float
-) -> dict[str, bytes | None]:
+async def final_reads(history: History, ports: list[int], timeout_s: float) -> dict[str, Any]:
     """Read every key the workload touched once the cluster is whole again, recorded into
     the history (so the checker must explain them too). Retries definite failures and
     unknown outcomes until each key has a value or ``timeout_s`` passes (AssertionError)."""
     deadline = time.monotonic() + timeout_s
-    values: dict[str, bytes | None] = {}
+    values: dict[str, Any] = {}
     rng = random.Random(0)
     keys = sorted({r.key for r in history.ops})
     attempt = 0
@@ -409,7 +483,10 @@ async def final_reads(
             while True:
                 attempt += 1
                 client = clients[attempt % len(clients)]
-                record = await record_operation(history, client, FINAL_READER_ID, "get", key, None)
+                read_op = COLLECTION_OPS.get(key_kind(key), ("get", ""))[0]
+                record = await record_operation(
+                    history, client, FINAL_READER_ID, read_op, key, None
+                )
                 if record.status == "ok":
                     values[key] = record.output
                     break
@@ -448,10 +525,12 @@ class LossReport:
     phantom: int = 0
     acknowledged_appends: int = 0
     acknowledged_incrs: int = 0
+    acknowledged_members: int = 0
+    acknowledged_transactions: int = 0
     details: list[str] = field(default_factory=list)
 
 
-def count_lost_writes(history: History, final: dict[str, bytes | None]) -> LossReport:
+def count_lost_writes(history: History, final: dict[str, Any]) -> LossReport:
     """Compare the workload's ``log-*`` and ``ctr-*`` writes with ``final`` (each key's value
     read after the run, see `final_reads`); see the module docstring for the rules."""
     report = LossReport()
@@ -500,7 +579,60 @@ def count_lost_writes(history: History, final: dict[str, bytes | None]) -> LossR
             report.details.append(
                 f"{key}: final {value} > {acked_incrs} acknowledged + {maybe_incrs} unknown INCRs"
             )
+    for key in (k for k in keys if key_kind(k) in ("set", "lst", "hsh", "zst")):
+        _check_members(report, key, workload, final.get(key) or [])
+    for key in (k for k in keys if key_kind(k) == "txn"):
+        _check_transactions(report, key, workload, final.get(key) or [0, 0])
     return report
+
+
+def _check_members(report: LossReport, key: str, workload: list[OpRecord], final: Any) -> None:
+    """Every acknowledged SADD/RPUSH/HSET/ZADD member is in the final read (a list's
+    elements exactly once); none that definitely failed is."""
+    write = COLLECTION_OPS[key_kind(key)][1]
+    fields = [field for field, _ in final] if key_kind(key) == "hsh" else final
+    present = Counter(fields)
+    by_status: dict[str, set[str]] = {}
+    for r in workload:
+        if r.key == key and r.op == write:
+            assert r.value is not None
+            by_status.setdefault(r.status, set()).add(r.value)
+    acked = by_status.get("ok", set())
+    maybe = by_status.get("unknown", set()) | by_status.get("pending", set())
+    report.acknowledged_members += len(acked)
+    for member in sorted(acked - present.keys()):
+        report.lost += 1
+        report.details.append(f"{key}: acknowledged {write.upper()} {member!r} is missing")
+    for member, times in sorted(present.items()):
+        if times > 1:
+            report.duplicated += 1
+            report.details.append(f"{key}: {member!r} appears {times} times")
+        if member not in acked and member not in maybe:
+            report.phantom += 1
+            report.details.append(f"{key}: {member!r} is present but its {write.upper()} failed")
+
+
+def _check_transactions(
+    report: LossReport, key: str, workload: list[OpRecord], final: list[int]
+) -> None:
+    """The two counters moved together, by every acknowledged block and by no failed one."""
+    acked = sum(1 for r in workload if r.key == key and r.op == "txn-incr" and r.status == "ok")
+    maybe = sum(
+        1
+        for r in workload
+        if r.key == key and r.op == "txn-incr" and r.status in ("unknown", "pending")
+    )
+    report.acknowledged_transactions += acked
+    a, b = final
+    if a != b:
+        report.lost += abs(a - b)
+        report.details.append(f"{key}: the block's two counters differ: {a} != {b}")
+    if a < acked:
+        report.lost += acked - a
+        report.details.append(f"{key}: final {a} < {acked} acknowledged MULTI/EXEC blocks")
+    if a > acked + maybe:
+        report.phantom += a - acked - maybe
+        report.details.append(f"{key}: final {a} > {acked} acknowledged + {maybe} unknown blocks")
 
 
 # --- the cluster and the nemesis --------------------------------------------------------

@@ -114,6 +114,15 @@ def _write_history(history: History, path: Path) -> None:
     path.write_text("\n".join(text for _, text in sorted(lines)) + "\n")
 
 
+def _short(value: object) -> object:
+    """A final value as the report shows it: long strings cut, collections counted."""
+    if isinstance(value, bytes) and len(value) > 40:
+        return value[:40] + b"..."
+    if isinstance(value, list) and value and not isinstance(value[0], int):
+        return f"<{len(value)} members>"
+    return value
+
+
 def _summary(history: History) -> tuple[str, int]:
     """A table of outcomes per operation type, and the number of acknowledged writes."""
     counts = history.counts()
@@ -192,7 +201,10 @@ async def test_under_kills_pauses_and_partitions_histories_are_linearizable_and_
     checker_s = time.monotonic() - checker_started_s
     loss = count_lost_writes(history, final)
     table, acknowledged_writes = _summary(history)
-    shown = {k: (v[:40] + b"..." if v and len(v) > 40 else v) for k, v in final.items()}
+    shown = {
+        k: (v[:40] + b"..." if isinstance(v, bytes) and len(v) > 40 else v)
+        for k, v in final.items()
+    }
     members = ", ".join(
         f"{i}: {s['role']} term {s['term']} applied {s['applied']}" for i, s in converged.items()
     )
@@ -208,7 +220,9 @@ async def test_under_kills_pauses_and_partitions_histories_are_linearizable_and_
         f"\n  checker: {report.result.value} on {len(operations)} operations in "
         f"{report.partitions} partitions, {checker_s:.2f}s"
         f"\n  acknowledged writes {acknowledged_writes} (APPEND {loss.acknowledged_appends}, "
-        f"INCR {loss.acknowledged_incrs}): lost {loss.lost}, duplicated {loss.duplicated}, "
+        f"INCR {loss.acknowledged_incrs}, members {loss.acknowledged_members}, "
+        f"MULTI/EXEC {loss.acknowledged_transactions}): lost {loss.lost}, "
+        f"duplicated {loss.duplicated}, "
         f"phantom {loss.phantom}"
         f"\n  final values: {shown}"
         f"\n  members after the run: {members}"

@@ -154,3 +154,24 @@ def test_redis_lost_increment_is_illegal() -> None:
     assert report.result is CheckResult.ILLEGAL
     assert report.failed_key == b"n"
     assert "INCR 'n' -> 1" in report.explanation
+
+
+def test_collections_accept_their_own_histories_and_refuse_lost_members() -> None:
+    added = [(RedisInput("sadd", "s", "a"), 1), (RedisInput("sadd", "s", "b"), 1)]
+    assert run(redis_string_model, *added, (RedisInput("smembers", "s"), ["a", "b"]))[0]
+    # A read missing an acknowledged member, or a second SADD counting as new: illegal.
+    assert not run(redis_string_model, *added, (RedisInput("smembers", "s"), ["a"]))[0]
+    assert not run(redis_string_model, *added, (RedisInput("sadd", "s", "a"), 1))[0]
+    pushed = [(RedisInput("rpush", "l", "x"), 1), (RedisInput("rpush", "l", "y"), 2)]
+    assert run(redis_string_model, *pushed, (RedisInput("lrange", "l"), ["x", "y"]))[0]
+    assert not run(redis_string_model, *pushed, (RedisInput("lrange", "l"), ["y", "x"]))[0]
+    fields = [(RedisInput("hset", "h", "f"), 1)]
+    assert run(redis_string_model, *fields, (RedisInput("hgetall", "h"), [["f", "f"]]))[0]
+
+
+def test_a_transaction_must_move_both_counters_together() -> None:
+    incr = (RedisInput("txn-incr", "t"), [1, 1])
+    assert run(redis_string_model, incr, (RedisInput("txn-read", "t"), [1, 1]))[0]
+    # A block that saw one counter moved and not the other is not atomic.
+    assert not run(redis_string_model, incr, (RedisInput("txn-read", "t"), [1, 0]))[0]
+    assert not run(redis_string_model, (RedisInput("txn-incr", "t"), [1, 0]))[0]

@@ -384,6 +384,72 @@ class Client:
             self.stats.backoff_total_s += delay_s
             await asyncio.sleep(delay_s)
 
+    async def transaction(self, commands: Sequence[Sequence[Arg]]) -> Reply:
+        """Run ``commands`` as one MULTI/EXEC block and return EXEC's reply: the list of
+        their replies (an error reply of one command is in the list as an `ErrorReply`;
+        the others still ran, as in Redis).
+
+        The block goes over a connection of its own to the node that leads the slot of its
+        first key (every key must be in one slot: hash tags). Raises `DefiniteFailure` if
+        the block did not run (refused before EXEC, or EXEC answered MOVED, TRYAGAIN, ...;
+        retried and redirected like `execute`), `UnknownOutcome` if EXEC was sent and no
+        reply came (never repeated: the block may have run), `CommandError` for EXECABORT
+        (a command of the block was refused when queued).
+        """
+        encoded = [[encode_arg(arg) for arg in command] for command in commands]
+        if not encoded:
+            raise ValueError("a transaction needs at least one command")
+        first_keyed = next((c for c in encoded if len(c) >= 2), None)
+        slot = self._key_slot(first_keyed[1]) if first_keyed and self._key_slot else None
+        address = self._slot_owners.get(slot, self._seed) if slot is not None else self._seed
+        retries = redirects = 0
+        self.stats.commands += 1
+        while True:
+            if self._closed:
+                raise ClientClosed("EXEC was not sent: the client is closed.", command="EXEC")
+            try:
+                return await self._transaction_attempt(address, encoded)
+            except Moved as exc:
+                if redirects >= self._max_redirects:
+                    raise
+                redirects += 1
+                self.stats.redirects += 1
+                address = (exc.host, exc.port)
+                if slot is not None and 0 <= exc.slot < SLOT_COUNT:
+                    self._slot_owners[exc.slot] = address
+                continue
+            except DefiniteFailure:
+                if retries >= self._max_retries:
+                    raise
+                if address != self._seed:
+                    address = self._seed
+            delay_s = backoff_delay_s(
+                retries, base_s=self._backoff_base_s, max_s=self._backoff_max_s, rng=self._rng
+            )
+            retries += 1
+            self.stats.retries += 1
+            await asyncio.sleep(delay_s)
+
+    async def _transaction_attempt(self, address: Address, commands: list[list[bytes]]) -> Reply:
+        connection = await self._open_connection(address)
+        try:
+            try:
+                for command in [[b"MULTI"], *commands]:
+                    reply = await connection.request(command, timeout_s=self._request_timeout_s)
+                    if isinstance(reply, ErrorReply):
+                        raise error_from_reply(reply.message, address=address, command="MULTI")
+            except UnknownOutcome as exc:
+                # EXEC was never sent: nothing of the block ran.
+                raise RequestNotSent(
+                    f"the transaction was not executed: {exc}", address=address, command="EXEC"
+                ) from exc
+            reply = await connection.request([b"EXEC"], timeout_s=self._request_timeout_s)
+            if isinstance(reply, ErrorReply):
+                raise error_from_reply(reply.message, address=address, command="EXEC")
+            return reply
+        finally:
+            await connection.close()
+
     async def _attempt(self, address: Address, command: list[bytes], name: str) -> Reply:
         connection = await self._pool(address).acquire()
         reply = await connection.request(command, timeout_s=self._request_timeout_s)

@@ -503,8 +503,12 @@ class ErrorReply:
 
 
 class RedisInput(NamedTuple):
-    """`op` is "get", "set", "incr", "append" or "del"; `value` is the argument of set and
-    append (str or bytes, compared as UTF-8 bytes)."""
+    """`op` is "get", "set", "incr", "append" or "del" (strings); "sadd"/"smembers",
+    "rpush"/"lrange", "hset"/"hgetall", "zadd"/"zrange" (collections: `value` is the member,
+    the element, the field (whose value is the field too) or the member at score 0); or
+    "txn-incr"/"txn-read" (a MULTI/EXEC block that increments, or reads, the two fields
+    of a hash together). `value` is the argument of set and append (str or bytes,
+    compared as UTF-8 bytes)."""
 
     op: str
     key: str | bytes
@@ -533,7 +537,7 @@ def _parse_redis_int(value: bytes) -> int | None:
     return number if _INT64_MIN <= number <= _INT64_MAX else None
 
 
-def _redis_step(state: bytes | None, inp: RedisInput, out: Any) -> tuple[bool, bytes | None]:
+def _redis_step(state: Any, inp: RedisInput, out: Any) -> tuple[bool, Any]:
     op = inp.op
     unknown = out is UNKNOWN
     if op == "get":
@@ -549,6 +553,8 @@ def _redis_step(state: bytes | None, inp: RedisInput, out: Any) -> tuple[bool, b
         return (unknown or out == len(new_state)), new_state
     if op == "del":
         return (unknown or out == (0 if state is None else 1)), None
+    if op in _COLLECTION_STEPS:
+        return _COLLECTION_STEPS[op](state, inp.value, out, unknown)
     if op == "incr":
         current = 0 if state is None else _parse_redis_int(state)
         if current is None or current == _INT64_MAX:
@@ -559,12 +565,64 @@ def _redis_step(state: bytes | None, inp: RedisInput, out: Any) -> tuple[bool, b
     raise ValueError(f"unknown redis operation {op!r}")
 
 
+def _added(state: Any, value: Any, out: Any, unknown: bool) -> tuple[bool, Any]:
+    # SADD, HSET, ZADD of one member: 1 if it is new, 0 if it was there.
+    members = state or frozenset()
+    return (unknown or out == (0 if value in members else 1)), members | {value}
+
+
+def _pushed(state: Any, value: Any, out: Any, unknown: bool) -> tuple[bool, Any]:
+    elements = (*(state or ()), value)
+    return (unknown or out == len(elements)), elements
+
+
+def _members_read(state: Any, value: Any, out: Any, unknown: bool) -> tuple[bool, Any]:
+    # SMEMBERS and ZRANGE (every score 0: byte order) as a sorted list of members.
+    return (unknown or tuple(out) == tuple(sorted(state or ()))), state
+
+
+def _list_read(state: Any, value: Any, out: Any, unknown: bool) -> tuple[bool, Any]:
+    return (unknown or tuple(out) == (state or ())), state
+
+
+def _hash_read(state: Any, value: Any, out: Any, unknown: bool) -> tuple[bool, Any]:
+    expected = tuple((field, field) for field in sorted(state or ()))
+    return (unknown or tuple(tuple(pair) for pair in out) == expected), state
+
+
+def _txn_incr(state: Any, value: Any, out: Any, unknown: bool) -> tuple[bool, Any]:
+    # Both fields move together: EXEC answers the two new values, always equal.
+    new = (state or 0) + 1
+    return (unknown or tuple(out) == (new, new)), new
+
+
+def _txn_read(state: Any, value: Any, out: Any, unknown: bool) -> tuple[bool, Any]:
+    current = state or 0
+    return (unknown or tuple(out) == (current, current)), state
+
+
+_COLLECTION_STEPS: Final[dict[str, Callable[[Any, Any, Any, bool], tuple[bool, Any]]]] = {
+    "sadd": _added,
+    "hset": _added,
+    "zadd": _added,
+    "rpush": _pushed,
+    "smembers": _members_read,
+    "zrange": _members_read,
+    "lrange": _list_read,
+    "hgetall": _hash_read,
+    "txn-incr": _txn_incr,
+    "txn-read": _txn_read,
+}
+#: Operations that only read (a read of unknown outcome constrains nothing).
+READ_OPS: Final = frozenset({"get", "smembers", "zrange", "lrange", "hgetall", "txn-read"})
+
+
 def _describe_redis_op(inp: RedisInput, out: Any) -> str:
     args = [repr(inp.key)] + ([repr(inp.value)] if inp.value is not None else [])
     return f"{inp.op.upper()} {' '.join(args)} -> {out!r}"
 
 
-redis_string_model: Final[Model[bytes | None]] = Model(
+redis_string_model: Final[Model[Any]] = Model(
     init=lambda: None,
     step=_redis_step,
     partition=partition_by_key(lambda inp: _as_bytes(inp.key)),
@@ -572,6 +630,9 @@ redis_string_model: Final[Model[bytes | None]] = Model(
     name="redis-string",
 )
 """Redis string semantics per key; the state is the key's value (bytes) or None when absent.
+
+Collections and transactions: see `RedisInput`; their outputs are lists (of members, of
+elements, of [field, value] pairs, or the two counters a MULTI/EXEC block returned).
 
 Outputs as redis-py returns them: GET -> value (str or bytes) or None when absent; SET -> any
 non-error reply; INCR -> the new integer (an absent key counts as 0, so its first INCR returns
