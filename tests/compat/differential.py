@@ -286,7 +286,9 @@ def _list_command(rng: random.Random) -> list[str]:
 
 def _key_command(rng: random.Random) -> list[str]:
     k = _pick(rng, ALL_KEYS)
-    choice = rng.randrange(14)
+    choice = rng.randrange(15)
+    if choice == 14:
+        return ["OBJECT", "ENCODING", k]
     if choice == 0:
         return ["TYPE", k]
     if choice == 1:

@@ -174,6 +174,24 @@ _GET_NOTE: Final = "RW and ACCESS due to the optional `GET` argument"
 # fmt: off
 _DATA_COMMANDS: Final = (
     _spec(
+        "object", -2, "", (2, 2, 1), "@slow", "generic", "2.2.3",
+        "A container for object introspection commands", "Depends on subcommand",
+        key_specs=(_ks("RO", 2, 0, 1),),
+        subcommands=tuple(
+            _spec(
+                f"object|{sub}", 3, "readonly", (2, 2, 1), "@keyspace @read @slow", "generic",
+                since, summary, "O(1)", key_specs=(_ks("RO", 2, 0, 1),),
+                args=(_a("key", "key", ksi=0),),
+            )
+            for sub, since, summary in (
+                ("encoding", "2.2.3", "Inspect the internal encoding of a Redis object"),
+                ("refcount", "2.2.3", "Get the number of references to the value of the key"),
+                ("idletime", "2.2.3", "Get the time since a Redis object was last accessed"),
+                ("freq", "4.0.0", "Get the logarithmic access frequency counter of an object"),
+            )
+        ),
+    ),
+    _spec(
         "get", 2, "readonly fast", (1, 1, 1), "@read @string @fast", "string", "1.0.0",
         "Get the value of a key", "O(1)", key_specs=(_ks("RO access", 1, 0, 1),),
         args=(_a("key", "key", ksi=0),),
