@@ -726,6 +726,9 @@ class Server:
             "free_bytes": guard.free_bytes if guard is not None else None,
             "full": guard is not None and guard.full_reply is not None,
         }
+        column_bytes = getattr(self._engine, "column_bytes", None)
+        if column_bytes is not None:
+            body["storage_bytes"] = column_bytes()
         if self.cluster is None:
             body.update(
                 node_id=self.config.node_id,

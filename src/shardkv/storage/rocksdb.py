@@ -17,7 +17,7 @@ from typing import Any
 
 import rocksdict
 
-from shardkv.core.engine import ALL_COLUMNS, Delete, DeleteRange, Put, WriteBatch
+from shardkv.core.engine import ALL_COLUMNS, SUB, Delete, DeleteRange, Put, WriteBatch
 from shardkv.node import crashpoints
 from shardkv.storage.engine import StorageError
 
@@ -35,6 +35,10 @@ WRITE_BUFFER_BUDGET_BYTES = 64 * 1024 * 1024
 #: bound. (Left outside a cache, index and filter blocks grow with the data on disk: the
 #: 10-minute soak showed RSS climbing ~5 MiB/min while the Python heap stayed flat.)
 BLOCK_CACHE_BYTES = 128 * 1024 * 1024
+#: Range deletions of members (a big hash, set, sorted set or list deleted or expired)
+#: waiting for the background compaction that reclaims their space; past this many, the
+#: waiting ranges are merged into one that covers them all.
+MAX_PENDING_COMPACTIONS = 64
 
 
 def _options(
@@ -99,6 +103,7 @@ class RocksDBEngine:
         self._write_opts.sync = False
         self._sync_lock = threading.Lock()
         self._closed = False
+        self._compactions = _Compactor(self._cfs[SUB])
 
     def get(self, column: str, key: bytes) -> bytes | None:
         value: bytes | None = self._cfs[column].get(key)
@@ -121,6 +126,8 @@ class RocksDBEngine:
                 wb.delete(op.key, handles[op.column])
             elif isinstance(op, DeleteRange):
                 wb.delete_range(op.start, op.end, handles[op.column])
+                if op.column == SUB:
+                    self._compactions.request(op.start, op.end)
         try:
             self._db.write(wb, self._write_opts)
         except Exception as exc:
@@ -136,6 +143,16 @@ class RocksDBEngine:
                 self._db.flush_wal(True)
             except Exception as exc:
                 raise StorageError(f"RocksDB WAL sync failed: {exc}") from exc
+
+    def column_bytes(self) -> dict[str, int]:
+        """Bytes each column holds now: its SST files plus its memtables (RocksDB's own
+        counts; space freed by compactions shows here, not in the WAL or the data dir)."""
+        out: dict[str, int] = {}
+        for name, column in self._cfs.items():
+            sst = column.property_int_value("rocksdb.total-sst-files-size") or 0
+            memtables = column.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
+            out[name] = int(sst) + int(memtables)
+        return out
 
     def consistent_view(self) -> RocksDBView:
         """A point-in-time view of every column (see ``ConsistentView``).
@@ -159,6 +176,7 @@ class RocksDBEngine:
         )
 
     def close(self) -> None:
+        self._compactions.stop()
         with self._sync_lock:
             if self._closed:
                 return
@@ -170,6 +188,60 @@ class RocksDBEngine:
                 self._cfs.clear()
                 self._handles.clear()
                 self._db.close()
+
+
+class _Compactor:
+    """Reclaims the space of range-deleted members in the background: a range deletion
+    answers at once (one tombstone), and RocksDB frees the records it covers only when
+    it compacts them, which nothing may trigger soon. One daemon thread compacts each
+    requested range (``compact_range`` releases the GIL, so the event loop keeps
+    running). At most `MAX_PENDING_COMPACTIONS` ranges wait; then they are merged into
+    one covering range."""
+
+    def __init__(self, column_family: Any) -> None:
+        self._column_family = column_family
+        self._pending: list[tuple[bytes, bytes]] = []
+        self._wake = threading.Condition()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def request(self, start: bytes, end: bytes) -> None:
+        with self._wake:
+            if self._stopped:
+                return
+            self._pending.append((start, end))
+            if len(self._pending) > MAX_PENDING_COMPACTIONS:
+                low = min(s for s, _ in self._pending)
+                high = max(e for _, e in self._pending)
+                self._pending = [(low, high)]
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="rocksdb-compactor", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._stopped:
+                    self._wake.wait()
+                if self._stopped:
+                    return
+                start, end = self._pending.pop(0)
+            try:
+                self._column_family.compact_range(start, end)
+            except Exception:  # a failed compaction only delays reclaiming space
+                continue
+
+    def stop(self) -> None:
+        """Stop after the compaction in progress (the database closes next)."""
+        with self._wake:
+            self._stopped = True
+            self._pending.clear()
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
 
 
 class RocksDBView:
