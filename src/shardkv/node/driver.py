@@ -1625,6 +1625,21 @@ class NodeDriver:
             if n == self.node_id or now - max(self._heard_s.get(n, since), since) < timeout_s
         }
 
+    def under_replicated_shards(self) -> int:
+        """Group 0's leader: shards with fewer replicas on live nodes than the cluster can
+        give them (``replicas``, capped by the live nodes); 0 elsewhere."""
+        p = self._placement
+        shard_map = self.shard_map
+        if p is None or not p.replica.is_leader or shard_map is None:
+            return 0
+        live = self.live_nodes()
+        wanted = min(self.settings.replicas, len(live))
+        return sum(
+            1
+            for shard in shard_map.shards.values()
+            if sum(1 for n in shard.replicas if n in live) < wanted
+        )
+
     def status_poll_targets(self) -> list[int]:
         """Nodes whose status group 0's leader should ask for now (`record_status`); none
         elsewhere."""

@@ -107,6 +107,12 @@ class RaftCollector(Collector):
                 "Shards moving to a new set of replicas (a target in the map).",
                 sum(1 for s in (shard_map.shards.values() if shard_map else ()) if s.target),
             ),
+            (
+                "shardkv_placement_shards_under_replicated",
+                "Shards with fewer replicas on live nodes than the cluster can give them"
+                " (reported by the placement group's leader; 0 on other nodes).",
+                rt.driver.under_replicated_shards(),
+            ),
         ):
             g = GaugeMetricFamily(name, doc)
             g.add_metric([], float(value))
