@@ -10,14 +10,17 @@ thread covers every write of every client made before it: group commit. A synced
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
+import weakref
 from typing import Any
 
 import rocksdict
 
 from shardkv.core.engine import ALL_COLUMNS, SUB, Delete, DeleteRange, Put, WriteBatch
+from shardkv.core.kv.codec import SUB_FAMILY_END
 from shardkv.node import crashpoints
 from shardkv.storage.engine import StorageError
 
@@ -103,7 +106,7 @@ class RocksDBEngine:
         self._write_opts.sync = False
         self._sync_lock = threading.Lock()
         self._closed = False
-        self._compactions = _Compactor(self._cfs[SUB])
+        self._compactions = _Compactor(weakref.ref(self))
 
     def get(self, column: str, key: bytes) -> bytes | None:
         value: bytes | None = self._cfs[column].get(key)
@@ -126,7 +129,8 @@ class RocksDBEngine:
                 wb.delete(op.key, handles[op.column])
             elif isinstance(op, DeleteRange):
                 wb.delete_range(op.start, op.end, handles[op.column])
-                if op.column == SUB:
+                if op.column == SUB and op.end == op.start + SUB_FAMILY_END:
+                    # One big key's members (not a shard's ranges cleared for a snapshot).
                     self._compactions.request(op.start, op.end)
         try:
             self._db.write(wb, self._write_opts)
@@ -196,10 +200,11 @@ class _Compactor:
     it compacts them, which nothing may trigger soon. One daemon thread compacts each
     requested range (``compact_range`` releases the GIL, so the event loop keeps
     running). At most `MAX_PENDING_COMPACTIONS` ranges wait; then they are merged into
-    one covering range."""
+    one covering range. It holds the engine only weakly: an engine dropped without
+    ``close`` (a simulated crash) still releases its database."""
 
-    def __init__(self, column_family: Any) -> None:
-        self._column_family = column_family
+    def __init__(self, engine: weakref.ref[RocksDBEngine]) -> None:
+        self._engine = engine
         self._pending: list[tuple[bytes, bytes]] = []
         self._wake = threading.Condition()
         self._stopped = False
@@ -225,14 +230,21 @@ class _Compactor:
         while True:
             with self._wake:
                 while not self._pending and not self._stopped:
-                    self._wake.wait()
+                    if not self._wake.wait(timeout=1.0) and self._engine() is None:
+                        return
                 if self._stopped:
                     return
                 start, end = self._pending.pop(0)
-            try:
-                self._column_family.compact_range(start, end)
-            except Exception:  # a failed compaction only delays reclaiming space
-                continue
+            engine = self._engine()
+            if engine is None:
+                return
+            column = engine._cfs.get(SUB)
+            del engine
+            if column is None:
+                return
+            with contextlib.suppress(Exception):  # a failure only delays reclaiming space
+                column.compact_range(start, end)
+            del column
 
     def stop(self) -> None:
         """Stop after the compaction in progress (the database closes next)."""
