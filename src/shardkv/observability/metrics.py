@@ -53,6 +53,15 @@ class _CommandStats(Collector):
         buckets[bisect.bisect_left(LATENCY_BUCKETS_S, latency_s)] += 1
         self._sums[command] += latency_s
 
+    def totals(self) -> tuple[tuple[float, ...], list[int], int]:
+        """(latency bucket bounds, per-bucket counts over every command (the last is
+        above the last bound), commands counted): the cluster page's rates."""
+        buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        for per_command in self._buckets.values():
+            for i, n in enumerate(per_command):
+                buckets[i] += n
+        return LATENCY_BUCKETS_S, buckets, sum(self.counts.values())
+
     def collect(self) -> Iterator[Metric]:
         total = CounterMetricFamily(
             "shardkv_commands",

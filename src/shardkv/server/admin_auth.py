@@ -1,10 +1,10 @@
 """Who may call which admin HTTP endpoint.
 
 Reading the node's health, metrics and status is open (``GET /metrics``, ``/healthz``,
-``/v1/status``, ``/v1/rebalance``, ``/`` pages): Prometheus and load balancers need no
-secret. Every other endpoint changes state or reads data (backup, members, node removal,
-splits, rebalance, ``/v1/kv``, debugging, fault injection) and is served only to a caller
-that shows one of:
+``/v1/status``, ``/v1/rebalance``, the cluster page ``/`` and its ``/v1/cluster``):
+Prometheus and load balancers need no secret. Every other endpoint changes state or reads
+data (backup, members, node removal, splits, rebalance, ``/v1/kv``, debugging, fault
+injection) and is served only to a caller that shows one of:
 
 - ``Authorization: Bearer TOKEN``, the token in ``--admin-token-file``;
 - ``Authorization: Basic`` credentials of an enabled ACL user with a password, every key
@@ -35,6 +35,8 @@ OPEN_ENDPOINTS: Final = frozenset(
         ("GET", "/healthz"),
         ("GET", "/v1/status"),
         ("GET", "/v1/rebalance"),
+        ("GET", "/"),
+        ("GET", "/v1/cluster"),
     }
 )
 

@@ -21,6 +21,7 @@ import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -40,6 +41,7 @@ from shardkv.node.runtime import MembershipError
 from shardkv.node.write_path import WritePath
 from shardkv.observability.logging import get_logger
 from shardkv.observability.metrics import ServerMetrics
+from shardkv.server import cluster_page
 from shardkv.server import commands as conn_commands
 from shardkv.server.acl import AclRegistry
 from shardkv.server.admin_auth import AdminGuard, read_token
@@ -432,6 +434,7 @@ class Server:
         app.router.add_get("/metrics", self._http_metrics)
         app.router.add_get("/healthz", self._http_health)
         app.router.add_get("/v1/status", self._http_status)
+        cluster_page.add_routes(app, self)
         app.router.add_post("/v1/backup", self._http_backup)
         app.router.add_post("/v1/debug/tracemalloc/baseline", self._http_tracemalloc_baseline)
         app.router.add_get("/v1/debug/tracemalloc/top", self._http_tracemalloc_top)
@@ -720,7 +723,12 @@ class Server:
 
     async def _http_status(self, request: web.Request) -> web.Response:
         """This node's view of its Raft group (or of the single-node store)."""
+        return web.json_response(self.status_body())
+
+    def status_body(self) -> dict[str, Any]:
+        """What ``GET /v1/status`` answers (the cluster page joins every node's)."""
         body: dict[str, Any] = {"client_address": self.config.client_address}
+        body["live"] = self._live_figures()
         guard = self._disk_guard
         body["disk"] = {
             "free_bytes": guard.free_bytes if guard is not None else None,
@@ -795,7 +803,25 @@ class Server:
                 voters=list(st.conf_state.voters),
                 learners=list(st.conf_state.learners),
             )
-        return web.json_response(body)
+        return body
+
+    def _live_figures(self) -> dict[str, Any]:
+        """Counters the cluster page turns into rates: commands (and their latency
+        buckets, summed over commands), leader changes, and this process's memory."""
+        bounds, buckets, commands = self.metrics.commands.totals()
+        rss = 0
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+        leader_changes = self.cluster.runtime.leader_changes if self.cluster is not None else 0
+        return {
+            "commands": commands,
+            "latency_bucket_bounds_s": list(bounds),
+            "latency_buckets": buckets,
+            "leader_changes": leader_changes,
+            "rss_bytes": rss,
+        }
 
     async def _http_partition(self, request: web.Request) -> web.Response:
         """Test-only: drop all traffic to and from the listed peers (``{"blocked": [2]}``;
