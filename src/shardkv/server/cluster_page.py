@@ -23,8 +23,9 @@ from aiohttp import web
 if TYPE_CHECKING:
     from shardkv.server.app import Server
 
-#: How long the page's data call waits for another node's status.
-PEER_STATUS_TIMEOUT_S: Final = 0.8
+#: How long the page's data call waits for another node's status (a busy node can take a
+#: moment; a dead one is still shown down within a poll or two).
+PEER_STATUS_TIMEOUT_S: Final = 2.0
 
 _PAGE_HTML: Final = resources.files("shardkv.server").joinpath("cluster_page.html")
 
