@@ -102,17 +102,44 @@ def run_stream(
     reference.execute_command("FLUSHALL")
     shardkv.execute_command("FLUSHALL")
     differences = []
+    queued: list[list[str]] = []  # the commands of the MULTI block being built
     for command in commands:
-        if command[0].upper().endswith("SCAN"):
+        name = command[0].upper()
+        if name.endswith("SCAN"):
             expected, got = _full_scan(reference, command), _full_scan(shardkv, command)
         else:
             expected = normalize(command, _call(reference, command))
             got = normalize(command, _call(shardkv, command))
         if expected != got:
-            differences.append((command, expected, got))
+            differences += _blame(command, queued, expected, got)
+        if name in ("MULTI", "EXEC", "DISCARD"):
+            queued = []
+        else:
+            queued.append(command)
         if command[0].lower() in RESYNC_AFTER:
             _resync_set(reference, shardkv, command[1])
     return differences
+
+
+def _blame(
+    command: list[str], queued: list[list[str]], expected: Any, got: Any
+) -> list[tuple[list[str], Any, Any]]:
+    """A difference, charged to the commands that differ: for EXEC, to each queued command
+    whose reply inside the block differs (so a documented difference stays one inside a
+    MULTI block too)."""
+    if (
+        command[0].upper() != "EXEC"
+        or not isinstance(expected, list)
+        or not isinstance(got, list)
+        or len(expected) != len(got)
+        or len(queued) != len(expected)
+    ):
+        return [(command, expected, got)]
+    return [
+        (queued[i], mine, theirs)
+        for i, (mine, theirs) in enumerate(zip(expected, got, strict=True))
+        if mine != theirs
+    ]
 
 
 def _resync_set(reference: redis.Redis, shardkv: redis.Redis, key: str) -> None:
