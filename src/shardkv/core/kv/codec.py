@@ -158,11 +158,6 @@ encode_position = _POSITION.pack
 """``encode_position(position) -> bytes``: a list position as stored in a SUB key."""
 
 
-def decode_position(raw: bytes) -> int:
-    position: int = _POSITION.unpack(raw)[0]
-    return position
-
-
 def encode_score(score: float) -> bytes:
     """A score as 8 bytes that sort bytewise in numeric order (-inf first, +inf last;
     -0.0 is stored as 0.0)."""

@@ -64,6 +64,14 @@ from shardkv.core.kv.glob import GlobPattern
 from shardkv.core.kv.longdouble import add_long_double, format_long_double, parse_long_double
 from shardkv.core.kv.scope import KeyScope, SlotRange, decode_scope_record
 from shardkv.core.kv.transaction import TRANSACTION_COMMAND, decode_transaction, value_digest
+from shardkv.core.kv.typed import ERR_INVALID_CURSOR as _ERR_INVALID_CURSOR
+from shardkv.core.kv.typed import ERR_NAN_OR_INFINITY as _ERR_NAN_OR_INFINITY
+from shardkv.core.kv.typed import ERR_NO_SUCH_KEY as _ERR_NO_SUCH_KEY
+from shardkv.core.kv.typed import ERR_NOT_FLOAT as _ERR_NOT_FLOAT
+from shardkv.core.kv.typed import ERR_NOT_INTEGER as _ERR_NOT_INTEGER
+from shardkv.core.kv.typed import ERR_OVERFLOW as _ERR_OVERFLOW
+from shardkv.core.kv.typed import ERR_SYNTAX as _ERR_SYNTAX
+from shardkv.core.kv.typed import ERR_WRONGTYPE as _ERR_WRONGTYPE
 from shardkv.core.resp.replies import NULL_ARRAY, OK, ErrorReply, Reply, SimpleString
 
 _Handler = Callable[[list[bytes], int], Reply]
@@ -90,21 +98,11 @@ _expire_at_of = struct.Struct(">Q").unpack_from  # (value, 1) -> (expire_at_ms,)
 _pack_header = struct.Struct(">BQ").pack
 
 # Redis 7 error replies.
-_ERR_SYNTAX: Final = ErrorReply("ERR syntax error")
-_ERR_NOT_INTEGER: Final = ErrorReply("ERR value is not an integer or out of range")
-_ERR_NOT_FLOAT: Final = ErrorReply("ERR value is not a valid float")
-_ERR_OVERFLOW: Final = ErrorReply("ERR increment or decrement would overflow")
 _ERR_DECREMENT_OVERFLOW: Final = ErrorReply("ERR decrement would overflow")
-_ERR_NAN_OR_INFINITY: Final = ErrorReply("ERR increment would produce NaN or Infinity")
-_ERR_WRONGTYPE: Final = ErrorReply(
-    "WRONGTYPE Operation against a key holding the wrong kind of value"
-)
 _ERR_OFFSET: Final = ErrorReply("ERR offset is out of range")
 _ERR_STRING_TOO_LONG: Final = ErrorReply(
     "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
 )
-_ERR_INVALID_CURSOR: Final = ErrorReply("ERR invalid cursor")
-_ERR_NO_SUCH_KEY: Final = ErrorReply("ERR no such key")
 _ERR_EXPIRE_NX: Final = ErrorReply(
     "ERR NX and XX, GT or LT options at the same time are not compatible"
 )

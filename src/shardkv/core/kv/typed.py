@@ -1,4 +1,4 @@
-"""What the hash, set, sorted-set and list commands share: Redis 7's error replies, the
+"""What the state machine's commands share: Redis 7's error replies (strings use them too), the
 SCAN-family options, and the deterministic random choices of HRANDFIELD, SRANDMEMBER,
 SPOP and ZRANDMEMBER.
 
