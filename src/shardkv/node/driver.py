@@ -135,12 +135,14 @@ from shardkv.observability.logging import get_logger
 from shardkv.storage import Engine
 from shardkv.storage.engine import ConsistentView
 from shardkv.storage.kv_snapshot import (
+    KVSnapshotError,
+    check_covered,
     read_applied_index,
     stage_applied_index,
     stage_delete_scope,
 )
 from shardkv.storage.raft_log import RaftLogStorage
-from shardkv.storage.snapshot_files import SnapshotFiles
+from shardkv.storage.snapshot_files import SnapshotFileError, SnapshotFiles
 
 log = get_logger(__name__)
 
@@ -410,6 +412,9 @@ class NodeDriver:
         self.leader_changes = 0
         self.snapshots_taken = 0
         self.snapshots_installed = 0
+        #: Snapshots dropped on arrival: slots this replica may not take yet, or a bad
+        #: header (`_snapshot_fits`).
+        self.snapshots_refused = 0
         self.proposals = 0
         #: As group 0's leader: moves proposed, and moves recorded as reached.
         self.moves_scheduled = 0
@@ -699,6 +704,8 @@ class NodeDriver:
                 # entries still go through: a new leader's first entry must commit even
                 # if most of its group's disks are full, or no read could be served.
                 continue
+            if m.type is MessageType.SNAP and not self._snapshot_fits(g, m):
+                continue
             raw = g.replica.raw
             raw.step(m)
             if m.context == HIBERNATE_CONTEXT:
@@ -711,6 +718,34 @@ class NodeDriver:
                 self._wake(g)
             active[m.group_id] = g
         self.on_work()
+
+    def _snapshot_fits(self, g: _GroupState, m: Message) -> bool:
+        """Whether the snapshot in ``m`` may be installed by ``g``'s replica now. One that
+        names slots the replica neither holds nor may take (a survivor's, taken after a
+        merge that this node's map does not show yet), or whose header cannot be read, is
+        dropped here like a lost message: installing it would stop the node. The leader
+        sends a snapshot again once the follower refuses its next append, by when this
+        node's map has caught up with the merge."""
+        snapshot = m.snapshot
+        if snapshot is None or m.group_id == PLACEMENT_GROUP_ID:
+            return True
+        try:
+            check_covered(
+                self.snapshots.scope_of(snapshot.data),
+                g.replica.machine.scope,
+                self._install_may_take(m.group_id),
+            )
+        except (KVSnapshotError, SnapshotFileError) as exc:
+            self.snapshots_refused += 1
+            log.warning(
+                "snapshot_refused",
+                group=m.group_id,
+                sender=m.from_,
+                index=snapshot.metadata.index,
+                reason=str(exc),
+            )
+            return False
+        return True
 
     def report_unreachable(self, node_id: int) -> None:
         """The transport lost ``node_id`` (its stream broke or a connection failed). The

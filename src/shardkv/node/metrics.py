@@ -131,6 +131,12 @@ class RaftCollector(Collector):
                 rt.snapshots_installed,
             ),
             (
+                "shardkv_raft_snapshots_refused",
+                "Snapshots dropped on arrival: slots this node's map does not let the replica "
+                "take yet (a merge it has not seen), or an unreadable header.",
+                rt.driver.snapshots_refused,
+            ),
+            (
                 "shardkv_snapshot_bytes_installed",
                 "Bytes of shard snapshots installed here (replicas moved or caught up).",
                 rt.driver.snapshots.installed_bytes,

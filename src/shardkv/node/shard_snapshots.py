@@ -14,6 +14,7 @@ Called on the driver's thread, except `build`, which the runtime runs in its thr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from shardkv.storage.kv_snapshot import (
     install_in_pages,
     iter_snapshot_data,
     pending_installs,
+    read_snapshot_scope,
     stage_install,
 )
 from shardkv.storage.raft_log import RaftLogStorage
@@ -41,6 +43,9 @@ UNREFERENCED_FILE_MIN_AGE_S = 900.0
 #: Bytes per read of a snapshot file being installed (installs hold a read, a record and
 #: a page of records at a time).
 INSTALL_READ_BYTES = 256 << 10
+#: Bytes per read when only a snapshot file's header is wanted (it names at most a few
+#: hundred slot ranges in practice; a longer one takes more reads).
+HEADER_READ_BYTES = 4 << 10
 
 
 class ShardSnapshots:
@@ -104,6 +109,16 @@ class ShardSnapshots:
             self.files.remove(SnapshotRef.decode(data))
 
     # -- installing --------------------------------------------------------------------
+
+    def scope_of(self, data: bytes) -> KeyScope:
+        """The group and slot ranges a shard snapshot's header names (inline data or a
+        file: only its first piece is read). Raises `KVSnapshotError` (corrupt header) or
+        `SnapshotFileError` (missing file)."""
+        if not is_ref(data):
+            return read_snapshot_scope((data,))
+        pieces = self._require_files().read(SnapshotRef.decode(data), HEADER_READ_BYTES)
+        with contextlib.closing(pieces):
+            return read_snapshot_scope(pieces)
 
     def stage_install(
         self,

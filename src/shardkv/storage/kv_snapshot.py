@@ -421,6 +421,18 @@ def _parse(data: bytes) -> tuple[SnapshotInfo, list[tuple[str, bytes, bytes]]]:
     return stream.info, records
 
 
+def read_snapshot_scope(pieces: Iterable[bytes]) -> KeyScope:
+    """The group and slot ranges a snapshot's header names, reading only the header of
+    ``pieces`` (the rest is neither read nor checked). Raises `CorruptSnapshotError`."""
+    return _RecordStream(pieces).scope
+
+
+def check_covered(scope: KeyScope, held: KeyScope, may_take: KeyScope | None = None) -> None:
+    """Raise `SnapshotMismatchError` unless a snapshot of ``scope`` may be installed by a
+    replica holding ``held`` (and allowed ``may_take`` besides): `stage_install`'s rule."""
+    _check_covered(SnapshotInfo(scope.group_id, 0, 0, 0, 0, scope.slot_ranges), held, may_take)
+
+
 def verify_snapshot_stream(pieces: Iterable[bytes]) -> SnapshotInfo:
     """Check a snapshot given as pieces (cut anywhere) completely, holding at most a piece
     and a record at a time. Raises `CorruptSnapshotError`."""

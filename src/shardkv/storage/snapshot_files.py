@@ -27,7 +27,7 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -140,8 +140,9 @@ class SnapshotFiles:
 
     def read(
         self, ref: SnapshotRef, chunk_bytes: int = DEFAULT_READ_CHUNK_BYTES
-    ) -> Iterator[bytes]:
-        """The file's bytes in pieces of at most ``chunk_bytes``. Raises `SnapshotFileError`
+    ) -> Generator[bytes, None, None]:
+        """The file's bytes in pieces of at most ``chunk_bytes`` (``close`` the generator
+        to stop early: the file closes). Raises `SnapshotFileError`
         if the file is missing (at the first piece) or its size or CRC-32 differs from the
         reference's (at the end)."""
         try:
