@@ -48,21 +48,41 @@ def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def member_bytes(admin_ports: list[int]) -> int:
-    """Bytes of the SUB column (members) over every node, as RocksDB counts them."""
-    total = 0
+def column_bytes(admin_ports: list[int]) -> dict[str, int]:
+    """Bytes of each RocksDB column over every node, as RocksDB counts them (SST files and
+    memtables): ``sub`` holds the members, the log columns the Raft log."""
+    total: dict[str, int] = {}
     for port in admin_ports:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=10) as resp:
-            total += json.load(resp)["storage_bytes"]["sub"]
+            for column, size in json.load(resp)["storage_bytes"].items():
+                total[column] = total.get(column, 0) + size
     return total
 
 
+def raft_log_span(admin_port: int) -> str:
+    """The first and last index of shard 1's Raft log on one node (from its metrics):
+    the log is compacted behind each snapshot."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    found = {}
+    for name in ("first", "last"):
+        for line in text.splitlines():
+            if line.startswith(f"shardkv_raft_{name}_index{{") and 'group="1"' in line:
+                found[name] = int(float(line.rsplit(" ", 1)[1]))
+    return f"{found.get('first')}-{found.get('last')}"
+
+
 def report_space(root: Path, admin_ports: list[int], when: str) -> None:
+    print(f"{when}: shard 1's Raft log spans {raft_log_span(admin_ports[0])} on node 1")
     dirs = sum(dir_bytes(root / f"n{i}") for i in (1, 2, 3))
-    members = member_bytes(admin_ports)
+    columns = column_bytes(admin_ports)
+    others = ", ".join(
+        f"{name} {size / 2**20:.0f}" for name, size in sorted(columns.items()) if name != "sub"
+    )
     print(
-        f"{when}: member records {members / 2**20:.0f} MiB (RocksDB's SUB column, 3 nodes);"
-        f" data dirs {dirs / 2**20:.0f} MiB (with the WAL and the Raft log)",
+        f"{when}: member records {columns.get('sub', 0) / 2**20:.0f} MiB (RocksDB's SUB"
+        f" column, 3 nodes; other columns MiB: {others}); data dirs {dirs / 2**20:.0f} MiB"
+        " (with the WAL)",
         flush=True,
     )
 
