@@ -341,7 +341,10 @@ class PeerTransport:
         if closing:
             # Closing a grpc.aio channel can hang (seen once in CI: a peer's stream did not
             # end for 20 s). The node's shutdown must not: after the bound, stop anyway.
-            _, pending = await asyncio.wait(closing, timeout=STOP_SENDERS_TIMEOUT_S)
+            done, pending = await asyncio.wait(closing, timeout=STOP_SENDERS_TIMEOUT_S)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: a failed close changes nothing here
             if pending:
                 log.warning("transport_stop_left_streams", node_id=self.node_id, count=len(pending))
                 for task in pending:
