@@ -10,8 +10,6 @@ its table of differences names commands in backquotes).
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 import redis
 
 from tests.compat.differential import RESYNC_AFTER, command_stream, normalize
+from tests.debian import debian_program
 from tests.integration.harness import ServerProcess, free_port
 from tests.integration.test_client import ServerProcess as ReferenceProcess
 from tests.integration.test_client import redis_server_command
@@ -42,10 +41,7 @@ def documented_differences() -> set[str]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    if shutil.which("redis-server") is None:
-        subprocess.run(
-            ["apt-get", "install", "-y", "redis-server"], check=True, capture_output=True
-        )
+    debian_program("redis-server", "redis-server")
     port = free_port()
     log = tmp_path_factory.mktemp("redis") / "redis.log"
     process = ReferenceProcess(redis_server_command, port, log)

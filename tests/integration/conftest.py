@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.debian import debian_program
 from tests.integration.harness import ServerProcess
 
 
@@ -18,14 +17,4 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="session")
 def redis_cli() -> str:
-    path = shutil.which("redis-cli")
-    if path is None:
-        subprocess.run(
-            ["apt-get", "install", "-y", "redis-tools"],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
-        path = shutil.which("redis-cli")
-    assert path is not None, "redis-cli is needed: apt-get install -y redis-tools"
-    return path
+    return debian_program("redis-cli", "redis-tools")

@@ -10,7 +10,6 @@ import base64
 import itertools
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -21,23 +20,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.debian import debian_program
 from tests.integration.test_cluster import Cluster
 from tests.integration.test_rebalance import cluster_client
 
 SHARDS = 4
 DOWN_WITHIN_S = 5.0
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "cluster-page.png"
-
-
-def chromium_path() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        subprocess.run(
-            ["apt-get", "install", "-y", "chromium"], check=True, capture_output=True, timeout=900
-        )
-        path = shutil.which("chromium")
-    assert path is not None, "chromium is needed: apt-get install -y chromium"
-    return path
 
 
 class Browser:
@@ -85,9 +74,10 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
     profile = tmp_path / "chromium-profile"
+    chromium = debian_program("chromium", "chromium")
     process = subprocess.Popen(
         [
-            chromium_path(), "--headless=new", "--no-sandbox", "--disable-gpu",
+            chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
             "--remote-debugging-port=0", f"--user-data-dir={profile}",
             "--window-size=1280,900", "about:blank",
         ],

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.debian import debian_program
 from tests.integration.test_cluster import Cluster
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -23,14 +23,7 @@ METRIC_NAME = re.compile(r"\bshardkv_[a-z0-9_]+")
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        subprocess.run(
-            ["apt-get", "install", "-y", "prometheus"], check=True, capture_output=True, timeout=900
-        )
-        path = shutil.which("promtool")
-    assert path is not None, "promtool is needed: apt-get install -y prometheus"
-    return path
+    return debian_program("promtool", "prometheus")
 
 
 @pytest.fixture(scope="module")

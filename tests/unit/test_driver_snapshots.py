@@ -10,25 +10,24 @@ when the leader sends it again after its map caught up."""
 
 from __future__ import annotations
 
-import random
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from shardkv.core.cluster.placement import SHARD_MAP_KEY
-from shardkv.core.cluster.shardmap import ShardMap, initial_layout
+from shardkv.core.cluster.shardmap import initial_layout
 from shardkv.core.cluster.slots import key_slot
-from shardkv.core.engine import META, WriteBatch
+from shardkv.core.engine import META
 from shardkv.core.kv import KeyScope
 from shardkv.core.kv.codec import scope_key
 from shardkv.core.kv.machine import KVStateMachine
 from shardkv.core.kv.scope import encode_scope_record
 from shardkv.core.raft.types import ConfState, Message, MessageType, Snapshot, SnapshotMetadata
-from shardkv.node.driver import ClusterSettings, NodeDriver
+from shardkv.node.driver import NodeDriver
 from shardkv.storage import MemoryEngine
 from shardkv.storage.kv_snapshot import build_snapshot_data, stage_applied_index
 from shardkv.storage.snapshot_files import SnapshotFiles
+from tests.unit.test_driver_open import node_one
 
 MEMBERS = {n: f"n{n}:7380" for n in (1, 2, 3)}
 NOW_MS = 1_700_000_000_000
@@ -52,23 +51,6 @@ def survivor_snapshot() -> Snapshot:
     engine.write(batch)
     data = build_snapshot_data(engine, 1, KeyScope.whole(1))
     return Snapshot(SnapshotMetadata(SNAPSHOT_INDEX, 5, ConfState.of((1, 2, 3))), data)
-
-
-def node_one(shard_map: ShardMap, files: SnapshotFiles | None) -> tuple[NodeDriver, MemoryEngine]:
-    engine = MemoryEngine()
-    batch = WriteBatch()
-    batch.put(META, SHARD_MAP_KEY, shard_map.encode())
-    engine.write(batch)
-    driver = NodeDriver(
-        ClusterSettings(node_id=1, initial_members=MEMBERS, client_address="n1:6001"),
-        engine,
-        clock_ms=lambda: NOW_MS,
-        monotonic_s=lambda: 0.0,
-        rng=random.Random(1),
-        snapshot_files=files,
-    )
-    driver.open()
-    return driver, engine
 
 
 def deliver(
@@ -109,7 +91,7 @@ def test_a_survivor_snapshot_waits_while_the_map_does_not_show_the_merge(
 ) -> None:
     layout = initial_layout(MEMBERS, 2, 3)
     assert layout.shards[2].slot_ranges == ((8192, 16383),)
-    driver, engine = node_one(layout, files)
+    driver, engine = node_one(layout, MEMBERS, now_ms=NOW_MS, files=files)
 
     deliver(driver, engine, survivor_snapshot(), files)
 
@@ -125,7 +107,7 @@ def test_once_the_map_shows_the_merge_the_snapshot_is_installed_and_the_absorbed
 ) -> None:
     layout = initial_layout(MEMBERS, 2, 3)
     merging = layout.with_shards([replace(layout.shards[2], merge_into=1, epoch=2)])
-    driver, engine = node_one(merging, files)
+    driver, engine = node_one(merging, MEMBERS, now_ms=NOW_MS, files=files)
 
     deliver(driver, engine, survivor_snapshot(), files)
 

@@ -61,11 +61,14 @@ class Delete:
 
 @dataclass(frozen=True, slots=True)
 class DeleteRange:
-    """Delete every key with ``start <= key < end`` in ``column``."""
+    """Delete every key with ``start <= key < end`` in ``column``. ``reclaim``: the range
+    may hold much data (a big key's members), so the engine should return its space soon
+    (RocksDB compacts it in the background) rather than whenever compaction gets there."""
 
     column: str
     start: bytes
     end: bytes
+    reclaim: bool = False
 
 
 Op = Put | Delete | DeleteRange

@@ -19,8 +19,7 @@ from typing import Any
 
 import rocksdict
 
-from shardkv.core.engine import ALL_COLUMNS, SUB, Delete, DeleteRange, Put, WriteBatch
-from shardkv.core.kv.codec import SUB_FAMILY_END
+from shardkv.core.engine import ALL_COLUMNS, Delete, DeleteRange, Put, WriteBatch
 from shardkv.node import crashpoints
 from shardkv.storage.engine import StorageError
 
@@ -129,9 +128,8 @@ class RocksDBEngine:
                 wb.delete(op.key, handles[op.column])
             elif isinstance(op, DeleteRange):
                 wb.delete_range(op.start, op.end, handles[op.column])
-                if op.column == SUB and op.end == op.start + SUB_FAMILY_END:
-                    # One big key's members (not a shard's ranges cleared for a snapshot).
-                    self._compactions.request(op.start, op.end)
+                if op.reclaim:
+                    self._compactions.request(op.column, op.start, op.end)
         try:
             self._db.write(wb, self._write_opts)
         except Exception as exc:
@@ -195,30 +193,35 @@ class RocksDBEngine:
 
 
 class _Compactor:
-    """Reclaims the space of range-deleted members in the background: a range deletion
+    """Reclaims the space of ranges deleted with ``reclaim`` (a big key's members) in the
+    background: a range deletion
     answers at once (one tombstone), and RocksDB frees the records it covers only when
     it compacts them, which nothing may trigger soon. One daemon thread compacts each
     requested range (``compact_range`` releases the GIL, so the event loop keeps
     running). At most `MAX_PENDING_COMPACTIONS` ranges wait; then they are merged into
-    one covering range. It holds the engine only weakly: an engine dropped without
+    one covering range per column. It holds the engine only weakly: an engine dropped without
     ``close`` (a simulated crash) still releases its database."""
 
     def __init__(self, engine: weakref.ref[RocksDBEngine]) -> None:
         self._engine = engine
-        self._pending: list[tuple[bytes, bytes]] = []
+        self._pending: list[tuple[str, bytes, bytes]] = []
         self._wake = threading.Condition()
         self._stopped = False
         self._thread: threading.Thread | None = None
 
-    def request(self, start: bytes, end: bytes) -> None:
+    def request(self, column: str, start: bytes, end: bytes) -> None:
         with self._wake:
             if self._stopped:
                 return
-            self._pending.append((start, end))
+            self._pending.append((column, start, end))
             if len(self._pending) > MAX_PENDING_COMPACTIONS:
-                low = min(s for s, _ in self._pending)
-                high = max(e for _, e in self._pending)
-                self._pending = [(low, high)]
+                covering: dict[str, tuple[bytes, bytes]] = {}
+                for name, low, high in self._pending:
+                    have = covering.get(name)
+                    covering[name] = (
+                        (low, high) if have is None else (min(have[0], low), max(have[1], high))
+                    )
+                self._pending = [(name, low, high) for name, (low, high) in covering.items()]
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="rocksdb-compactor", daemon=True
@@ -234,11 +237,11 @@ class _Compactor:
                         return
                 if self._stopped:
                     return
-                start, end = self._pending.pop(0)
+                name, start, end = self._pending.pop(0)
             engine = self._engine()
             if engine is None:
                 return
-            column = engine._cfs.get(SUB)
+            column = engine._cfs.get(name)
             del engine
             if column is None:
                 return

@@ -324,7 +324,7 @@ class KVStateMachine:
         owned = self._owned
         # Range deletions first: a member written after its key was cleared is newer.
         for prefix in sorted(self._sub_cleared):
-            ops.append(DeleteRange(SUB, prefix, prefix + SUB_FAMILY_END))
+            ops.append(DeleteRange(SUB, prefix, prefix + SUB_FAMILY_END, reclaim=True))
         for key, value in self._sub.items():
             if value is not None:
                 ops.append(Put(SUB, key, value))
